@@ -1,0 +1,2 @@
+"""wsolctl: weakly-supervised object localization in histology."""
+__version__ = "0.1.0"

@@ -1,0 +1,147 @@
+"""``wsolctl`` command line: a thin layer over :mod:`wsolctl.engine.pipeline` and friends.
+
+Torch is imported only by commands that train or evaluate, so ``--help``, ``validate``, ``show`` and
+``methods`` stay fast. Bad input → one line per problem on stderr, exit code 2, no traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Weakly-supervised object localization in histology, from one YAML recipe.")
+
+SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                      help="override a recipe field, value parsed as YAML (e.g. train.epochs=2); repeatable")
+OutOpt = typer.Option(None, "--out", "-o", help="output directory (default: runs/<recipe name>)")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress display")
+
+
+def _fail(lines: str, code: int = 2) -> None:
+    typer.echo(lines, err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run a library call, mapping known user errors to exit 2 and anything else to exit 1."""
+    from pydantic import ValidationError
+
+    from wsolctl.data.folds import FoldFormatError
+    from wsolctl.plugins import UnknownPlugin
+    from wsolctl.recipe import RecipeError
+
+    try:
+        return fn(*args, **kwargs)
+    except (RecipeError, FoldFormatError, UnknownPlugin, FileNotFoundError, ValidationError) as exc:
+        _fail(f"error: {exc}" if not isinstance(exc, RecipeError) else str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume", 130)
+    except (RuntimeError, ValueError, OSError) as exc:
+        if os.environ.get("WSOLCTL_DEBUG"):
+            raise
+        _fail(f"error: {type(exc).__name__}: {exc} (set WSOLCTL_DEBUG=1 for a traceback)", 1)
+
+
+def _load(recipe: Path, overrides: List[str]):
+    from wsolctl.recipe import load_recipe
+
+    return _guard(load_recipe, recipe, overrides)
+
+
+@app.command()
+def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
+    """Check a recipe (exit 0 if valid, 2 otherwise)."""
+    loaded = _load(recipe, set_)
+    typer.echo(f"{recipe}: ok ({len(loaded.backbones)} backbone(s) × {len(loaded.methods)} method(s))")
+
+
+@app.command()
+def show(recipe: Path, set_: List[str] = SetOpt) -> None:
+    """Print the fully resolved recipe (bases merged, overrides applied, defaults filled)."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_load(recipe, set_).resolved_dict(), sort_keys=False), nl=False)
+
+
+@app.command()
+def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt) -> None:
+    """Train, select and report: the whole study of a recipe."""
+    from wsolctl.engine import pipeline
+
+    loaded = _load(recipe, set_)
+    report = _guard(pipeline.run, loaded, out, quiet=quiet)
+    _summary(report.parent, quiet)
+
+
+@app.command()
+def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt) -> None:
+    """Train every run of a recipe (resumes; skips finished runs)."""
+    from wsolctl.engine import pipeline
+
+    done = _guard(pipeline.train, _load(recipe, set_), out, quiet=quiet)
+    typer.echo(f"trained into {done}; next: wsolctl select {done}")
+
+
+@app.command()
+def select(out: Path, quiet: bool = QuietOpt) -> None:
+    """Select B-LOC / B-CL models of a trained output directory and score them on test."""
+    from wsolctl.engine import pipeline
+
+    _guard(pipeline.select, out, quiet=quiet)
+    typer.echo(f"wrote {out / 'results.parquet'}; next: wsolctl report {out}")
+
+
+@app.command()
+def report(out: Path) -> None:
+    """Write report.md (tables and figures) from an output directory's Parquet files."""
+    from wsolctl.engine import pipeline
+
+    typer.echo(f"wrote {_guard(pipeline.report, out)}")
+
+
+@app.command()
+def methods(json_: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """List the installed methods, their kind, package and parameters."""
+    from wsolctl.catalog import method_catalog, print_catalog
+
+    rows = method_catalog()
+    if json_:
+        import json
+
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_catalog(rows)
+
+
+@app.command()
+def compare(baseline: Path, candidate: Path,
+            tolerance: List[str] = typer.Option([], "--tolerance", "-t", metavar="METRIC=VALUE",
+                                                help="allowed worsening per metric, in its units (repeatable)"),
+            output: Optional[Path] = typer.Option(None, "--output", help="also write the Markdown table here")) -> None:
+    """Compare results (Parquet files or output directories); exit 1 on any regression or missing row."""
+    from wsolctl.results.compare import compare as run_compare
+
+    outcome = _guard(run_compare, baseline, candidate, tolerance)
+    typer.echo(outcome.markdown)
+    if output:
+        from wsolctl.results.io import write_text
+
+        write_text(output, outcome.markdown)
+    raise typer.Exit(1 if outcome.failed else 0)
+
+
+def _summary(out: Path, quiet: bool) -> None:
+    from wsolctl.results.summary import print_summary
+
+    print_summary(out, quiet)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,105 @@
+"""Build what a run needs from its recipe: device, data loaders, model, optimizer, scheduler."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from wsolctl import plugins
+from wsolctl.data.folds import read_encoding, read_split
+from wsolctl.data.images import FoldImages
+from wsolctl.engine.model import WSOLModel
+from wsolctl.engine.plan import Run, instantiate
+from wsolctl.recipe.schema import Recipe
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def seed_everything(*seeds: int) -> None:
+    """Seed every RNG from a tuple (e.g. recipe seed and epoch), so that a resumed run draws the
+    same numbers as an uninterrupted one (data-loader shuffling and worker seeds derive from torch's
+    global generator)."""
+    seed = int(np.random.SeedSequence(list(seeds)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Data:
+    root: Path
+    classes: dict[str, int]
+    train: DataLoader
+    valcl: DataLoader
+    valpx: DataLoader
+    test: DataLoader
+
+
+def prepare_dataset(recipe: Recipe) -> object:
+    dataset = plugins.load("datasets", recipe.dataset.name)(recipe.dataset.resolved_params)
+    dataset.prepare(Path(recipe.dataset.root), recipe.dataset.fold)
+    return dataset
+
+
+def build_data(recipe: Recipe, device: torch.device) -> Data:
+    dataset = prepare_dataset(recipe)
+    root, fold = Path(recipe.dataset.root), recipe.dataset.fold
+    folds_dir = dataset.folds_dir(root)
+    size, train_cfg, eval_cfg = recipe.image_size, recipe.train, recipe.evaluation
+    pin = device.type == "cuda"
+
+    def loader(split: str, train: bool = False) -> DataLoader:
+        samples = read_split(folds_dir, fold, split)
+        images = FoldImages(root, samples, size, augment=train_cfg.augment if train else None,
+                            with_masks=split in ("valpx", "test"))
+        return DataLoader(images, batch_size=train_cfg.batch_size if train else eval_cfg.batch_size,
+                          shuffle=train, drop_last=False, num_workers=train_cfg.workers, pin_memory=pin)
+
+    return Data(root, read_encoding(folds_dir), loader("train", train=True), loader("valcl"), loader("valpx"), loader("test"))
+
+
+def build_model(recipe: Recipe, run: Run, num_classes: int) -> WSOLModel:
+    spec = recipe.backbones[run.backbone_index]
+    backbone = plugins.load("backbones", spec.name)(spec.resolved_params)
+    trainer = instantiate(recipe, run.methods[0].index)  # all methods of a run share its classifier
+    module = backbone.build(spec.pretrained)
+    return WSOLModel(module, trainer, num_classes, backbone.cam_layer, backbone.classifier_prefixes)
+
+
+def build_optimizer(recipe: Recipe, model: WSOLModel) -> torch.optim.Optimizer:
+    opt, lr = recipe.train.optimizer, recipe.train.lr
+    groups = model.param_groups(lr, opt.lr_classifier_ratio)
+    if opt.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0,
+                               weight_decay=opt.weight_decay)
+    cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr, weight_decay=opt.weight_decay)
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
+    """Per-epoch schedule; the survey's step decay never goes below ``min_lr``."""
+    sched, epochs = recipe.train.scheduler, max(recipe.train.epochs, 1)
+    base = [g["lr"] for g in optimizer.param_groups]
+
+    def factor(epoch: int, base_lr: float) -> float:
+        if sched.name == "step":
+            value = sched.gamma ** (epoch // sched.step_size)
+        elif sched.name == "cosine":
+            value = 0.5 * (1 + np.cos(np.pi * min(epoch, epochs) / epochs))
+        else:
+            value = 1.0
+        return max(value, sched.min_lr / base_lr)
+
+    lambdas = [lambda e, b=b: factor(e, b) for b in base]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

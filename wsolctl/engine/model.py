@@ -1,0 +1,31 @@
+"""A backbone plus a method's head, as one ``nn.Module``."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from wsolctl.methods.base import Method, Output
+
+
+class WSOLModel(nn.Module):
+    def __init__(self, backbone: nn.Module, method: Method, num_classes: int, cam_layer: str,
+                 classifier_prefixes: tuple[str, ...] = ()):
+        super().__init__()
+        self.backbone = backbone
+        self.head = method.build_head(backbone.out_channels, num_classes)
+        self.method = method
+        self.cam_layer = cam_layer
+        self.classifier_prefixes = classifier_prefixes
+
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Output:
+        return self.method.forward(self.head, self.backbone(images), images, labels)
+
+    def param_groups(self, lr: float, ratio: float) -> list[dict]:
+        """The head and the backbone's classifier-side layers train at ``lr × ratio`` (survey)."""
+        fast, slow = [], []
+        for name, param in self.backbone.named_parameters():
+            (fast if name.startswith(self.classifier_prefixes) else slow).append(param)
+        fast += list(self.head.parameters())
+        return [g for g in ({"params": slow, "lr": lr}, {"params": fast, "lr": lr * ratio}) if g["params"]]

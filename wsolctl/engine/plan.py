@@ -1,0 +1,58 @@
+"""Expand a recipe into training runs (torch-free).
+
+Methods whose ``training_key()`` is equal share one training run on each backbone ("train once,
+explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier. A run's id is
+a stable hash of everything that determines its numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from wsolctl import plugins
+from wsolctl.recipe.schema import Recipe
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    label: str  # unique within the recipe: the name, or name[i] when listed twice
+    index: int  # position in recipe.methods
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    backbone_index: int
+    methods: tuple[MethodRef, ...]
+    spec: dict  # resolved training spec; hashed into run_id
+
+
+def method_labels(recipe: Recipe) -> list[str]:
+    names = [m.name for m in recipe.methods]
+    return [n if names.count(n) == 1 else f"{n}[{i}]" for i, n in enumerate(names)]
+
+
+def instantiate(recipe: Recipe, index: int):
+    spec = recipe.methods[index]
+    return plugins.load("methods", spec.name)(spec.resolved_params)
+
+
+def plan_runs(recipe: Recipe) -> list[Run]:
+    data = recipe.resolved_dict()
+    labels = method_labels(recipe)
+    runs = []
+    for b, backbone in enumerate(data["backbones"]):
+        groups: dict[str, list[int]] = {}
+        for i in range(len(recipe.methods)):
+            key = json.dumps(instantiate(recipe, i).training_key(), sort_keys=True)
+            groups.setdefault(key, []).append(i)
+        for key, indices in groups.items():
+            spec = {
+                "dataset": data["dataset"], "backbone": backbone, "training_key": json.loads(key),
+                "methods": [data["methods"][i] for i in indices], "seed": data["seed"],
+                "image_size": data["image_size"], "train": data["train"], "evaluation": data["evaluation"],
+            }
+            run_id = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+            runs.append(Run(run_id, b, tuple(MethodRef(labels[i], i) for i in indices), spec))
+    return runs

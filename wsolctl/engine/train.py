@@ -1,0 +1,131 @@
+"""Train one run, evaluating every epoch (epoch 0 included, before any update).
+
+Per epoch: accuracy on ``valcl`` and, for every method of the run, PxAP on ``valpx``. The
+checkpoints that B-LOC / B-CL would pick so far are kept on disk (ties go to the later epoch) and
+``state.pt`` holds what is needed to resume. A finished run writes ``done.json`` and is skipped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, seed_everything
+from wsolctl.engine.evaluate import evaluate
+from wsolctl.engine.plan import Run, instantiate
+from wsolctl.engine.progress import Progress
+from wsolctl.recipe.schema import Recipe
+from wsolctl.results.io import torch_save, write_json
+
+RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def best_epochs(history: list[dict], label: str) -> dict[str, int]:
+    """Epoch chosen by each selection rule for one method; ties go to the later epoch."""
+    rows = [r for r in history if r["method"] == label]
+
+    def key(row: dict, metric: str) -> tuple[float, int]:
+        value = row[metric]
+        return (value if value is not None and math.isfinite(value) else -math.inf, row["epoch"])
+
+    return {rule: max(rows, key=lambda r: key(r, metric))["epoch"] for rule, metric in RULES.items()}
+
+
+def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> None:
+    if (run_dir / "done.json").is_file():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "spec.json", {"run_id": run.run_id, **run.spec})
+    seed_everything(recipe.seed)  # model initialisation
+    model = build_model(recipe, run, len(data.classes)).to(device)
+    optimizer = build_optimizer(recipe, model)
+    scheduler = build_scheduler(recipe, optimizer)
+    methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods}
+    history, start = _resume(run_dir, model, optimizer, scheduler, device)
+    use_amp = device.type == "cuda" if recipe.train.amp == "auto" else bool(recipe.train.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
+
+    epochs = progress.task(f"run {run.run_id}: epochs", recipe.train.epochs + 1)
+    epochs.advance(start)
+    for epoch in range(start, recipe.train.epochs + 1):
+        began = time.perf_counter()
+        loss = float("nan")
+        if epoch > 0:
+            seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only
+            loss = _train_epoch(model, data, optimizer, scaler, device, use_amp, progress)
+            scheduler.step()
+        rows = _evaluate_epoch(recipe, model, methods, data, device, progress, epoch)
+        for row in rows:
+            row.update(train_loss=loss, lr=optimizer.param_groups[0]["lr"], duration_s=time.perf_counter() - began)
+        history += rows
+        _save(run_dir, model, optimizer, scheduler, history, epoch, methods)
+        epochs.advance()
+    epochs.close()
+    write_json(run_dir / "done.json", {"epochs": recipe.train.epochs, "best": {m: best_epochs(history, m) for m in methods}})
+
+
+def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, progress) -> float:
+    model.train()
+    total, count = 0.0, 0
+    batches = progress.task("train", len(data.train))
+    for images, labels, _ in data.train:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            output = model(images, labels)
+            loss = model.method.loss(output, labels)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"training loss became {loss.item()}; lower train.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(labels)
+        count += len(labels)
+        batches.advance()
+    batches.close()
+    return total / max(count, 1)
+
+
+def _evaluate_epoch(recipe: Recipe, model, methods, data: Data, device, progress, epoch: int) -> list[dict]:
+    ev = recipe.evaluation
+    valcl = evaluate(model, {}, data.valcl, device, accuracy=True, localize=False,
+                     progress=progress, description=f"epoch {epoch}: valcl")
+    valpx = evaluate(model, methods, data.valpx, device, accuracy=False, localize=True, thresholds=ev.thresholds,
+                     cam_target=ev.cam_target, progress=progress, description=f"epoch {epoch}: valpx")
+    return [{"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy, "valpx_pxap": result.pxap}
+            for label, result in valpx.localization.items()]
+
+
+def _resume(run_dir: Path, model, optimizer, scheduler, device) -> tuple[list[dict], int]:
+    path = run_dir / "state.pt"
+    if not path.is_file():
+        return [], 0
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    history = json.loads(state["history"])
+    return history, state["epoch"] + 1
+
+
+def _save(run_dir: Path, model, optimizer, scheduler, history: list[dict], epoch: int, methods) -> None:
+    """Keep the checkpoints of the epochs currently selected by some rule, then the resume state,
+    then drop checkpoints no rule points at any more (in that order, so a crash loses nothing)."""
+    ckpt_dir = run_dir / "ckpt"
+    keep = {e for label in methods for e in best_epochs(history, label).values()}
+    if epoch in keep:
+        torch_save(ckpt_dir / f"epoch-{epoch:04d}.pt", model.state_dict())
+    torch_save(run_dir / "state.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                      "history": json.dumps(history)})
+    write_json(run_dir / "epochs.json", history)
+    for path in ckpt_dir.glob("epoch-*.pt"):
+        if int(path.stem.split("-")[1]) not in keep:
+            path.unlink()

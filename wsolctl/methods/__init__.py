@@ -1,0 +1,1 @@
+"""Built-in WSOL methods, each registered through the ``wsolctl.methods`` entry point group."""

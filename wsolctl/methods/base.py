@@ -1,0 +1,78 @@
+"""The method plugin interface (plugin API version 1).
+
+A method is a small, torch-free-at-import class; the shared engine (``wsolctl.engine``) owns the
+training loop, evaluation, selection and outputs. A method says only what differs:
+
+- ``Params``: a pydantic model of its hyper-parameters (defaults from the survey).
+- ``build_head(in_channels, num_classes)``: the trainable layers on top of the backbone features.
+- ``forward(head, features, images, labels)``: logits (and class maps, if the head makes them).
+- ``loss(output, labels)``: the training loss (cross-entropy by default).
+- ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``, any scale.
+- ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
+  backbone and data share a single training run ("train once, explain many").
+- ``unsupported(backbone_name)``: a reason string when it cannot run on a backbone.
+
+See docs/plugins.md for a worked example.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+from wsolctl._lazy import F, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from wsolctl.engine.model import WSOLModel
+
+API_VERSION = 1
+Kind = Literal["bottom-up", "top-down", "fully-supervised"]
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Output:
+    """What a method's forward returns."""
+
+    logits: "Tensor"
+    class_maps: Optional["Tensor"] = None  # (N, num_classes, h, w) when the head computes them
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    api_version: ClassVar[int] = API_VERSION
+    kind: ClassVar[Kind] = "bottom-up"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    name: ClassVar[str] = ""  # set from the entry-point name when loaded
+
+    def __init__(self, params: Optional[BaseModel] = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def unsupported(cls, backbone: str) -> Optional[str]:
+        """Why this method cannot use ``backbone``, or None when it can."""
+        return None
+
+    def training_key(self) -> dict:
+        return {"method": self.name, "params": self.params.model_dump(mode="json")}
+
+    def build_head(self, in_channels: int, num_classes: int) -> "nn.Module":
+        raise NotImplementedError
+
+    def forward(self, head: "nn.Module", features: "Tensor", images: "Tensor",
+                labels: Optional["Tensor"] = None) -> Output:
+        raise NotImplementedError
+
+    def loss(self, output: Output, labels: "Tensor") -> "Tensor":
+        return F.cross_entropy(output.logits, labels)
+
+    def cams(self, model: "WSOLModel", images: "Tensor", targets: "Tensor") -> "Tensor":
+        """Default: the head's class map of each image's target class."""
+        output = model(images)
+        return output.class_maps[torch.arange(len(targets), device=targets.device), targets]

@@ -1,0 +1,23 @@
+"""CAM (Zhou et al., 2016): global average pooling, a linear classifier, and the class map
+M_c = Σ_k w_ck · A_k computed from that classifier's weights (no bias, no ReLU; the evaluation
+min-max normalises each map)."""
+from __future__ import annotations
+
+from wsolctl._lazy import nn, torch
+from wsolctl.methods.base import Method, Output
+
+
+class CAM(Method):
+    kind = "bottom-up"
+
+    def training_key(self) -> dict:
+        # The GAP + linear classifier is what top-down methods explain, so they can share it.
+        return {"head": "wgap"}
+
+    def build_head(self, in_channels: int, num_classes: int):
+        return nn.Linear(in_channels, num_classes)
+
+    def forward(self, head, features, images, labels=None) -> Output:
+        logits = head(features.mean(dim=(2, 3)))
+        class_maps = torch.einsum("kc,nchw->nkhw", head.weight, features)
+        return Output(logits=logits, class_maps=class_maps)

@@ -1,0 +1,47 @@
+"""InceptionV3 as in the survey's WSOL code (from SPG): Mixed_6a at stride 1 with 'same' padding,
+Mixed_7* removed, then two extra 3×3 conv layers (SPG_A3_1b/2b, 768→1024→1024, ReLU, dropout
+0.5 before each). Output stride 8 relative to the stem; CAM layer: the last extra ReLU.
+
+Approximation: the stem keeps timm's valid paddings, so a 224 input gives a 25×25 map rather than
+the reference's 28×28."""
+from __future__ import annotations
+
+from wsolctl._lazy import F, nn, torch
+from wsolctl.models.base import Backbone, sequential, timm_model
+
+
+def _mixed_6a_stride_one(block: "nn.Module") -> "nn.Module":
+    """timm's InceptionB (Mixed_6a) pools with a functional stride-2 max-pool, so wrap it."""
+    for conv in (block.branch3x3.conv, block.branch3x3dbl_3.conv):
+        conv.stride, conv.padding = (1, 1), (1, 1)
+
+    class Stride1InceptionB(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = block
+
+        def forward(self, x):
+            b = self.block
+            pool = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+            return torch.cat([b.branch3x3(x), b.branch3x3dbl_3(b.branch3x3dbl_2(b.branch3x3dbl_1(x))), pool], 1)
+
+    return Stride1InceptionB()
+
+
+def _extra(in_ch: int) -> "nn.Sequential":
+    return nn.Sequential(nn.Dropout(0.5), nn.Conv2d(in_ch, 1024, 3, padding=1), nn.ReLU(inplace=False))
+
+
+class InceptionV3WSOL(Backbone):
+    cam_layer = "SPG_A3_2b.2"
+    classifier_prefixes = ("SPG_A3_1b", "SPG_A3_2b")
+
+    def build(self, pretrained=False):
+        net = timm_model("inception_v3", pretrained, num_classes=0)
+        children = []
+        for name, module in net.named_children():
+            if name.startswith("Mixed_7"):
+                break
+            children.append((name, _mixed_6a_stride_one(module) if name == "Mixed_6a" else module))
+        children += [("SPG_A3_1b", _extra(768)), ("SPG_A3_2b", _extra(1024))]
+        return sequential(children, out_channels=1024)

@@ -1,0 +1,28 @@
+"""ResNets with the survey's WSOL layout: layer3 and layer4 at stride 1 (output stride 8, a
+28×28 CAM for a 224 input), no dilation (shared/reference/methods-and-protocol.md §3)."""
+from __future__ import annotations
+
+from wsolctl.models.base import Backbone, sequential, set_stride_one, timm_model
+
+_STEM = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+class _ResNetWSOL(Backbone):
+    arch = ""
+    cam_layer = "layer4"
+    classifier_prefixes = ("layer4",)
+
+    def build(self, pretrained=False):
+        net = timm_model(self.arch, pretrained, num_classes=0, global_pool="")
+        set_stride_one([net.layer3[0], net.layer4[0]])
+        return sequential(((n, getattr(net, n)) for n in _STEM), net.num_features)
+
+
+class ResNet50WSOL(_ResNetWSOL):
+    arch = "resnet50"
+
+
+class ResNet18WSOL(_ResNetWSOL):
+    """A small CPU-friendly member of the same family (not in the survey)."""
+
+    arch = "resnet18"

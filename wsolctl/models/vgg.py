@@ -1,0 +1,23 @@
+"""VGG16 as in the survey's WSOL code: the 13 conv layers with pool4 and pool5 removed (three
+max-pools, output stride 8), then conv6 (3×3, 512→1024) + ReLU. CAM layer: that ReLU."""
+from __future__ import annotations
+
+from wsolctl._lazy import nn
+from wsolctl.models.base import Backbone, sequential, timm_model
+
+
+class VGG16WSOL(Backbone):
+    cam_layer = "relu6"
+    classifier_prefixes = ("conv6",)
+
+    def build(self, pretrained=False):
+        net = timm_model("vgg16", pretrained, num_classes=0)
+        layers = list(net.features.children())
+        pools = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
+        kept = [m for i, m in enumerate(layers) if i not in pools[3:]]  # drop pool4, pool5
+        return sequential(
+            [("features", nn.Sequential(*kept)),
+             ("conv6", nn.Conv2d(512, 1024, kernel_size=3, padding=1)),
+             ("relu6", nn.ReLU(inplace=False))],
+            out_channels=1024,
+        )

@@ -1,0 +1,1 @@
+"""Results: Parquet tables, the Markdown report with figures, and regression comparison."""

@@ -1,0 +1,103 @@
+"""Regression check between two result sets (``wsolctl compare``).
+
+Rows are matched on dataset/fold/backbone/method/selection. A metric regresses when the candidate is
+worse than the baseline by more than its tolerance, "worse" following the metric's direction.
+A baseline row with no candidate is a regression too; extra candidate rows are reported only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import polars as pl
+
+from wsolctl.results.tables import KEYS
+
+HIGHER_IS_BETTER = {"pxap": True, "tp": True, "tn": True, "cl_acc": True, "miou": True, "fn": False, "fp": False}
+DEFAULT_TOLERANCE = {"pxap": 0.5, "tp": 1.0, "fn": 1.0, "fp": 1.0, "tn": 1.0, "cl_acc": 1.0, "miou": 1.0}
+
+
+@dataclass
+class Comparison:
+    table: pl.DataFrame  # one row per key × metric
+    missing: pl.DataFrame  # baseline keys absent from the candidate
+    extra: pl.DataFrame  # candidate keys absent from the baseline
+    markdown: str
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.table["regression"].any()) or len(self.missing) > 0
+
+
+def read_results(path: Path) -> pl.DataFrame:
+    path = Path(path)
+    file = path / "results.parquet" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no results file (give a results.parquet or a wsolctl output directory)")
+    try:
+        frame = pl.read_parquet(file)
+    except Exception as exc:  # polars raises several types for a non-Parquet file
+        raise ValueError(f"{file}: not a readable Parquet file ({exc})") from None
+    absent = [c for c in KEYS if c not in frame.columns]
+    if absent:
+        raise ValueError(f"{file}: missing columns {absent}")
+    # Several seeds of one key are averaged, so that comparisons are between like and like.
+    metrics = [m for m in HIGHER_IS_BETTER if m in frame.columns]
+    return frame.group_by(KEYS).agg([pl.col(m).mean() for m in metrics])
+
+
+def parse_tolerances(items: Iterable[str]) -> dict[str, float]:
+    tolerance = dict(DEFAULT_TOLERANCE)
+    for item in items:
+        metric, sep, value = item.partition("=")
+        if not sep or metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"--tolerance {item!r}: expected METRIC=VALUE with METRIC in {sorted(HIGHER_IS_BETTER)}")
+        try:
+            tolerance[metric] = float(value)
+        except ValueError:
+            raise ValueError(f"--tolerance {item!r}: {value!r} is not a number") from None
+        if tolerance[metric] < 0:
+            raise ValueError(f"--tolerance {item!r}: must be ≥ 0")
+    return tolerance
+
+
+def compare(baseline: Path, candidate: Path, tolerances: Iterable[str] = ()) -> Comparison:
+    tolerance = parse_tolerances(tolerances)
+    base, cand = read_results(baseline), read_results(candidate)
+    metrics = [m for m in HIGHER_IS_BETTER if m in base.columns and m in cand.columns]
+    joined = base.join(cand, on=KEYS, how="inner", suffix="_candidate")
+    long = pl.concat([
+        joined.select(*KEYS, pl.lit(m).alias("metric"), pl.col(m).alias("baseline"),
+                      pl.col(f"{m}_candidate").alias("candidate"))
+        for m in metrics
+    ]) if len(joined) else pl.DataFrame(schema={**{k: base.schema[k] for k in KEYS}, "metric": pl.String,
+                                                 "baseline": pl.Float64, "candidate": pl.Float64})
+    sign = pl.col("metric").replace_strict({m: 1.0 if up else -1.0 for m, up in HIGHER_IS_BETTER.items()})
+    tol = pl.col("metric").replace_strict(tolerance, return_dtype=pl.Float64)
+    long = long.with_columns(delta=pl.col("candidate") - pl.col("baseline")).with_columns(
+        regression=(pl.col("delta") * sign < -tol) | pl.col("candidate").is_nan() & pl.col("baseline").is_not_nan())
+    missing = base.join(cand, on=KEYS, how="anti").select(KEYS)
+    extra = cand.join(base, on=KEYS, how="anti").select(KEYS)
+    return Comparison(long, missing, extra, _markdown(long, missing, extra, tolerance))
+
+
+def _markdown(long: pl.DataFrame, missing: pl.DataFrame, extra: pl.DataFrame, tolerance: dict) -> str:
+    regressions = long.filter(pl.col("regression"))
+    status = "FAIL" if len(regressions) or len(missing) else "OK"
+    lines = [f"## wsolctl compare: {status}", "",
+             f"{len(long)} metric values compared, {len(regressions)} regression(s), {len(missing)} missing row(s). "
+             "Tolerances: " + ", ".join(f"{k}={v}" for k, v in tolerance.items()), ""]
+    changed = long.filter(pl.col("delta").abs() > 0)
+    if len(changed):
+        lines += ["| " + " | ".join(KEYS) + " | metric | baseline | candidate | Δ | regression |",
+                  "|" + "---|" * (len(KEYS) + 5)]
+        for r in changed.sort(KEYS + ["metric"]).iter_rows(named=True):
+            flag = "**yes**" if r["regression"] else "no"
+            lines.append("| " + " | ".join(str(r[k]) for k in KEYS) +
+                         f" | {r['metric']} | {r['baseline']:.2f} | {r['candidate']:.2f} | {r['delta']:+.2f} | {flag} |")
+        lines.append("")
+    for title, frame in (("Missing from the candidate", missing), ("Only in the candidate", extra)):
+        if len(frame):
+            lines += [f"{title}:", ""] + ["- " + " / ".join(str(v) for v in row) for row in frame.rows()] + [""]
+    return "\n".join(lines)

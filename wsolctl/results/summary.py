@@ -1,0 +1,23 @@
+"""The final summary table printed after ``wsolctl run``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(out: Path, quiet: bool = False) -> None:
+    results = pl.read_parquet(out / "results.parquet").sort(["backbone", "method", "selection"])
+    console = Console()
+    if not quiet:
+        table = Table(title=f"test results ({out})")
+        for column in ("backbone", "method", "selection", "epoch", "PxAP", "TP*", "FN*", "FP*", "TN*", "acc"):
+            table.add_column(column, justify="right" if column not in ("backbone", "method", "selection") else "left")
+        for r in results.iter_rows(named=True):
+            table.add_row(r["backbone"], r["method"], r["selection"], str(r["epoch"]),
+                          *(f"{r[k]:.1f}" for k in ("pxap", "tp", "fn", "fp", "tn", "cl_acc")))
+        console.print(table)
+        console.print(f"all-foreground baseline PxAP: {results['baseline_pxap'][0]:.1f}")
+    console.print(f"report: {out / 'report.md'}")
