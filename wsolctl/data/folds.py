@@ -25,7 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 SPLITS = ("train", "valcl", "valpx", "test")
 
 
-class FoldFormatError(ValueError):
+class DataError(ValueError):
+    """Bad or inconsistent dataset input (exit code 2 on the command line)."""
+
+
+class FoldFormatError(DataError):
     """A fold file is missing or malformed; the message names the file and line."""
 
 

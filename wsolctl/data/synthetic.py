@@ -17,7 +17,7 @@ from typing import Callable, ClassVar, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl.data.folds import FoldDataset, Sample, write_encoding, write_split
+from wsolctl.data.folds import DataError, FoldDataset, Sample, write_encoding, write_split
 
 STAMP = "wsolctl-dataset.json"
 
@@ -57,12 +57,12 @@ class _Synthetic(FoldDataset):
         if (root / STAMP).is_file():
             found = json.loads((root / STAMP).read_text())
             if found != stamp:
-                raise ValueError(f"{root} already holds a different generated dataset ({found['dataset']} "
+                raise DataError(f"{root} already holds a different generated dataset ({found['dataset']} "
                                  f"with other params); use another dataset.root or delete it")
         else:
             self._generate(root, stamp)
         if fold >= self.params.folds:
-            raise ValueError(f"fold {fold} does not exist: {root} has {self.params.folds} folds")
+            raise DataError(f"fold {fold} does not exist: {root} has {self.params.folds} folds")
 
     def _generate(self, root: Path, stamp: dict) -> None:
         # Build in a sibling temp folder and rename: an interrupted run leaves no half dataset.

@@ -52,9 +52,9 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     out = Path(out) if out else default_out(recipe)
     device = resolve_device(recipe.device)  # fail before anything is written
     runs = plan_runs(recipe)
+    data = build_data(recipe, device)  # generates synthetic data on first use
     _start(out, recipe, "train")
     with Progress(quiet=quiet) as progress:
-        data = build_data(recipe, device)
         task = progress.task("runs", len(runs))
         for run in runs:
             labels = ", ".join(ref.label for ref in run.methods)

@@ -20,12 +20,19 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     data, positions = _load_with_bases(Path(path), stack=())
     for text in overrides:
         _apply_override(data, positions, text)
-    default_source = Source(str(path), 1, 1)
-    recipe = _validate(Recipe, data, positions, (), default_source)
-    problems = _validate_plugins(recipe, positions, default_source)
+    default = Source(str(path), 1, 1)
+    problems, recipe = [], None
+    try:
+        recipe = _validate(Recipe, data, positions, (), default)
+    except RecipeError as exc:
+        problems += exc.problems
+    resolved = _check_plugins(data, positions, default, problems)
+    if recipe is not None and not problems:
+        _assign_params(recipe, resolved)
+        problems += _check_support(recipe, positions, default)
     if problems:
-        raise RecipeError(problems)
-    recipe._positions = positions  # kept for errors found later (e.g. backbone support checks)
+        raise RecipeError(sorted(problems, key=lambda p: (p.source.file, p.source.line, p.source.col)))
+    recipe._positions = positions
     return recipe
 
 
@@ -139,7 +146,7 @@ def _problems(exc: ValidationError, model: type[BaseModel], positions: Positions
     for err in exc.errors(include_url=False):
         rel = tuple(p for p in err["loc"] if not _is_union_tag(p))
         loc = prefix + rel
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field" + _suggest(str(rel[-1]), _fields_at(model, rel[:-1]))
         elif err["type"] == "missing":
@@ -172,32 +179,41 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
-def _validate_plugins(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:
-    """Resolve dataset/backbone/method names through the plugin registry and validate their params."""
+def _check_plugins(data: Any, positions: Positions, default: Source, problems: list[Problem]) -> dict:
+    """Resolve dataset/backbone/method names through the plugin registry and validate each one's
+    ``params`` with its own model. Works on the raw data so that these problems are reported
+    together with schema problems. Returns ``{path: validated params}``."""
     from wsolctl import plugins
 
-    problems: list[Problem] = []
-
-    def check(kind: str, name: str, params: dict, path: tuple):
+    resolved: dict[tuple, BaseModel] = {}
+    if not isinstance(data, dict):
+        return resolved
+    specs = [("datasets", ("dataset",), data.get("dataset"))]
+    for key, kind in (("backbones", "backbones"), ("methods", "methods")):
+        items = data.get(key)
+        specs += [(kind, (key, i), item) for i, item in enumerate(items)] if isinstance(items, list) else []
+    for kind, path, spec in specs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            continue  # the schema reports it
         try:
-            plugin = plugins.load(kind, name)
+            plugin = plugins.load(kind, spec["name"])
         except plugins.UnknownPlugin as exc:
-            problems.append(Problem(locate(positions, path + ("name",), default), dotted(path + ("name",)), str(exc)))
-            return None
+            where = path + ("name",)
+            problems.append(Problem(locate(positions, where, default), dotted(where), str(exc)))
+            continue
         try:
-            return plugin.Params.model_validate(params)
+            resolved[path] = plugin.Params.model_validate(spec.get("params") or {})
         except ValidationError as exc:
             problems.extend(_problems(exc, plugin.Params, positions, path + ("params",), default))
-            return None
+    return resolved
 
-    recipe.dataset.resolved_params = check("datasets", recipe.dataset.name, recipe.dataset.params, ("dataset",))
+
+def _assign_params(recipe: Recipe, resolved: dict) -> None:
+    recipe.dataset.resolved_params = resolved[("dataset",)]
     for i, backbone in enumerate(recipe.backbones):
-        backbone.resolved_params = check("backbones", backbone.name, backbone.params, ("backbones", i))
+        backbone.resolved_params = resolved[("backbones", i)]
     for i, method in enumerate(recipe.methods):
-        method.resolved_params = check("methods", method.name, method.params, ("methods", i))
-    if not problems:
-        problems += _check_support(recipe, positions, default)
-    return problems
+        method.resolved_params = resolved[("methods", i)]
 
 
 def _check_support(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:

@@ -37,7 +37,7 @@ def write_tables(out: Path, recipe: Recipe, runs: list[Run], selected: dict[str,
         history = json.loads((out / "runs" / run.run_id / "epochs.json").read_text())
         epochs += [{**context, **row} for row in history]
     frame = pl.DataFrame(results, infer_schema_length=None)
-    write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS]))
+    write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
     write_parquet(out / "curves.parquet", pl.concat(curves, how="diagonal"))
     write_parquet(out / "epochs.parquet", pl.DataFrame(epochs, infer_schema_length=None))
 

@@ -1,0 +1,137 @@
+"""One tiny study end to end: train → select → report, resume, determinism, standalone steps."""
+import json
+import math
+
+import polars as pl
+import pytest
+
+from wsolctl.engine import pipeline
+from wsolctl.results.compare import compare
+from wsolctl.results.tables import RESULT_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from tests.conftest import TINY
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(TINY.format(root=tmp / "data"))
+    out = tmp / "out"
+    pipeline.run(recipe, out, quiet=True)
+    return recipe, out
+
+
+def test_outputs_and_schema(finished):
+    _, out = finished
+    for name in ("results.parquet", "epochs.parquet", "curves.parquet", "report.md", "recipe.resolved.yaml",
+                 "wsolctl.log", "figures/threshold-sensitivity.png", "figures/training-curves.png"):
+        assert (out / name).is_file(), name
+    results = pl.read_parquet(out / "results.parquet")
+    assert results.columns[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
+    assert sorted(results["method"].unique()) == ["cam", "gradcam"]
+    assert sorted(results["selection"].unique()) == ["b-cl", "b-loc"]
+    assert results["run_id"].n_unique() == 1  # CAM and Grad-CAM share one classifier
+    for row in results.iter_rows(named=True):
+        assert 0 <= row["pxap"] <= 100 and 0 <= row["threshold"] <= 1 and row["epoch"] in (0, 1)
+        assert math.isclose(row["tp"] + row["fn"], 100, abs_tol=1e-6)
+        assert math.isclose(row["fp"] + row["tn"], 100, abs_tol=1e-6)
+    epochs = pl.read_parquet(out / "epochs.parquet")
+    assert sorted(epochs["epoch"].unique()) == [0, 1]  # epoch 0 = before training
+    assert {"valcl_acc", "valpx_pxap", "train_loss"} <= set(epochs.columns)
+    curves = pl.read_parquet(out / "curves.parquet")
+    assert {"threshold", "precision", "recall", "tp", "fn", "fp", "tn"} <= set(curves.columns)
+    assert len(curves) == 4 * 100  # 2 methods × 2 rules × 100 thresholds
+    report = (out / "report.md").read_text()
+    assert "B-LOC selection" in report and "trivial baseline" in report and "share one trained classifier" in report
+
+
+def test_selection_follows_validation_history(finished):
+    _, out = finished
+    epochs = pl.read_parquet(out / "epochs.parquet")
+    results = pl.read_parquet(out / "results.parquet")
+    for method in ("cam", "gradcam"):
+        hist = epochs.filter(pl.col("method") == method).sort("epoch")
+        rows = {r["selection"]: r["epoch"] for r in results.filter(pl.col("method") == method).iter_rows(named=True)}
+        for rule, metric in (("b-loc", "valpx_pxap"), ("b-cl", "valcl_acc")):
+            best = hist[metric].max()
+            assert rows[rule] == hist.filter(pl.col(metric) == best)["epoch"].max()  # ties → later epoch
+
+
+def test_rerun_skips_finished_work(finished):
+    recipe, out = finished
+    state = next((out / "runs").glob("*/state.pt"))
+    before = state.stat().st_mtime_ns, (out / "runs" / state.parent.name / "test.json").stat().st_mtime_ns
+    pipeline.run(recipe, out, quiet=True)
+    after = state.stat().st_mtime_ns, (out / "runs" / state.parent.name / "test.json").stat().st_mtime_ns
+    assert before == after
+
+
+def test_same_recipe_and_seed_give_the_same_numbers(finished, tmp_path):
+    recipe, out = finished
+    again = pipeline.run(recipe, tmp_path / "again", quiet=True).parent
+    outcome = compare(out, again, [f"{m}=0" for m in ("pxap", "tp", "fn", "fp", "tn", "cl_acc", "miou")])
+    assert not outcome.failed, outcome.markdown
+    a = pl.read_parquet(out / "results.parquet").sort(["method", "selection"])
+    b = pl.read_parquet(again / "results.parquet").sort(["method", "selection"])
+    assert a.drop("params").equals(b.drop("params"))
+
+
+def test_resume_after_interruption(finished, tmp_path, monkeypatch):
+    """Kill training during epoch 2, rerun: the history equals an uninterrupted run's."""
+    from wsolctl.engine import train as train_module
+
+    recipe, _ = finished
+    full = pipeline.train(recipe, tmp_path / "full", ["train.epochs=2"], quiet=True)
+    history = json.loads(next((full / "runs").glob("*/epochs.json")).read_text())
+
+    real = train_module._train_epoch
+    calls = []
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train(recipe, tmp_path / "resumed", ["train.epochs=2"], quiet=True)
+    run_dir = next((tmp_path / "resumed" / "runs").iterdir())
+    assert not (run_dir / "done.json").exists()
+    assert max(r["epoch"] for r in json.loads((run_dir / "epochs.json").read_text())) == 1
+    monkeypatch.setattr(train_module, "_train_epoch", real)
+    pipeline.train(recipe, tmp_path / "resumed", ["train.epochs=2"], quiet=True)
+    resumed = json.loads((run_dir / "epochs.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "duration_s"} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(history)
+
+
+def test_select_and_report_run_alone(finished, tmp_path):
+    import shutil
+
+    _, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in ("results.parquet", "curves.parquet", "report.md"):
+        (copy / name).unlink()
+    for cache in (copy / "runs").glob("*/test.json"):
+        cache.unlink()
+    pipeline.select(copy, quiet=True)
+    pipeline.report(copy)
+    assert pl.read_parquet(copy / "results.parquet").drop("params").equals(
+        pl.read_parquet(out / "results.parquet").drop("params"))
+    (copy / "curves.parquet").unlink()
+    pipeline.report(copy)
+    assert "threshold sensitivity skipped" in (copy / "report.md").read_text()
+
+
+def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
+    out = tmp_path / "out"
+    out.mkdir()
+    from wsolctl.recipe import load_recipe
+    import yaml
+
+    (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(load_recipe(tiny_recipe).resolved_dict()))
+    with pytest.raises(RuntimeError, match="runs not finished yet"):
+        pipeline.select(out, quiet=True)

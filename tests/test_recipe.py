@@ -1,0 +1,191 @@
+"""Recipe loading: inheritance, overrides, and the file:line:col error contract."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wsolctl.recipe import RecipeError, load_recipe
+
+BASE = """\
+name: base
+dataset:
+  name: synthetic-glas
+  root: data/x
+backbones:
+  - name: resnet18-wsol
+methods:
+  - name: cam
+train:
+  epochs: 2
+  optimizer:
+    momentum: 0.5
+"""
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(path, overrides=()):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, overrides)
+    return [str(p) for p in info.value.problems]
+
+
+def test_defaults_follow_the_survey(tmp_path):
+    recipe = load_recipe(write(tmp_path, "r.yaml", BASE))
+    assert recipe.train.optimizer.name == "sgd" and recipe.train.optimizer.nesterov
+    assert recipe.train.optimizer.weight_decay == 1e-4
+    assert recipe.evaluation.thresholds == 1000 and recipe.image_size == 224
+    assert recipe.selection == ["b-loc", "b-cl"]
+    assert recipe.dataset.resolved_params.valpx_per_class == 3  # survey: 3 per class on GlaS
+
+
+def test_base_deep_merge_and_list_replace(tmp_path):
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "child.yaml", """\
+        _base_: base.yaml
+        name: child
+        train: {lr: 0.1}
+        methods: [{name: gradcam}]
+        """)
+    recipe = load_recipe(child)
+    assert recipe.name == "child"
+    assert recipe.train.lr == 0.1 and recipe.train.epochs == 2  # merged, not replaced
+    assert recipe.train.optimizer.momentum == 0.5
+    assert [m.name for m in recipe.methods] == ["gradcam"]  # lists replace
+
+
+def test_base_list_and_nested_dirs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, "sub/a.yaml", BASE)
+    write(tmp_path, "sub/b.yaml", "train: {epochs: 7}\n")
+    child = write(tmp_path, "c.yaml", "_base_: [sub/a.yaml, sub/b.yaml]\nseed: 3\n")
+    recipe = load_recipe(child)
+    assert (recipe.train.epochs, recipe.seed, recipe.train.optimizer.momentum) == (7, 3, 0.5)
+
+
+def test_base_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", "_base_: b.yaml\nname: a\n")
+    write(tmp_path, "b.yaml", "_base_: a.yaml\n")
+    (line,) = problems(tmp_path / "a.yaml")
+    assert line.startswith(f"{tmp_path / 'a.yaml'}:1:1: _base_: inheritance cycle")
+
+
+def test_errors_point_into_base_files(tmp_path):
+    write(tmp_path, "base.yaml", BASE.replace("epochs: 2", "epochs: -2"))
+    child = write(tmp_path, "child.yaml", "_base_: base.yaml\n")
+    (line,) = problems(child)
+    assert line == f"{tmp_path / 'base.yaml'}:10:3: train.epochs: Input should be greater than or equal to 0"
+
+
+def test_every_problem_one_line_with_position(tmp_path):
+    path = write(tmp_path, "bad.yaml", """\
+        name: bad
+        seed: -1
+        dataset:
+          name: synthetic-glass
+          root: data/x
+        backbones:
+          - {name: resnet18-wsol}
+        methods:
+          - name: gradcam
+            params: {layr: layer4}
+          - name: gradcamm
+        train:
+          epoks: 3
+          batch_size: abc
+        """)
+    p = str(path)
+    assert problems(path) == [
+        f"{p}:2:1: seed: Input should be greater than or equal to 0",
+        f"{p}:4:3: dataset.name: unknown dataset 'synthetic-glass'; did you mean 'synthetic-glas', 'synthetic-camelyon'?",
+        f"{p}:10:14: methods[0].params.layr: unknown field (did you mean 'layer'?)",
+        f"{p}:11:5: methods[1].name: unknown method 'gradcamm'; did you mean 'gradcam', 'cam'?",
+        f"{p}:13:3: train.epoks: unknown field (did you mean 'epochs'?)",
+        f"{p}:14:3: train.batch_size: Input should be a valid integer, unable to parse string as an integer",
+    ]
+
+
+def test_missing_field_and_yaml_syntax(tmp_path):
+    (line,) = problems(write(tmp_path, "m.yaml", BASE.replace("name: base\n", "")))
+    assert line.endswith(":1:1: name: field required")
+    (line,) = problems(write(tmp_path, "s.yaml", "name: x\n  bad: [\n"))
+    assert line.startswith(f"{tmp_path / 's.yaml'}:2:6: YAML syntax")
+    (line,) = problems(tmp_path / "absent.yaml")
+    assert line == f"{tmp_path / 'absent.yaml'}:1:1: file not found"
+
+
+def test_set_overrides(tmp_path):
+    path = write(tmp_path, "r.yaml", BASE)
+    recipe = load_recipe(path, ["train.epochs=5", "train.optimizer={name: adam}", "backbones.0.pretrained=false",
+                                "evaluation.cam_target=predicted"])
+    assert recipe.train.epochs == 5 and recipe.train.optimizer.name == "adam"
+    assert recipe.evaluation.cam_target == "predicted"
+    assert problems(path, ["train.epochs=abc"]) == [
+        "--set train.epochs=abc: train.epochs: Input should be a valid integer, unable to parse string as an integer"]
+    assert problems(path, ["methods.3.name=cam"]) == ["--set methods.3.name=cam: methods[3]: no such list item"]
+    assert problems(path, ["train.epochs"])[0].startswith("--set train.epochs: expected KEY=VALUE")
+    assert problems(path, ["train.nope=1"]) == ["--set train.nope=1: train.nope: unknown field"]
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    (line,) = problems(write(tmp_path, "d.yaml", BASE + "seed: 1\nseed: 2\n"))
+    assert line.endswith(":14:1: seed: duplicate key")
+
+
+def test_pretrained_true_is_refused(tmp_path):
+    (line,) = problems(write(tmp_path, "p.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, pretrained: true}")))
+    assert "backbones[0].pretrained: no weights can be downloaded" in line
+
+
+def test_unsupported_backbone_is_a_validation_error(tmp_path, monkeypatch):
+    from wsolctl import plugins
+
+    cam = plugins.load("methods", "cam")
+    monkeypatch.setattr(cam, "unsupported", classmethod(lambda cls, b: "needs a ViT" if b == "resnet18-wsol" else None))
+    (line,) = problems(write(tmp_path, "r.yaml", BASE))
+    assert line.endswith(":8:5: methods[0].name: cam does not support backbone 'resnet18-wsol': needs a ViT")
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "wsolctl", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_exit_codes_no_traceback_nothing_written(tmp_path):
+    write(tmp_path, "base.yaml", BASE)
+    bad = write(tmp_path, "bad.yaml", "_base_: base.yaml\ntrain: {epochs: x}\n")
+    for command in (["validate", "bad.yaml"], ["show", "bad.yaml"], ["run", "bad.yaml", "--out", "out"],
+                    ["train", "bad.yaml", "--out", "out"]):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip() == "bad.yaml:2:9: train.epochs: Input should be a valid integer, unable to parse string as an integer"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+    assert run_cli("validate", "base.yaml", cwd=tmp_path).returncode == 0
+    assert bad.exists()
+
+
+def test_cli_show_prints_resolved_recipe(tmp_path):
+    import yaml
+
+    write(tmp_path, "base.yaml", BASE)
+    result = run_cli("show", "base.yaml", "--set", "train.epochs=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["train"]["epochs"] == 3
+    assert shown["dataset"]["params"]["valcl_fraction"] == 0.2  # plugin defaults filled in
+    assert load_recipe(write(tmp_path, "again.yaml", result.stdout)).train.epochs == 3
+
+
+def test_cli_validate_does_not_import_torch(tmp_path):
+    write(tmp_path, "base.yaml", BASE)
+    code = ("import sys; from wsolctl.cli import app; "
+            "sys.argv=['wsolctl','validate','base.yaml'];\n"
+            "try: app()\nexcept SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

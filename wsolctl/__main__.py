@@ -1,0 +1,3 @@
+from wsolctl.cli import main
+
+main()
