@@ -30,13 +30,13 @@ def _guard(fn, *args, **kwargs):
     """Run a library call, mapping known user errors to exit 2 and anything else to exit 1."""
     from pydantic import ValidationError
 
-    from wsolctl.data.folds import DataError
+    from wsolctl.errors import InputError
     from wsolctl.plugins import UnknownPlugin
     from wsolctl.recipe import RecipeError
 
     try:
         return fn(*args, **kwargs)
-    except (RecipeError, DataError, UnknownPlugin, FileNotFoundError, ValidationError) as exc:
+    except (RecipeError, InputError, UnknownPlugin, FileNotFoundError, ValidationError) as exc:
         _fail(f"error: {exc}" if not isinstance(exc, RecipeError) else str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume", 130)

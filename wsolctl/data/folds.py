@@ -22,10 +22,12 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from wsolctl.errors import InputError
+
 SPLITS = ("train", "valcl", "valpx", "test")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad or inconsistent dataset input (exit code 2 on the command line)."""
 
 

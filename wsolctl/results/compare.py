@@ -12,6 +12,7 @@ from typing import Iterable
 
 import polars as pl
 
+from wsolctl.errors import InputError
 from wsolctl.results.tables import KEYS
 
 HIGHER_IS_BETTER = {"pxap": True, "tp": True, "tn": True, "cl_acc": True, "miou": True, "fn": False, "fp": False}
@@ -34,14 +35,14 @@ def read_results(path: Path) -> pl.DataFrame:
     path = Path(path)
     file = path / "results.parquet" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no results file (give a results.parquet or a wsolctl output directory)")
+        raise InputError(f"{file}: no results file (give a results.parquet or a wsolctl output directory)")
     try:
         frame = pl.read_parquet(file)
     except Exception as exc:  # polars raises several types for a non-Parquet file
-        raise ValueError(f"{file}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{file}: not a readable Parquet file ({exc})") from None
     absent = [c for c in KEYS if c not in frame.columns]
     if absent:
-        raise ValueError(f"{file}: missing columns {absent}")
+        raise InputError(f"{file}: missing columns {absent}")
     # Several seeds of one key are averaged, so that comparisons are between like and like.
     metrics = [m for m in HIGHER_IS_BETTER if m in frame.columns]
     return frame.group_by(KEYS).agg([pl.col(m).mean() for m in metrics])
@@ -52,13 +53,13 @@ def parse_tolerances(items: Iterable[str]) -> dict[str, float]:
     for item in items:
         metric, sep, value = item.partition("=")
         if not sep or metric not in HIGHER_IS_BETTER:
-            raise ValueError(f"--tolerance {item!r}: expected METRIC=VALUE with METRIC in {sorted(HIGHER_IS_BETTER)}")
+            raise InputError(f"--tolerance {item!r}: expected METRIC=VALUE with METRIC in {sorted(HIGHER_IS_BETTER)}")
         try:
             tolerance[metric] = float(value)
         except ValueError:
-            raise ValueError(f"--tolerance {item!r}: {value!r} is not a number") from None
+            raise InputError(f"--tolerance {item!r}: {value!r} is not a number") from None
         if tolerance[metric] < 0:
-            raise ValueError(f"--tolerance {item!r}: must be ≥ 0")
+            raise InputError(f"--tolerance {item!r}: must be ≥ 0")
     return tolerance
 
 

@@ -1,0 +1,87 @@
+"""``wsolctl compare``: matching, tolerances, directions, exit codes."""
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from wsolctl.results.compare import compare, parse_tolerances
+
+
+def results(overrides=None):
+    rows = []
+    for method in ("cam", "gradcam"):
+        for selection in ("b-loc", "b-cl"):
+            rows.append({"dataset": "d", "fold": 0, "backbone": "b", "method": method, "selection": selection,
+                         "pxap": 60.0, "tp": 50.0, "fn": 50.0, "fp": 20.0, "tn": 80.0, "miou": 40.0, "cl_acc": 90.0})
+    frame = pl.DataFrame(rows)
+    for (method, column), value in (overrides or {}).items():
+        frame = frame.with_columns(pl.when(pl.col("method") == method).then(value).otherwise(pl.col(column)).alias(column))
+    return frame
+
+
+def save(tmp_path, name, frame):
+    path = tmp_path / name
+    frame.write_parquet(path)
+    return path
+
+
+def test_identical_passes(tmp_path):
+    outcome = compare(save(tmp_path, "a.parquet", results()), save(tmp_path, "b.parquet", results()))
+    assert not outcome.failed and "OK" in outcome.markdown
+
+
+@pytest.mark.parametrize("column,value,fails", [
+    ("pxap", 59.6, False),   # within the default 0.5
+    ("pxap", 59.4, True),    # worse by more than 0.5
+    ("pxap", 70.0, False),   # better is never a regression
+    ("fn", 52.0, True),      # FN* is lower-is-better
+    ("fn", 40.0, False),
+    ("fp", 21.5, True),
+    ("tn", 78.0, True),
+    ("cl_acc", 85.0, True),
+])
+def test_direction_and_default_tolerance(tmp_path, column, value, fails):
+    base = save(tmp_path, "a.parquet", results())
+    cand = save(tmp_path, "b.parquet", results({("cam", column): value}))
+    outcome = compare(base, cand)
+    assert outcome.failed is fails
+    if fails:
+        assert "**yes**" in outcome.markdown and column in outcome.markdown
+
+
+def test_custom_tolerance(tmp_path):
+    base = save(tmp_path, "a.parquet", results())
+    cand = save(tmp_path, "b.parquet", results({("cam", "pxap"): 58.0}))
+    assert compare(base, cand).failed
+    assert not compare(base, cand, ["pxap=2.5"]).failed
+    with pytest.raises(ValueError, match="expected METRIC=VALUE"):
+        parse_tolerances(["nope=1"])
+    with pytest.raises(ValueError, match="not a number"):
+        parse_tolerances(["pxap=x"])
+
+
+def test_missing_row_fails_extra_row_does_not(tmp_path):
+    base = save(tmp_path, "a.parquet", results())
+    cand = save(tmp_path, "b.parquet", results().filter(pl.col("method") == "cam"))
+    outcome = compare(base, cand)
+    assert outcome.failed and "Missing from the candidate" in outcome.markdown and "gradcam" in outcome.markdown
+    assert not compare(cand, base).failed  # the candidate may add rows
+
+
+def test_cli_exit_codes(tmp_path):
+    base = save(tmp_path, "a.parquet", results())
+    worse = save(tmp_path, "b.parquet", results({("gradcam", "pxap"): 10.0}))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "wsolctl", "compare", *args], capture_output=True, text=True)
+
+    assert run(str(base), str(base)).returncode == 0
+    result = run(str(base), str(worse), "--output", str(tmp_path / "diff.md"))
+    assert result.returncode == 1 and "| gradcam |" in result.stdout
+    assert (tmp_path / "diff.md").read_text().startswith("## wsolctl compare: FAIL")
+    bad = run(str(base), str(tmp_path / "missing.parquet"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.parquet" in bad.stderr
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    assert run(str(base), str(tmp_path / "junk.parquet")).returncode == 2
+    assert run(str(base), str(base), "--tolerance", "pxap=abc").returncode == 2

@@ -1,0 +1,52 @@
+"""Plugin discovery: entry points, broken plugins, the method catalog."""
+import json
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from wsolctl import plugins
+
+
+def test_builtins_register_through_entry_points():
+    assert {"cam", "gradcam"} <= set(plugins.registered("methods"))
+    assert {"synthetic-glas", "synthetic-camelyon", "folds"} <= set(plugins.registered("datasets"))
+    assert {"resnet50-wsol", "vgg16-wsol", "inceptionv3-wsol", "resnet18-wsol"} <= set(plugins.registered("backbones"))
+    assert plugins.info("methods", "cam").package == "wsolctl"
+
+
+def test_broken_plugin_is_skipped_with_a_warning(monkeypatch):
+    good = dict(plugins.registered("methods"))
+    broken = EntryPoint("broken", "no_such_module_xyz:Method", "wsolctl.methods")
+    monkeypatch.setattr(plugins, "registered", lambda kind: {**good, "broken": broken} if kind == "methods" else {})
+    plugins.load.cache_clear()
+    try:
+        with pytest.warns(plugins.PluginWarning, match="broken.*failed to import"):
+            loaded = plugins.load_all("methods")
+        assert "broken" not in loaded and {"cam", "gradcam"} <= set(loaded)
+    finally:
+        plugins.load.cache_clear()
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(plugins.UnknownPlugin, match="did you mean 'gradcam'"):
+        plugins.load("methods", "grad-cam")
+
+
+def test_any_timm_cnn_is_a_backbone_and_typos_are_caught():
+    backbone = plugins.load("backbones", "resnet10t")
+    assert backbone.Params().output_stride == 32
+    with pytest.raises(plugins.UnknownPlugin, match="neither a wsolctl plugin nor a timm model"):
+        plugins.load("backbones", "resnet18-wsl")
+
+
+def test_methods_json_lists_kind_package_params():
+    result = subprocess.run([sys.executable, "-m", "wsolctl", "methods", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["cam"]["kind"] == "bottom-up" and rows["gradcam"]["kind"] == "top-down"
+    assert rows["gradcam"]["params"] == {"layer": None}
+    assert rows["cam"]["package"].startswith("wsolctl ")
+    table = subprocess.run([sys.executable, "-m", "wsolctl", "methods"], capture_output=True, text=True)
+    assert "gradcam" in table.stdout and "top-down" in table.stdout
