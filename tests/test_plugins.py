@@ -50,3 +50,19 @@ def test_methods_json_lists_kind_package_params():
     assert rows["cam"]["package"].startswith("wsolctl ")
     table = subprocess.run([sys.executable, "-m", "wsolctl", "methods"], capture_output=True, text=True)
     assert "gradcam" in table.stdout and "top-down" in table.stdout
+
+
+def test_plugin_api_version_is_checked(monkeypatch):
+    good = dict(plugins.registered("methods"))
+    cam = good["cam"]
+    monkeypatch.setattr(plugins, "registered", lambda kind: good if kind == "methods" else {})
+    plugins.load.cache_clear()
+    cls = plugins.load("methods", "cam")
+    monkeypatch.setattr(cls, "api_version", 99)
+    plugins.load.cache_clear()
+    try:
+        with pytest.raises(plugins.UnknownPlugin, match="targets plugin API version 99"):
+            plugins.load("methods", "cam")
+    finally:
+        plugins.load.cache_clear()
+    assert cam is good["cam"]

@@ -74,8 +74,20 @@ def load(kind: str, name: str) -> Any:
         plugin = eps[name].load()
     except Exception as exc:  # a broken third-party plugin must not take the others down
         raise UnknownPlugin(f"{kind[:-1]} {name!r} failed to import: {type(exc).__name__}: {exc}") from None
+    _check_api(kind, name, plugin)
     plugin.name = name
     return plugin
+
+
+def _check_api(kind: str, name: str, plugin: Any) -> None:
+    if kind != "methods":
+        return
+    from wsolctl.methods.base import API_VERSION
+
+    version = getattr(plugin, "api_version", None)
+    if version != API_VERSION:
+        raise UnknownPlugin(f"method {name!r} targets plugin API version {version}; "
+                            f"this wsolctl provides version {API_VERSION}")
 
 
 def _fallback(kind: str, name: str) -> Any:

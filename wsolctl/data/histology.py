@@ -146,27 +146,37 @@ def _jittered_grid(rng: np.random.Generator, size: int, spacing: float,
 
 
 def _stamp(shape: tuple[int, int], nuc: _Nuclei) -> np.ndarray:
-    """Sum of soft elliptical nucleus profiles, vectorised over all nuclei at once."""
+    """Sum of soft elliptical nucleus profiles. Vectorised over nuclei, in groups of equal
+    window size so that a few large nuclei do not inflate the work for all the small ones."""
+    half = np.ceil(nuc.a).astype(np.int64) + 1
+    parts = [_stamp_group(shape, nuc.subset(half == k), int(k)) for k in np.unique(half)]
+    idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    val = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+    out = np.bincount(idx, weights=val, minlength=shape[0] * shape[1])
+    return out.reshape(shape).astype(np.float32)
+
+
+def _stamp_group(shape: tuple[int, int], nuc: _Nuclei, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixel indices and values of nuclei drawn in (2k+1)^2 windows."""
     h, w = shape
-    if len(nuc.x) == 0:
-        return np.zeros(shape, np.float32)
-    k = int(np.ceil(nuc.a.max())) + 1
     off = np.arange(-k, k + 1)
     px = np.floor(nuc.x).astype(np.int64)[:, None, None] + off[None, None, :]
     py = np.floor(nuc.y).astype(np.int64)[:, None, None] + off[None, :, None]
-    dx = (px + 0.5 - nuc.x[:, None, None]).astype(np.float32)
-    dy = (py + 0.5 - nuc.y[:, None, None]).astype(np.float32)
-    c, s_ = np.cos(nuc.theta)[:, None, None], np.sin(nuc.theta)[:, None, None]
-    u = (dx * c + dy * s_) / nuc.a[:, None, None]
-    v = (dy * c - dx * s_) / nuc.b[:, None, None]
+    def col(values: np.ndarray) -> np.ndarray:  # per-nucleus value, broadcast over window
+        return np.asarray(values, np.float32)[:, None, None]
+
+    dx, dy = (px + 0.5).astype(np.float32) - col(nuc.x), (py + 0.5).astype(np.float32) - col(nuc.y)
+    c, s = col(np.cos(nuc.theta)), col(np.sin(nuc.theta))
+    u = (dx * c + dy * s) / col(nuc.a)
+    v = (dy * c - dx * s) / col(nuc.b)
     d = np.sqrt(u * u + v * v)
     # ~1 px soft edge, so small nuclei stay round instead of turning into pixel crosses
-    cover = np.clip((1.0 - d) * nuc.b[:, None, None] + 0.5, 0.0, 1.0)
-    profile = 1.0 - nuc.rim * (1.0 - np.minimum(d, 1.0) ** 4)
-    val = nuc.weight[:, None, None] * cover * profile
+    val = np.clip((1.0 - d) * col(nuc.b) + 0.5, 0.0, 1.0) * col(nuc.weight)
+    if nuc.rim:
+        val *= 1.0 - nuc.rim * (1.0 - np.minimum(d, 1.0) ** 4)
     valid = (val > 0) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    idx = np.broadcast_to(py * w + px, valid.shape)[valid]
-    return np.bincount(idx, weights=val[valid], minlength=h * w).reshape(shape).astype(np.float32)
+    return np.broadcast_to(py * w + px, valid.shape)[valid], val[valid]
 
 
 def _nucleoli(rng: np.random.Generator, nuc: _Nuclei, prob: float, s: float) -> _Nuclei:
@@ -335,23 +345,33 @@ def _tissue_region(rng: np.random.Generator, size: int, s: float) -> np.ndarray:
     return edge < np.quantile(edge, 1.0 - rng.uniform(0.05, 0.25))
 
 
-def _benign_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -> _Glands:
-    """Regular crypt: smooth round/elliptical outline with a concentric lumen."""
-    blob = _random_blob(rng, cx, cy, r, max_aspect=2.2, irregularity=0.035, orders=3)
-    frac = rng.uniform(0.3, 0.55)
-    return _Glands([blob], [replace(blob, ax=blob.ax * frac, ay=blob.ay * frac)], [frac], [])
+def _benign_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -> list[_Blob]:
+    """Regular crypt: smooth round/elliptical outline."""
+    return [_random_blob(rng, cx, cy, r, max_aspect=2.2, irregularity=0.035, orders=3)]
 
 
-def _malignant_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -> _Glands:
-    """Irregular gland: fused/budding lobes, irregular or slit-like lumens, cribriform holes."""
+def _benign_lumens(rng: np.random.Generator, outline: list[_Blob]) -> _Glands:
+    """Concentric lumen of a crypt."""
+    blob, frac = outline[0], rng.uniform(0.3, 0.55)
+    return _Glands(outline, [replace(blob, ax=blob.ax * frac, ay=blob.ay * frac)], [frac], [])
+
+
+def _malignant_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -> list[_Blob]:
+    """Irregular gland outline: a main lobe with 0-2 fused / budding lobes."""
     lobes = [_random_blob(rng, cx, cy, r, max_aspect=2.4, irregularity=0.08, orders=4)]
     for _ in range(rng.integers(0, 3)):
         ang, dist = rng.uniform(0, _TWO_PI), r * rng.uniform(0.7, 1.1)
         lobes.append(_random_blob(rng, cx + dist * np.cos(ang), cy + dist * np.sin(ang),
                                   r * rng.uniform(0.45, 0.8), 2.0, 0.08, 4))
+    return lobes
+
+
+def _malignant_lumens(rng: np.random.Generator, lobes: list[_Blob]) -> _Glands:
+    """Irregular or slit-like lumens in most lobes, cribriform holes in half the glands."""
     lumens = [_random_blob(rng, lobe.cx, lobe.cy, rng.uniform(0.3, 0.6) * (lobe.ax * lobe.ay) ** 0.5,
                            3.0, 0.12, 4)
               for lobe in lobes if rng.random() < 0.9]
+    r = (lobes[0].ax * lobes[0].ay) ** 0.5
     holes = []
     for _ in range(rng.integers(2, 7) if rng.random() < 0.5 else 0):
         hx, hy = lobes[0].to_image(rng.uniform(0, _TWO_PI), 0.65 * np.sqrt(rng.random()))
@@ -375,19 +395,21 @@ def _layout_glands(rng: np.random.Generator, tissue: np.ndarray, s: float, malig
     target = rng.uniform(0.4, 0.6) * min(roi_scale ** 2, 1.5)
     glands = _Glands([], [], [], [])
     misses = 0
-    while covered.mean() < target and misses < 25:
+    while covered.mean() < target and misses < 10:
         free = np.flatnonzero(~blocked & coarse_tissue)
         if free.size == 0:
             break
         row, col = divmod(int(rng.choice(free)), cells)
         cx, cy = (col + rng.random()) * step, (row + rng.random()) * step
+        shrink = max(0.9 ** misses, 0.65)  # after misses, try smaller glands to fill gaps
         if malignant:  # very variable sizes, crowded back-to-back
             gap = 2.0 * s
-            gland = _malignant_gland(rng, cx, cy, 24 * s * roi_scale * rng.lognormal(0, 0.35))
+            r = 27 * s * roi_scale * shrink * rng.lognormal(0, 0.3)
+            outline = _malignant_gland(rng, cx, cy, r)
         else:
-            gap = 8.0 * s
-            gland = _benign_gland(rng, cx, cy, rng.uniform(18, 34) * s * roi_scale)
-        footprint = _union(covered.shape, gland.outer, step)
+            gap = 5.0 * s
+            outline = _benign_gland(rng, cx, cy, rng.uniform(22, 38) * s * roi_scale * shrink)
+        footprint = _union(covered.shape, outline, step)
         # the first gland is always accepted: every GlaS field has a gland
         if glands.outer and (footprint & (blocked | ~coarse_tissue)).any():
             misses += 1
@@ -395,8 +417,9 @@ def _layout_glands(rng: np.random.Generator, tissue: np.ndarray, s: float, malig
         misses = 0
         covered |= footprint
         blocked |= _union(covered.shape,
-                          [replace(b, ax=b.ax + gap, ay=b.ay + gap) for b in gland.outer], step)
-        glands.extend(gland)
+                          [replace(b, ax=b.ax + gap, ay=b.ay + gap) for b in outline], step)
+        glands.extend(_malignant_lumens(rng, outline) if malignant
+                      else _benign_lumens(rng, outline))
     return glands
 
 
@@ -411,7 +434,7 @@ def _palisade(rng: np.random.Generator, blob: _Blob, cells: _Cells, s: float, la
     """Nuclei lining the outline of `blob`, long axis perpendicular to it, just inside
     (side=-1) or outside (side=+1); layers > 1 stacks them (stratified epithelium).
     Also returns each nucleus' polar angle and the local blob radius in px."""
-    phi = np.linspace(0, _TWO_PI, 121)
+    phi = np.linspace(0, _TWO_PI, 73)
     bx, by = blob.to_image(phi, 1.0)
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(bx), np.diff(by)))])
     per_layer = max(int(arc[-1] / (cells.spacing * s)), 6)

@@ -77,20 +77,26 @@ def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, pr
     batches = progress.task("train", len(data.train))
     for images, labels, _ in data.train:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            output = model(images, labels)
-            loss = model.method.loss(output, labels)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"training loss became {loss.item()}; lower train.lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total += loss.item() * len(labels)
+        total += train_step(model, images, labels, optimizer, scaler, use_amp) * len(labels)
         count += len(labels)
         batches.advance()
     batches.close()
     return total / max(count, 1)
+
+
+def train_step(model, images, labels, optimizer, scaler, use_amp: bool) -> float:
+    """One optimisation step of the method's loss; returns the loss value."""
+    with torch.autocast(images.device.type, enabled=use_amp):
+        output = model(images, labels)
+        loss = model.method.loss(output, labels)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"training loss became {value}; lower train.lr or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return value
 
 
 def _evaluate_epoch(recipe: Recipe, model, methods, data: Data, device, progress, epoch: int) -> list[dict]:
