@@ -41,8 +41,8 @@ __all__ = ["LocalizationMeter", "LocalizationResult", "prepare_cams", "prepare_m
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
-# Pixels binned per step: on CPU, float64/int32 scratch buffers that stay in cache (measured ~3x
-# faster than one pass over a whole batch); elsewhere, a cap on the temporary memory.
+# Pixels binned per step. On CPU: scratch buffers (2 MiB float64 + 1 MiB int32) reused across
+# chunks stay in cache, ~7x faster here than whole-batch temporaries. Elsewhere: a memory cap.
 _CPU_CHUNK = 1 << 18
 _DEVICE_CHUNK = 1 << 24
 # Dtypes that convert exactly to float32 and so can take the quantisation fast path.
@@ -133,8 +133,8 @@ class LocalizationMeter:
             x, is_fg = scores[start:start + chunk], fg[start:start + chunk]
             x64, idx = as_f64[: x.numel()].copy_(x), index[: x.numel()]
             if fast:  # floor(x·n): exact product, exact bins (see _float32_quantisation_is_exact)
-                idx.copy_(x64.mul_(self.n_thresholds))  # float → int conversion truncates = floor
-            else:  # float64 scores: search the float64 edges, exactly as np.histogram compares
+                idx.copy_(x64.mul_(self.n_thresholds))  # float → int truncates: floor for x ≥ 0
+            else:  # float64 scores (or an inexact n): search the float64 edges as np.histogram does
                 torch.bucketize(x64, edges, right=True, out_int32=True, out=idx).sub_(1)
             counts += torch.bincount(idx.add_(is_fg, alpha=self._nbins), minlength=2 * self._nbins)
         return counts

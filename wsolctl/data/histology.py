@@ -18,18 +18,19 @@ random choice, so identical arguments give byte-identical outputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import numpy as np
 from skimage.color import combine_stains, rgb_from_hed
 from skimage.filters import gaussian
-from skimage.transform import resize
 
 __all__ = ["render_glas", "render_camelyon"]
 
 _REF_SIZE = 256  # every length constant below is in pixels of a 256-px field of view
 _TWO_PI = 2.0 * np.pi
+_HARMONIC_ORDERS = np.arange(2, 10, dtype=np.float32)  # shape harmonics of _Blob outlines
 
 
 # --------------------------------------------------------------------------- validation
@@ -60,13 +61,24 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np
     # Large blobs are generated on a coarse grid and upsampled, so cost does not grow with
     # sigma (a full-resolution sigma-30 Gaussian costs ~30 ms at 512 px).
     step = max(sigma / 2.0, 1.0)
-    coarse_shape = (int(shape[0] / step) + 4, int(shape[1] / step) + 4)
+    coarse_shape = (int(shape[0] / step) + 2, int(shape[1] / step) + 2)
     field = gaussian(rng.standard_normal(coarse_shape).astype(np.float32), sigma / step)
     if step > 1.0:
-        up_shape = (int(coarse_shape[0] * step), int(coarse_shape[1] * step))
-        field = resize(field, up_shape, order=1, mode="edge", anti_aliasing=False)
+        field = _upsample(field, step, shape)
     field = field[: shape[0], : shape[1]]
     return (field - field.mean()) / (field.std() + 1e-8)
+
+
+def _upsample(coarse: np.ndarray, step: float, shape: tuple[int, int]) -> np.ndarray:
+    """Separable bilinear upsampling by a fractional factor `step`, to `shape`."""
+    pos = np.arange(shape[0], dtype=np.float32) / step
+    i = pos.astype(np.int64)
+    f = (pos - i)[:, None]
+    rows = coarse[i] * (1 - f) + coarse[i + 1] * f
+    pos = np.arange(shape[1], dtype=np.float32) / step
+    j = pos.astype(np.int64)
+    g = pos - j
+    return rows[:, j] * (1 - g) + rows[:, j + 1] * g
 
 
 def _fibres(rng: np.random.Generator, shape: tuple[int, int], s: float,
@@ -228,14 +240,13 @@ class _Blob:
         return max(self.ax, self.ay) * (1.0 + float(np.abs(self.amps).sum()))
 
     def radius(self, phi: np.ndarray) -> np.ndarray:
-        orders = np.arange(2, 2 + len(self.amps))
-        harm = self.amps * np.cos(orders * np.asarray(phi)[..., None] + self.phases)
-        return 1.0 + harm.sum(-1)
+        orders = _HARMONIC_ORDERS[: len(self.amps)]
+        return 1.0 + np.cos(np.asarray(phi)[..., None] * orders + self.phases) @ self.amps
 
     def rho(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Normalised radius of pixel centres: < 1 inside the blob."""
         dx, dy = xs - self.cx, ys - self.cy
-        c, s = np.cos(self.angle), np.sin(self.angle)
+        c, s = math.cos(self.angle), math.sin(self.angle)
         u = (dx * c + dy * s) / self.ax
         v = (dy * c - dx * s) / self.ay
         return np.hypot(u, v) / self.radius(np.arctan2(v, u))
@@ -244,7 +255,7 @@ class _Blob:
         """Image (x, y) of the local polar point (phi, rho), rho relative to the boundary."""
         r = rho * self.radius(phi)
         u, v = r * np.cos(phi) * self.ax, r * np.sin(phi) * self.ay
-        c, s = np.cos(self.angle), np.sin(self.angle)
+        c, s = math.cos(self.angle), math.sin(self.angle)
         return self.cx + u * c - v * s, self.cy + u * s + v * c
 
     def normal(self, phi: np.ndarray) -> np.ndarray:
@@ -262,7 +273,8 @@ def _random_blob(rng: np.random.Generator, cx: float, cy: float, radius: float,
     aspect = rng.uniform(1.0, max_aspect)
     amps = rng.normal(0.0, irregularity, orders) / np.arange(1, orders + 1) ** 0.5
     return _Blob(cx, cy, radius * aspect ** 0.5, radius / aspect ** 0.5, rng.uniform(0, np.pi),
-                 np.clip(amps, -0.3, 0.3), rng.uniform(0, _TWO_PI, orders))
+                 np.clip(amps, -0.3, 0.3).astype(np.float32),
+                 rng.uniform(0, _TWO_PI, orders).astype(np.float32))
 
 
 def _union(shape: tuple[int, int], blobs: list[_Blob], step: float = 1.0) -> np.ndarray:
@@ -367,13 +379,13 @@ def _malignant_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -
 
 
 def _malignant_lumens(rng: np.random.Generator, lobes: list[_Blob]) -> _Glands:
-    """Irregular or slit-like lumens in most lobes, cribriform holes in half the glands."""
+    """Irregular or slit-like lumens in most lobes, cribriform holes in some glands."""
     lumens = [_random_blob(rng, lobe.cx, lobe.cy, rng.uniform(0.3, 0.6) * (lobe.ax * lobe.ay) ** 0.5,
                            3.0, 0.12, 4)
               for lobe in lobes if rng.random() < 0.9]
     r = (lobes[0].ax * lobes[0].ay) ** 0.5
     holes = []
-    for _ in range(rng.integers(2, 7) if rng.random() < 0.5 else 0):
+    for _ in range(rng.integers(2, 6) if rng.random() < 0.3 else 0):
         hx, hy = lobes[0].to_image(rng.uniform(0, _TWO_PI), 0.65 * np.sqrt(rng.random()))
         hole_r = rng.uniform(0.08, 0.15) * r
         holes.append(_Blob(float(hx), float(hy), hole_r, hole_r, 0.0, np.zeros(1), np.zeros(1)))
@@ -395,20 +407,18 @@ def _layout_glands(rng: np.random.Generator, tissue: np.ndarray, s: float, malig
     target = rng.uniform(0.4, 0.6) * min(roi_scale ** 2, 1.5)
     glands = _Glands([], [], [], [])
     misses = 0
-    while covered.mean() < target and misses < 10:
-        free = np.flatnonzero(~blocked & coarse_tissue)
-        if free.size == 0:
-            break
-        row, col = divmod(int(rng.choice(free)), cells)
+    weight = _open_space(blocked, coarse_tissue)
+    while covered.mean() < target and misses < 10 and weight.sum() > 0:
+        row, col = divmod(int(rng.choice(weight.size, p=weight / weight.sum())), cells)
         cx, cy = (col + rng.random()) * step, (row + rng.random()) * step
-        shrink = max(0.9 ** misses, 0.65)  # after misses, try smaller glands to fill gaps
+        shrink = max(0.9 ** misses, 0.55)  # after misses, try smaller glands to fill gaps
         if malignant:  # very variable sizes, crowded back-to-back
-            gap = 2.0 * s
-            r = 27 * s * roi_scale * shrink * rng.lognormal(0, 0.3)
+            gap = 1.5 * s
+            r = 30 * s * roi_scale * shrink * rng.lognormal(0, 0.3)
             outline = _malignant_gland(rng, cx, cy, r)
         else:
-            gap = 5.0 * s
-            outline = _benign_gland(rng, cx, cy, rng.uniform(22, 38) * s * roi_scale * shrink)
+            gap = 4.0 * s
+            outline = _benign_gland(rng, cx, cy, rng.uniform(24, 40) * s * roi_scale * shrink)
         footprint = _union(covered.shape, outline, step)
         # the first gland is always accepted: every GlaS field has a gland
         if glands.outer and (footprint & (blocked | ~coarse_tissue)).any():
@@ -420,7 +430,15 @@ def _layout_glands(rng: np.random.Generator, tissue: np.ndarray, s: float, malig
                           [replace(b, ax=b.ax + gap, ay=b.ay + gap) for b in outline], step)
         glands.extend(_malignant_lumens(rng, outline) if malignant
                       else _benign_lumens(rng, outline))
+        weight = _open_space(blocked, coarse_tissue)
     return glands
+
+
+def _open_space(blocked: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Sampling weight of free grid cells, favouring the middle of open areas (candidates
+    squeezed into narrow gaps mostly fail)."""
+    free = (~blocked & tissue).astype(np.float32)
+    return (free * gaussian(free, 2.0) ** 4).ravel()
 
 
 def _concat(parts: list[_Nuclei], rim: float) -> _Nuclei:
