@@ -493,13 +493,28 @@ def _benign_epithelium(rng: np.random.Generator, glands: _Glands, cells: _Cells,
     return _concat(nuclei, cells.nuc_rim), np.minimum(mucin, 1.0)
 
 
+def _hole_rings(rng: np.random.Generator, holes: list[_Blob], cells: _Cells, s: float
+                ) -> _Nuclei:
+    """One ring of radially oriented nuclei around each (circular) cribriform hole; all holes
+    at once, as there are many of them."""
+    cx, cy, r = (np.array([getattr(h, f) for h in holes], dtype=float).reshape(-1)
+                 for f in ("cx", "cy", "ax"))
+    count = np.maximum((_TWO_PI * r / (cells.spacing * s)).astype(int), 6)
+    owner = np.repeat(np.arange(len(holes)), count)
+    slot = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    phi = (slot + rng.uniform(-0.15, 0.15, len(owner))) * _TWO_PI / count[owner]
+    nuc = _population(rng, phi, phi, cells, s, phi + rng.normal(0, 0.2, len(owner)))
+    dist = r[owner] + nuc.a + 1.0 * s
+    return nuc._replace(x=cx[owner] + dist * np.cos(phi), y=cy[owner] + dist * np.sin(phi))
+
+
 def _malignant_epithelium(rng: np.random.Generator, glands: _Glands, epi: np.ndarray,
                           cells: _Cells, s: float) -> _Nuclei:
     """Stratified (2-3 layers) enlarged, pleomorphic nuclei along every lobe, a ring around
     each cribriform hole and scattered nuclei in solid areas; only those on epithelium stay."""
     parts = [_palisade(rng, lobe, cells, s, int(rng.integers(2, 4)), -1)[0]
              for lobe in glands.outer]
-    parts += [_palisade(rng, hole, cells, s, 1, +1)[0] for hole in glands.holes]
+    parts.append(_hole_rings(rng, glands.holes, cells, s))
     x, y = _jittered_grid(rng, epi.shape[0], 2.5 * cells.spacing * s)
     parts.append(_population(rng, x, y, cells, s))
     nuc = _concat(parts, cells.nuc_rim)
