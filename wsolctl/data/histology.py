@@ -168,6 +168,11 @@ def _stamp(shape: tuple[int, int], nuc: _Nuclei) -> np.ndarray:
     return out.reshape(shape).astype(np.float32)
 
 
+def _per_nucleus(values: np.ndarray) -> np.ndarray:
+    """Per-nucleus values shaped to broadcast over (nucleus, row, col) windows."""
+    return np.asarray(values, np.float32)[:, None, None]
+
+
 def _stamp_group(shape: tuple[int, int], nuc: _Nuclei, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Flat pixel indices and values of nuclei drawn in (2k+1)^2 windows."""
@@ -175,10 +180,9 @@ def _stamp_group(shape: tuple[int, int], nuc: _Nuclei, k: int
     off = np.arange(-k, k + 1)
     px = np.floor(nuc.x).astype(np.int64)[:, None, None] + off[None, None, :]
     py = np.floor(nuc.y).astype(np.int64)[:, None, None] + off[None, :, None]
-    def col(values: np.ndarray) -> np.ndarray:  # per-nucleus value, broadcast over window
-        return np.asarray(values, np.float32)[:, None, None]
-
-    dx, dy = (px + 0.5).astype(np.float32) - col(nuc.x), (py + 0.5).astype(np.float32) - col(nuc.y)
+    col = _per_nucleus
+    dx = (px + 0.5).astype(np.float32) - col(nuc.x)
+    dy = (py + 0.5).astype(np.float32) - col(nuc.y)
     c, s = col(np.cos(nuc.theta)), col(np.sin(nuc.theta))
     u = (dx * c + dy * s) / col(nuc.a)
     v = (dy * c - dx * s) / col(nuc.b)
@@ -198,8 +202,7 @@ def _nucleoli(rng: np.random.Generator, nuc: _Nuclei, prob: float, s: float) -> 
     n = len(host.x)
     ang = rng.uniform(0, _TWO_PI, n)
     off = rng.uniform(0, 0.35, n) * host.b
-    r = np.maximum(0.17 * host.a, 0.8 * s)
-    r = np.maximum(r, 0.7)
+    r = np.maximum(0.17 * host.a, max(0.8 * s, 0.7))
     return _Nuclei(host.x + off * np.cos(ang), host.y + off * np.sin(ang), r, r,
                    np.zeros(n), np.full(n, 0.09), 0.0)
 
@@ -208,7 +211,7 @@ def _draw_cells(rng: np.random.Generator, shape: tuple[int, int], nuc: _Nuclei,
                 cells: _Cells, s: float) -> np.ndarray:
     """H density of the nuclei (with nucleoli) of one population. Overlaps saturate softly:
     a plain sum turns stacked nuclei into translucent, ever darker ellipses."""
-    cap = 1.5 * cells.nuc_w
+    cap = 1.3 * cells.nuc_w
     dense = cap * np.tanh(_stamp(shape, nuc) / cap)
     return dense + _stamp(shape, _nucleoli(rng, nuc, cells.nucleoli, s))
 
@@ -301,18 +304,26 @@ def _to_rgb(rng: np.random.Generator, h: np.ndarray, e: np.ndarray, d: np.ndarra
     """Stain densities -> uint8 RGB via inverse colour deconvolution (hed2rgb model)."""
     # Per-image staining strength (protocol / section thickness) and stain hue (batch /
     # scanner) variation; with stain_jitter=0 this is exactly skimage.color.hed2rgb.
-    strength = np.exp(0.35 * stain_jitter * rng.standard_normal(2))
-    vectors = rgb_from_hed + 0.08 * stain_jitter * rng.standard_normal((3, 3))
-    vectors = np.clip(vectors, 0.02, None)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) / np.linalg.norm(
-        rgb_from_hed, axis=1, keepdims=True)
-    if stain_jitter == 0:
-        vectors = rgb_from_hed
+    strength = np.exp(0.3 * stain_jitter * rng.standard_normal(2))
+    vectors = rgb_from_hed + 0.05 * stain_jitter * rng.standard_normal((3, 3))
+    vectors = np.clip(vectors, 0.02, None)  # absorbances stay positive
+    vectors *= np.linalg.norm(rgb_from_hed, axis=1, keepdims=True) / np.linalg.norm(
+        vectors, axis=1, keepdims=True)  # keep each stain's strength, change only its hue
     hed = np.stack([h * strength[0], e * strength[1], d], axis=-1)
     hed = gaussian(hed, sigma=0.6, channel_axis=-1)  # optics: soft, alias-free edges
     rgb = combine_stains(hed, vectors)
     rgb += rng.normal(0.0, 1.2 / 255, rgb.shape)  # sensor noise
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _finish(rng: np.random.Generator, h: np.ndarray, e: np.ndarray, d: np.ndarray, s: float,
+            stain_jitter: float) -> np.ndarray:
+    """Chromatin grain and uneven section thickness, then conversion to RGB."""
+    shape = h.shape
+    thickness = 1.0 + 0.08 * _noise(rng, shape, 128 * s)
+    grain = 1.0 + 0.15 * _noise(rng, shape, 1.2 * s)
+    h = np.minimum(h * grain, 0.16) * thickness  # cap: overlapping nuclei must not saturate
+    return _to_rgb(rng, h, e * thickness, d, stain_jitter)
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -322,11 +333,11 @@ def _lerp(a: float, b: float, t: float) -> float:
 # --------------------------------------------------------------------------- GlaS
 
 
-_GLAS_STROMA = _Cells(cyt_h=0.010, cyt_e=0.028, nuc_len=2.5, nuc_ratio=0.8, nuc_w=0.12,
+_GLAS_STROMA = _Cells(cyt_h=0.010, cyt_e=0.028, nuc_len=2.5, nuc_ratio=0.8, nuc_w=0.10,
                       nuc_rim=0.0, nucleoli=0.0, spacing=9.0, pleo=0.15)
-_GLAS_BENIGN = _Cells(cyt_h=0.024, cyt_e=0.034, nuc_len=4.3, nuc_ratio=0.36, nuc_w=0.11,
+_GLAS_BENIGN = _Cells(cyt_h=0.024, cyt_e=0.034, nuc_len=4.3, nuc_ratio=0.36, nuc_w=0.095,
                       nuc_rim=0.05, nucleoli=0.0, spacing=5.0, pleo=0.08)
-_GLAS_MALIGNANT = _Cells(cyt_h=0.034, cyt_e=0.030, nuc_len=5.2, nuc_ratio=0.42, nuc_w=0.10,
+_GLAS_MALIGNANT = _Cells(cyt_h=0.034, cyt_e=0.030, nuc_len=5.2, nuc_ratio=0.42, nuc_w=0.09,
                          nuc_rim=0.3, nucleoli=0.35, spacing=7.0, pleo=0.25)
 _LUMEN_HE = (0.003, 0.006)  # near-white lumen / glass
 _MUCIN_HE = (0.014, 0.007)  # goblet-cell mucin: pale grey-blue
@@ -374,17 +385,21 @@ def _malignant_gland(rng: np.random.Generator, cx: float, cy: float, r: float) -
     for _ in range(rng.integers(0, 3)):
         ang, dist = rng.uniform(0, _TWO_PI), r * rng.uniform(0.7, 1.1)
         lobes.append(_random_blob(rng, cx + dist * np.cos(ang), cy + dist * np.sin(ang),
-                                  r * rng.uniform(0.45, 0.8), 2.0, 0.08, 4))
+                                  r * rng.uniform(0.45, 0.8), max_aspect=2.0,
+                                  irregularity=0.08, orders=4))
     return lobes
 
 
 def _malignant_lumens(rng: np.random.Generator, lobes: list[_Blob]) -> _Glands:
     """Irregular or slit-like lumens in most lobes, cribriform holes in some glands."""
-    lumens = [_random_blob(rng, lobe.cx, lobe.cy, rng.uniform(0.3, 0.6) * (lobe.ax * lobe.ay) ** 0.5,
-                           3.0, 0.12, 4)
-              for lobe in lobes if rng.random() < 0.9]
+    lumens = []
+    for lobe in lobes:
+        if rng.random() < 0.9:
+            lumen_r = rng.uniform(0.3, 0.6) * (lobe.ax * lobe.ay) ** 0.5
+            lumens.append(_random_blob(rng, lobe.cx, lobe.cy, lumen_r, max_aspect=3.0,
+                                       irregularity=0.12, orders=4))
     r = (lobes[0].ax * lobes[0].ay) ** 0.5
-    holes = []
+    holes = []  # circles: one zero-amplitude harmonic
     for _ in range(rng.integers(2, 6) if rng.random() < 0.3 else 0):
         hx, hy = lobes[0].to_image(rng.uniform(0, _TWO_PI), 0.65 * np.sqrt(rng.random()))
         hole_r = rng.uniform(0.08, 0.15) * r
@@ -408,7 +423,9 @@ def _layout_glands(rng: np.random.Generator, tissue: np.ndarray, s: float, malig
     glands = _Glands([], [], [], [])
     misses = 0
     weight = _open_space(blocked, coarse_tissue)
-    while covered.mean() < target and misses < 10 and weight.sum() > 0:
+    for _ in range(300):  # bounded: glands too small for the grid never raise the coverage
+        if covered.mean() >= target or misses >= 10 or weight.sum() <= 0:
+            break
         row, col = divmod(int(rng.choice(weight.size, p=weight / weight.sum())), cells)
         cx, cy = (col + rng.random()) * step, (row + rng.random()) * step
         shrink = max(0.9 ** misses, 0.55)  # after misses, try smaller glands to fill gaps
@@ -447,11 +464,11 @@ def _concat(parts: list[_Nuclei], rim: float) -> _Nuclei:
     return _Nuclei(*arrays, rim=rim)
 
 
-def _palisade(rng: np.random.Generator, blob: _Blob, cells: _Cells, s: float, layers: int,
-              side: int) -> tuple[_Nuclei, np.ndarray, np.ndarray]:
-    """Nuclei lining the outline of `blob`, long axis perpendicular to it, just inside
-    (side=-1) or outside (side=+1); layers > 1 stacks them (stratified epithelium).
-    Also returns each nucleus' polar angle and the local blob radius in px."""
+def _palisade(rng: np.random.Generator, blob: _Blob, cells: _Cells, s: float, layers: int
+              ) -> tuple[_Nuclei, np.ndarray, np.ndarray]:
+    """Nuclei lining the inside of the outline of `blob`, long axis perpendicular to it;
+    layers > 1 stacks them (stratified epithelium). Also returns each nucleus' polar angle
+    and the local blob radius in px."""
     phi = np.linspace(0, _TWO_PI, 73)
     bx, by = blob.to_image(phi, 1.0)
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(bx), np.diff(by)))])
@@ -459,13 +476,14 @@ def _palisade(rng: np.random.Generator, blob: _Blob, cells: _Cells, s: float, la
     layer = np.repeat(np.arange(layers), per_layer)
     n = len(layer)
     # equal arc-length spacing (equal angles would crowd nuclei at the ends of long glands)
-    slot = np.arange(n) % per_layer + rng.uniform(0, 1, layers)[layer] + rng.uniform(-0.15, 0.15, n)
+    slot = (np.arange(n) % per_layer + rng.uniform(0, 1, layers)[layer]
+            + rng.uniform(-0.15, 0.15, n))
     phis = np.interp(slot * arc[-1] / per_layer % arc[-1], arc, phi)
     disorder = 0.1 if layers == 1 else 0.4
     nuc = _population(rng, phis, phis, cells, s, blob.normal(phis) + rng.normal(0, disorder, n))
     r_loc = blob.local_radius(phis)
-    depth = nuc.a + 1.2 * s + layer * 1.6 * cells.nuc_len * s * rng.uniform(0.7, 1.3, n)
-    x, y = blob.to_image(phis, np.maximum(1.0 + side * depth / r_loc, 0.05))
+    depth = nuc.a + 1.2 * s + layer * 2.0 * cells.nuc_len * s * rng.uniform(0.8, 1.2, n)
+    x, y = blob.to_image(phis, np.maximum(1.0 - depth / r_loc, 0.05))
     return nuc._replace(x=x, y=y), phis, r_loc
 
 
@@ -487,7 +505,7 @@ def _benign_epithelium(rng: np.random.Generator, glands: _Glands, cells: _Cells,
     """Single palisade of basal nuclei per crypt, plus the goblet mucin map (0..1)."""
     nuclei, mucin = [], np.zeros(shape, np.float32)
     for blob, frac in zip(glands.outer, glands.lumen_fracs):
-        nuc, phis, r_loc = _palisade(rng, blob, cells, s, layers=1, side=-1)
+        nuc, phis, r_loc = _palisade(rng, blob, cells, s, layers=1)
         nuclei.append(nuc)
         mucin += _stamp(shape, _goblets(rng, blob, frac, nuc, phis, r_loc, s))
     return _concat(nuclei, cells.nuc_rim), np.minimum(mucin, 1.0)
@@ -512,7 +530,7 @@ def _malignant_epithelium(rng: np.random.Generator, glands: _Glands, epi: np.nda
                           cells: _Cells, s: float) -> _Nuclei:
     """Stratified (2-3 layers) enlarged, pleomorphic nuclei along every lobe, a ring around
     each cribriform hole and scattered nuclei in solid areas; only those on epithelium stay."""
-    parts = [_palisade(rng, lobe, cells, s, int(rng.integers(2, 4)), -1)[0]
+    parts = [_palisade(rng, lobe, cells, s, layers=int(rng.integers(2, 4)))[0]
              for lobe in glands.outer]
     parts.append(_hole_rings(rng, glands.holes, cells, s))
     x, y = _jittered_grid(rng, epi.shape[0], 2.5 * cells.spacing * s)
@@ -533,7 +551,7 @@ def _stromal_nuclei(rng: np.random.Generator, prob: np.ndarray, cells: _Cells, s
     x, y = x[keep], y[keep]
     spindle = rng.random(len(x)) < 0.35
     round_ = _population(rng, x, y, cells, s)
-    fibro_cells = replace(cells, nuc_len=4.6, nuc_ratio=0.28, nuc_w=0.085)
+    fibro_cells = replace(cells, nuc_len=4.6, nuc_ratio=0.28, nuc_w=0.075)
     theta = fibre_angle + rng.normal(0, 0.25, len(x))
     fibro = _population(rng, x, y, fibro_cells, s, theta)
     return _Nuclei(*(np.where(spindle, f, r) for f, r in zip(fibro[:-1], round_[:-1])),
@@ -612,24 +630,14 @@ def render_glas(seed: int, size: int, malignant: bool, *, roi_scale: float = 1.0
     return _finish(rng, h, e, np.zeros(shape, np.float32), s, stain_jitter), gland
 
 
-def _finish(rng: np.random.Generator, h: np.ndarray, e: np.ndarray, d: np.ndarray, s: float,
-            stain_jitter: float) -> np.ndarray:
-    """Chromatin grain and uneven section thickness, then conversion to RGB."""
-    shape = h.shape
-    thickness = 1.0 + 0.08 * _noise(rng, shape, 128 * s)
-    grain = 1.0 + 0.15 * _noise(rng, shape, 1.2 * s)
-    h = np.minimum(h * grain, 0.16) * thickness  # cap: overlapping nuclei must not saturate
-    return _to_rgb(rng, h, e * thickness, d, stain_jitter)
-
-
 # --------------------------------------------------------------------------- Camelyon
 
 
-_LYMPHOID = _Cells(cyt_h=0.014, cyt_e=0.016, nuc_len=3.3, nuc_ratio=0.9, nuc_w=0.14,
+_LYMPHOID = _Cells(cyt_h=0.014, cyt_e=0.016, nuc_len=3.3, nuc_ratio=0.9, nuc_w=0.115,
                    nuc_rim=0.0, nucleoli=0.0, spacing=7.6, pleo=0.12)
-_TUMOUR = _Cells(cyt_h=0.016, cyt_e=0.042, nuc_len=6.2, nuc_ratio=0.78, nuc_w=0.10,
+_TUMOUR = _Cells(cyt_h=0.016, cyt_e=0.042, nuc_len=6.2, nuc_ratio=0.78, nuc_w=0.085,
                  nuc_rim=0.55, nucleoli=0.85, spacing=14.5, pleo=0.22)
-_NODE_STROMA = _Cells(cyt_h=0.008, cyt_e=0.045, nuc_len=4.6, nuc_ratio=0.3, nuc_w=0.10,
+_NODE_STROMA = _Cells(cyt_h=0.008, cyt_e=0.045, nuc_len=4.6, nuc_ratio=0.3, nuc_w=0.085,
                       nuc_rim=0.0, nucleoli=0.0, spacing=11.0, pleo=0.15)
 
 
@@ -665,7 +673,8 @@ def _node_structures(rng: np.random.Generator, size: int, s: float) -> _NodeStru
         across = (ys - cy) * np.cos(ang) - (xs - cx) * np.sin(ang)
         across = across + 15 * s * _noise(rng, shape, 80 * s)
         fibrous |= np.abs(across) < rng.uniform(4, 10) * s
-    vessels = [_random_blob(rng, *rng.uniform(0, size, 2), rng.uniform(7, 16) * s, 3.0, 0.06, 3)
+    vessels = [_random_blob(rng, *rng.uniform(0, size, 2), rng.uniform(7, 16) * s,
+                            max_aspect=3.0, irregularity=0.06, orders=3)
                for _ in range(rng.integers(0, 3))]
     if vessels:
         lumen = _union(shape, vessels)
