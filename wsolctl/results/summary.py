@@ -13,8 +13,10 @@ def print_summary(out: Path, quiet: bool = False) -> None:
     console = Console()
     if not quiet:
         table = Table(title=f"test results ({out})")
-        for column in ("backbone", "method", "selection", "epoch", "PxAP", "TP*", "FN*", "FP*", "TN*", "acc"):
-            table.add_column(column, justify="right" if column not in ("backbone", "method", "selection") else "left")
+        for column in ("backbone", "method", "selection"):
+            table.add_column(column, no_wrap=True, min_width=max(len(v) for v in results[column]))
+        for column in ("epoch", "PxAP", "TP*", "FN*", "FP*", "TN*", "acc"):
+            table.add_column(column, justify="right")
         for r in results.iter_rows(named=True):
             table.add_row(r["backbone"], r["method"], r["selection"], str(r["epoch"]),
                           *(f"{r[k]:.1f}" for k in ("pxap", "tp", "fn", "fp", "tn", "cl_acc")))
