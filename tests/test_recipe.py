@@ -142,6 +142,12 @@ def test_pretrained_true_is_refused(tmp_path):
     assert "backbones[0].pretrained: no weights can be downloaded" in line
 
 
+def test_missing_weights_file_is_a_validation_error(tmp_path):
+    text = BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, pretrained: nowhere.pth}")
+    (line,) = problems(write(tmp_path, "w.yaml", text))
+    assert line.endswith(":6:27: backbones[0].pretrained: weights file not found: nowhere.pth")
+
+
 def test_unsupported_backbone_is_a_validation_error(tmp_path, monkeypatch):
     from wsolctl import plugins
 

@@ -7,6 +7,7 @@ decay, resize 256 → random crop 224 with flips and colour jitter, evaluation a
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
@@ -47,6 +48,8 @@ class BackboneSpec(PluginSpec):
     def _no_true(cls, value: Union[bool, str]) -> Union[bool, str]:
         if value is True:
             raise ValueError("no weights can be downloaded; give the path of a local weights file or false")
+        if isinstance(value, str) and not Path(value).is_file():
+            raise ValueError(f"weights file not found: {value}")
         return value
 
 

@@ -1,0 +1,43 @@
+"""The survey's WSOL backbones: output stride 8, expected channels, CAM layer present, local weights."""
+import pytest
+import torch
+
+from wsolctl import plugins
+
+
+@pytest.mark.parametrize("name,channels,side", [
+    ("resnet18-wsol", 512, 8),
+    ("resnet50-wsol", 2048, 8),
+    ("vgg16-wsol", 1024, 8),
+    ("inceptionv3-wsol", 1024, 5),  # valid paddings in the stem (documented approximation)
+])
+def test_wsol_backbones(name, channels, side):
+    backbone = plugins.load("backbones", name)()
+    module = backbone.build(False).eval()
+    with torch.no_grad():
+        features = module(torch.zeros(1, 3, 64, 64))
+    assert module.out_channels == channels
+    assert tuple(features.shape) == (1, channels, side, side)
+    module.get_submodule(backbone.cam_layer)
+    assert all(any(n.startswith(p) for n, _ in module.named_parameters()) for p in backbone.classifier_prefixes)
+
+
+def test_resnet50_wsol_gives_28x28_at_224():
+    module = plugins.load("backbones", "resnet50-wsol")().build(False).eval()
+    with torch.no_grad():
+        assert module(torch.zeros(1, 3, 224, 224)).shape[-2:] == (28, 28)  # the survey's CAM size
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    import timm
+
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "w.pth")
+    module = plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "w.pth"))
+    assert torch.equal(module.conv1.weight, reference.conv1.weight)
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "bad.pth"))
+    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no parameter matches"):
+        plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "other.pth"))
