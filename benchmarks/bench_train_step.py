@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.train import train_step
+from wsolctl.methods.base import Batch
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
         loss.item()
 
     def engine() -> None:
-        train_step(model, images, labels, optimizer, scaler, use_amp=False)
+        train_step(model, Batch(images, labels), optimizer, scaler, use_amp=False)
 
     def timed(fn) -> float:
         if device.type == "cuda":

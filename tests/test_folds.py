@@ -97,3 +97,27 @@ def test_generation_is_deterministic(tmp_path):
         ds.prepare(tmp_path / name, 0)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_training_augmentation_keeps_masks_aligned(tmp_path):
+    import torch
+
+    from wsolctl.data.images import MEAN, STD, FoldImages
+    from wsolctl.recipe.schema import Augment
+
+    (tmp_path / "img").mkdir()
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[5:20, 8:30] = 255  # white where the mask is
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:20, 8:30] = 255
+    Image.fromarray(rgb).save(tmp_path / "img/a.png")
+    Image.fromarray(mask).save(tmp_path / "img/a_mask.png")
+    sample = Sample("img/a.png", 1, (40, 40), ("img/a_mask.png",))
+    dataset = FoldImages(tmp_path, [sample], 32, augment=Augment(color_jitter=(0, 0, 0, 0)), with_masks=True)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        image, label, m = dataset[0]
+        white = image[0] * STD[0] + MEAN[0] > 0.5
+        assert m.dtype == torch.bool and m.shape == (32, 32)
+        assert (white == m).float().mean() > 0.93  # same geometry; only resampled edges may differ
+        assert (white == m.flip(0)).float().mean() < 0.85  # a misaligned flip would be caught

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from wsolctl.data.folds import Sample, safe_join
@@ -17,7 +18,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as in the 
 
 class FoldImages(Dataset):
     """Yields ``(image, label, mask)``; ``mask`` is a bool (S, S) tensor (all False when the sample
-    has no mask). With ``augment`` set, images get the survey's training augmentation instead."""
+    has no mask; an empty tensor when ``with_masks`` is off). With ``augment`` set, images get the
+    survey's training augmentation, applied jointly to the mask (colour jitter to the image only)."""
 
     def __init__(self, root: Path, samples: list[Sample], size: int, augment: Augment | None = None,
                  with_masks: bool = True):
@@ -34,17 +36,22 @@ class FoldImages(Dataset):
         sample = self.samples[index]
         where = f"sample {sample.image!r}"
         image = Image.open(safe_join(self.root, sample.image, where)).convert("RGB")
+        no_mask = torch.zeros(0, dtype=torch.bool)
         if self.augment is not None:
-            return self.normalize(self.augment(self.to_tensor(image))), sample.label, torch.zeros(0, dtype=torch.bool)
+            if not self.with_masks:
+                return self.normalize(self.augment(self.to_tensor(image))), sample.label, no_mask
+            mask = tv_tensors.Mask(self._mask(sample, where, image.size))
+            image, mask = self.augment(tv_tensors.Image(self.to_tensor(image)), mask)
+            return self.normalize(image.as_subclass(torch.Tensor)), sample.label, mask.as_subclass(torch.Tensor)
         image = image.resize((self.size, self.size), Image.BILINEAR)
-        mask = self._mask(sample, where) if self.with_masks else torch.zeros(0, dtype=torch.bool)
+        mask = self._mask(sample, where, (self.size, self.size)) if self.with_masks else no_mask
         return self.normalize(self.to_tensor(image)), sample.label, mask
 
-    def _mask(self, sample: Sample, where: str) -> torch.Tensor:
-        mask = np.zeros((self.size, self.size), dtype=bool)
+    def _mask(self, sample: Sample, where: str, size: tuple[int, int]) -> torch.Tensor:
+        mask = np.zeros(size[::-1], dtype=bool)
         for path in sample.masks:  # union of instances; any non-zero pixel is foreground
             instance = Image.open(safe_join(self.root, path, where)).convert("L")
-            mask |= np.asarray(instance.resize((self.size, self.size), Image.NEAREST)) > 0
+            mask |= np.asarray(instance.resize(size, Image.NEAREST)) > 0
         return torch.from_numpy(mask)
 
 

@@ -58,11 +58,13 @@ def build_data(recipe: Recipe, device: torch.device) -> Data:
     folds_dir = dataset.folds_dir(root)
     size, train_cfg, eval_cfg = recipe.image_size, recipe.train, recipe.evaluation
     pin = device.type == "cuda"
+    # Training masks are loaded only when some method is trained on them (fully supervised).
+    train_masks = any(plugins.load("methods", m.name).needs_masks for m in recipe.methods)
 
     def loader(split: str, train: bool = False) -> DataLoader:
         samples = read_split(folds_dir, fold, split)
         images = FoldImages(root, samples, size, augment=train_cfg.augment if train else None,
-                            with_masks=split in ("valpx", "test"))
+                            with_masks=split in ("valpx", "test") or (train and train_masks))
         return DataLoader(images, batch_size=train_cfg.batch_size if train else eval_cfg.batch_size,
                           shuffle=train, drop_last=False, num_workers=train_cfg.workers, pin_memory=pin)
 

@@ -13,14 +13,14 @@ class WSOLModel(nn.Module):
     def __init__(self, backbone: nn.Module, method: Method, num_classes: int, cam_layer: str,
                  classifier_prefixes: tuple[str, ...] = ()):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = method.adapt_backbone(backbone)
         self.head = method.build_head(backbone.out_channels, num_classes)
         self.method = method
         self.cam_layer = cam_layer
         self.classifier_prefixes = classifier_prefixes
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Output:
-        return self.method.forward(self.head, self.backbone(images), images, labels)
+        return self.method.forward(self, images, labels)
 
     def param_groups(self, lr: float, ratio: float) -> list[dict]:
         """The head and the backbone's classifier-side layers train at ``lr × ratio`` (survey)."""

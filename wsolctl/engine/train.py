@@ -17,6 +17,7 @@ from wsolctl.engine.build import Data, build_model, build_optimizer, build_sched
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import Run, instantiate
 from wsolctl.engine.progress import Progress
+from wsolctl.methods.base import Batch
 from wsolctl.recipe.schema import Recipe
 from wsolctl.results.io import torch_save, write_json
 
@@ -75,20 +76,22 @@ def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, pr
     model.train()
     total, count = 0.0, 0
     batches = progress.task("train", len(data.train))
-    for images, labels, _ in data.train:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        total += train_step(model, images, labels, optimizer, scaler, use_amp) * len(labels)
+    for images, labels, masks in data.train:
+        batch = Batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
+                      masks.to(device, non_blocking=True) if model.method.needs_masks else None)
+        total += train_step(model, batch, optimizer, scaler, use_amp) * len(labels)
         count += len(labels)
         batches.advance()
     batches.close()
     return total / max(count, 1)
 
 
-def train_step(model, images, labels, optimizer, scaler, use_amp: bool) -> float:
+def train_step(model, batch: Batch, optimizer, scaler, use_amp: bool) -> float:
     """One optimisation step of the method's loss; returns the loss value."""
-    with torch.autocast(images.device.type, enabled=use_amp):
-        output = model(images, labels)
-        loss = model.method.loss(output, labels)
+    batch = model.method.augment(batch)
+    with torch.autocast(batch.images.device.type, enabled=use_amp):
+        output = model(batch.images, batch.labels)
+        loss = model.method.loss(output, batch)
     value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLoss(f"training loss became {value}; lower train.lr or check the data")

@@ -4,9 +4,12 @@ A method is a small, torch-free-at-import class; the shared engine (``wsolctl.en
 training loop, evaluation, selection and outputs. A method says only what differs:
 
 - ``Params``: a pydantic model of its hyper-parameters (defaults from the survey).
+- ``adapt_backbone(backbone)``: change the backbone (e.g. ADL inserts layers); identity by default.
 - ``build_head(in_channels, num_classes)``: the trainable layers on top of the backbone features.
-- ``forward(head, features, images, labels)``: logits (and class maps, if the head makes them).
-- ``loss(output, labels)``: the training loss (cross-entropy by default).
+- ``augment(batch)``: training-only batch transform (e.g. HaS erasing, CutMix); identity by default.
+- ``forward(model, images, labels)``: logits (and class maps, if the head makes them).
+- ``loss(output, batch)``: the training loss (cross-entropy on ``batch.labels`` by default).
+- ``needs_masks``: True for fully-supervised methods (the training batches then carry masks).
 - ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``, any scale.
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
@@ -37,6 +40,17 @@ class NoParams(BaseModel):
 
 
 @dataclass
+class Batch:
+    """A training batch. ``masks`` is set only for methods with ``needs_masks``; ``extras`` carries
+    what ``augment`` wants ``loss`` to see (e.g. CutMix's partner labels and mixing ratio)."""
+
+    images: "Tensor"
+    labels: "Tensor"
+    masks: Optional["Tensor"] = None  # (N, H, W) bool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Output:
     """What a method's forward returns."""
 
@@ -50,6 +64,7 @@ class Method:
     kind: ClassVar[Kind] = "bottom-up"
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""  # set from the entry-point name when loaded
+    needs_masks: ClassVar[bool] = False
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
@@ -62,15 +77,22 @@ class Method:
     def training_key(self) -> dict:
         return {"method": self.name, "params": self.params.model_dump(mode="json")}
 
+    def adapt_backbone(self, backbone: "nn.Module") -> "nn.Module":
+        return backbone
+
     def build_head(self, in_channels: int, num_classes: int) -> "nn.Module":
         raise NotImplementedError
 
-    def forward(self, head: "nn.Module", features: "Tensor", images: "Tensor",
-                labels: Optional["Tensor"] = None) -> Output:
+    def augment(self, batch: Batch) -> Batch:
+        """Training-only change of a batch (the engine never calls it during evaluation)."""
+        return batch
+
+    def forward(self, model: "WSOLModel", images: "Tensor", labels: Optional["Tensor"] = None) -> Output:
+        """``labels`` is given during training only; use ``model.backbone`` and ``model.head``."""
         raise NotImplementedError
 
-    def loss(self, output: Output, labels: "Tensor") -> "Tensor":
-        return F.cross_entropy(output.logits, labels)
+    def loss(self, output: Output, batch: Batch) -> "Tensor":
+        return F.cross_entropy(output.logits, batch.labels)
 
     def cams(self, model: "WSOLModel", images: "Tensor", targets: "Tensor") -> "Tensor":
         """Default: the head's class map of each image's target class."""

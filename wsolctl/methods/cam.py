@@ -17,7 +17,8 @@ class CAM(Method):
     def build_head(self, in_channels: int, num_classes: int):
         return nn.Linear(in_channels, num_classes)
 
-    def forward(self, head, features, images, labels=None) -> Output:
-        logits = head(features.mean(dim=(2, 3)))
-        class_maps = torch.einsum("kc,nchw->nkhw", head.weight, features)
+    def forward(self, model, images, labels=None) -> Output:
+        features = model.backbone(images)
+        logits = model.head(features.mean(dim=(2, 3)))
+        class_maps = torch.einsum("kc,nchw->nkhw", model.head.weight, features)
         return Output(logits=logits, class_maps=class_maps)

@@ -23,6 +23,6 @@ class MaxPool(Method):
     def build_head(self, in_channels, num_classes):
         return nn.Sequential(nn.Dropout2d(self.params.dropout), nn.Conv2d(in_channels, num_classes, 1))
 
-    def forward(self, head, features, images, labels=None):
-        maps = head(features)
+    def forward(self, model, images, labels=None):
+        maps = model.head(model.backbone(images))
         return Output(logits=maps.amax(dim=(2, 3)), class_maps=maps)
