@@ -133,5 +133,5 @@ def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
     import yaml
 
     (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(load_recipe(tiny_recipe).resolved_dict()))
-    with pytest.raises(RuntimeError, match="runs not finished yet"):
+    with pytest.raises(FileNotFoundError, match="run `wsolctl train` first"):
         pipeline.select(out, quiet=True)

@@ -38,3 +38,28 @@ def print_catalog(rows: list[dict]) -> None:
         params = ", ".join(f"{k}={v!r}" for k, v in row["params"].items()) or "—"
         table.add_row(row["name"], row["kind"], row["package"], params)
     Console().print(table)
+
+
+def print_runs(recipe) -> None:
+    """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
+    from wsolctl.engine.study import plan
+    from wsolctl.engine.sweep import folds_and_seeds, method_groups, search_variants
+
+    search = plan(search_variants(recipe), "search")
+    table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
+    swept = sorted({k for p in search for k in p.variant.swept})
+    for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
+        table.add_column(column)
+    for p in search:
+        table.add_row(p.run.run_id, p.backbone, ", ".join(r.label for r in p.run.methods),
+                      str(p.variant.recipe.dataset.fold), str(p.variant.recipe.seed),
+                      *(repr(p.variant.swept.get(k)) for k in swept))
+    console = Console()
+    console.print(table)
+    folds, seeds, search_fold = folds_and_seeds(recipe)
+    per_config = len(recipe.backbones) * len(method_groups(recipe))
+    configs = len({p.variant.config_id for p in search})
+    final_max = per_config * 2 * len(folds) * len(seeds)  # at most one B-LOC and one B-CL choice each
+    console.print(f"{len(search)} search run(s) ({configs} configuration(s) on fold {search_fold}); then the chosen "
+                  f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
+                  "those already run in the search reused")

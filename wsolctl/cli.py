@@ -19,6 +19,12 @@ SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                       help="override a recipe field, value parsed as YAML (e.g. train.epochs=2); repeatable")
 OutOpt = typer.Option(None, "--out", "-o", help="output directory (default: runs/<recipe name>)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress display")
+ExecOpt = typer.Option(None, "--executor", "-e", help="local | ray (overrides the recipe's executor.name)")
+WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="parallel local workers (executor.workers)")
+
+
+def _executor_overrides(executor: Optional[str], workers: Optional[int]) -> list[str]:
+    return ([f"executor.name={executor}"] if executor else []) + ([f"executor.workers={workers}"] if workers else [])
 
 
 def _fail(lines: str, code: int = 2) -> None:
@@ -30,6 +36,7 @@ def _guard(fn, *args, **kwargs):
     """Run a library call, mapping known user errors to exit 2 and anything else to exit 1."""
     from pydantic import ValidationError
 
+    from wsolctl.engine.study import RunsFailed
     from wsolctl.errors import InputError
     from wsolctl.plugins import UnknownPlugin
     from wsolctl.recipe import RecipeError
@@ -40,6 +47,8 @@ def _guard(fn, *args, **kwargs):
         _fail(f"error: {exc}" if not isinstance(exc, RecipeError) else str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume", 130)
+    except RunsFailed as exc:
+        _fail(f"error: {exc}", 1)
     except (RuntimeError, ValueError, OSError) as exc:
         if os.environ.get("WSOLCTL_DEBUG"):
             raise
@@ -60,29 +69,37 @@ def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
 
 
 @app.command()
-def show(recipe: Path, set_: List[str] = SetOpt) -> None:
+def show(recipe: Path, set_: List[str] = SetOpt,
+         runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing")) -> None:
     """Print the fully resolved recipe (bases merged, overrides applied, defaults filled)."""
+    loaded = _load(recipe, set_)
+    if runs:
+        from wsolctl.catalog import print_runs
+
+        return _guard(print_runs, loaded)
     import yaml
 
-    typer.echo(yaml.safe_dump(_load(recipe, set_).resolved_dict(), sort_keys=False), nl=False)
+    typer.echo(yaml.safe_dump(loaded.resolved_dict(), sort_keys=False), nl=False)
 
 
 @app.command()
-def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt) -> None:
+def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
+        executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train, select and report: the whole study of a recipe."""
     from wsolctl.engine import pipeline
 
-    loaded = _load(recipe, set_)
+    loaded = _load(recipe, set_ + _executor_overrides(executor, workers))
     report = _guard(pipeline.run, loaded, out, quiet=quiet)
     _summary(report.parent, quiet)
 
 
 @app.command()
-def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt) -> None:
+def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
+          executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train every run of a recipe (resumes; skips finished runs)."""
     from wsolctl.engine import pipeline
 
-    done = _guard(pipeline.train, _load(recipe, set_), out, quiet=quiet)
+    done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers)), out, quiet=quiet)
     typer.echo(f"trained into {done}; next: wsolctl select {done}")
 
 
@@ -132,6 +149,39 @@ def compare(baseline: Path, candidate: Path,
 
         write_text(output, outcome.markdown)
     raise typer.Exit(1 if outcome.failed else 0)
+
+
+sample_app = typer.Typer(no_args_is_help=True, help="Turn real whole-slide datasets into patches and fold files.")
+app.add_typer(sample_app, name="sample")
+
+
+@sample_app.command("camelyon16")
+def sample_camelyon16(
+        slides: Path = typer.Argument(..., help="folder of the slides (normal_*, tumor_*, test_*; searched recursively)"),
+        annotations: Path = typer.Argument(..., help="folder of the ASAP XML annotations"),
+        out: Path = typer.Option(..., "--out", "-o", help="output folder (patches, fold files, manifest.parquet)"),
+        reference: Optional[Path] = typer.Option(None, "--reference", help="the challenge's reference CSV of test labels"),
+        patch_size: int = typer.Option(512, "--patch-size"),
+        p0: float = typer.Option(0.2, "--p0", help="minimal tumour fraction of a metastatic patch"),
+        p1: float = typer.Option(0.5, "--p1", help="tumour fraction above which patches are calibrated away"),
+        pt: float = typer.Option(0.1, "--pt", help="minimal tissue fraction"),
+        pn: float = typer.Option(0.01, "--pn", help="category-2 patches kept per category-1 patch"),
+        seed: int = typer.Option(0, "--seed"),
+        folds: int = typer.Option(5, "--folds"),
+        valpx_per_class: int = typer.Option(5, "--valpx-per-class"),
+        reference_calibration: bool = typer.Option(False, "--reference-calibration",
+                                                   help="reproduce the reference code's calibration (missing break)"),
+        quiet: bool = QuietOpt) -> None:
+    """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
+    from wsolctl.data.camelyon import SamplingParams, sample_camelyon16 as run_sampling
+
+    params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
+                    valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
+    stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet)
+    for warning in stamp["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    counts = ", ".join(f"{s}: {c['tumor']} tumour + {c['normal']} normal" for s, c in stamp["counts"].items())
+    typer.echo(f"wrote {out / 'manifest.parquet'} ({counts}); use dataset: {{name: camelyon16, root: {out}}}")
 
 
 def _summary(out: Path, quiet: bool) -> None:

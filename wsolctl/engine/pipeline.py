@@ -42,51 +42,99 @@ def recipe_of(out: Path) -> Recipe:
 
 def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
           quiet: bool = False) -> Path:
-    """Train every run of the recipe into ``out`` (resuming, skipping finished runs)."""
-    from wsolctl.engine.build import build_data, resolve_device
-    from wsolctl.engine.plan import plan_runs
+    """Train every run of the recipe into ``out``: the hyper-parameter search (if any), then the
+    chosen configurations on every fold and seed. Finished runs are skipped, interrupted ones
+    resume. Raises :class:`~wsolctl.engine.study.RunsFailed` after the others finished."""
+    from wsolctl.engine import study
+    from wsolctl.engine.build import resolve_device
     from wsolctl.engine.progress import Progress
-    from wsolctl.engine.train import train_run
+    from wsolctl.engine.sweep import final_variants, search_variants
 
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
-    device = resolve_device(recipe.device)  # fail before anything is written
-    runs = plan_runs(recipe)
-    data = build_data(recipe, device)  # generates synthetic data on first use
+    resolve_device(recipe.device)  # fail before anything is written
+    search = study.plan(search_variants(recipe), "search")
     _start(out, recipe, "train")
+    durations: dict[str, float] = {}
     with Progress(quiet=quiet) as progress:
-        task = progress.task("runs", len(runs))
-        for run in runs:
-            labels = ", ".join(ref.label for ref in run.methods)
-            progress.log(f"run {run.run_id}: {recipe.backbones[run.backbone_index].name} × {labels} on {device}")
-            log.info("run %s: backbone=%s methods=%s device=%s", run.run_id,
-                     recipe.backbones[run.backbone_index].name, labels, device)
-            train_run(recipe, run, data, out / "runs" / run.run_id, device, progress)
-            task.advance()
+        failed = _execute(recipe, search, out, progress, durations)
+        chosen = study.choose(search, out)
+        searched = {p.run.run_id for p in search}
+        final = [p for p in study.plan(final_variants(recipe, study.chosen_variants(search, chosen)), "final")
+                 if p.run.run_id not in searched]
+        failed += _execute(recipe, final, out, progress, durations)
+        study.save(out, search + final, chosen, durations)
+    if failed:
+        lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
+        raise study.RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
 
 
+def _execute(recipe: Recipe, planned: list, out: Path, progress, durations: dict) -> list[dict]:
+    """Run planned runs with the recipe's executor; returns the failures."""
+    from wsolctl.engine import study
+    from wsolctl.engine.build import prepare_dataset
+    from wsolctl.engine.executors import execute
+
+    prepared = set()
+    for p in planned:
+        dataset = p.variant.recipe.dataset
+        if (dataset.name, dataset.root, dataset.fold) not in prepared:  # here, so workers never race
+            prepare_dataset(p.variant.recipe)
+            prepared.add((dataset.name, dataset.root, dataset.fold))
+        log.info("%s run %s: backbone=%s methods=%s config=%s fold=%s seed=%s", p.phase, p.run.run_id, p.backbone,
+                 ",".join(r.label for r in p.run.methods), p.variant.swept, dataset.fold, p.variant.recipe.seed)
+    results = execute([study.task(p, out) for p in planned], recipe.executor, recipe.device, progress)
+    durations.update({r["run_id"]: r["duration_s"] for r in results})
+    return [r for r in results if r["status"] == "failed"]
+
+
 def select(out: Path, quiet: bool = False) -> Path:
-    """Pick B-LOC / B-CL epochs of every finished run, score them on test, write the Parquet tables."""
+    """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
+    each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import plan_runs
     from wsolctl.engine.progress import Progress
     from wsolctl.engine.select import select_run
+    from wsolctl.engine.study import run_dir
+    from wsolctl.recipe.loader import validate_data
     from wsolctl.results.tables import write_tables
 
     out = Path(out)
-    recipe = recipe_of(out)
-    device = resolve_device(recipe.device)
-    runs = plan_runs(recipe)
-    missing = [r.run_id for r in runs if not (out / "runs" / r.run_id / "done.json").is_file()]
-    if missing:
-        raise RuntimeError(f"{out}: runs not finished yet: {', '.join(missing)}; run `wsolctl train` first")
+    recipe_of(out)  # a clear error if OUT is not an output directory
+    study_path = out / "study.json"
+    if not study_path.is_file():
+        raise FileNotFoundError(f"{study_path}: not found; run `wsolctl train` first")
+    study = json.loads(study_path.read_text())
+    finals = [r for r in study["runs"] if r["status"] == "done" and _is_final(r, study["chosen"])]
+    if not finals:
+        raise RuntimeError(f"{out}: no finished run to select from; run `wsolctl train` first")
     _log_to(out, "select")
+    scored, datasets = [], {}
     with Progress(quiet=quiet) as progress:
-        data = build_data(recipe, device)
-        selected = {r.run_id: select_run(recipe, r, data, out / "runs" / r.run_id, device, progress) for r in runs}
-    write_tables(out, recipe, runs, selected)
+        for entry in finals:
+            directory = run_dir(out, entry["run_id"])
+            recipe = validate_data(json.loads((directory / "recipe.json").read_text()))
+            device = resolve_device(recipe.device)
+            key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)
+            data = datasets[key] = datasets.get(key) or build_data(recipe, device)
+            run = next(r for r in plan_runs(recipe) if r.run_id == entry["run_id"])
+            selected = select_run(recipe, run, data, directory, device, progress)
+            scored.append((recipe, run, _keep_chosen(selected, entry, study["chosen"])))
+    write_tables(out, scored)
     return out
+
+
+def _is_final(entry: dict, chosen: dict[str, str]) -> bool:
+    return entry["config_id"] in set(chosen.values())
+
+
+def _keep_chosen(selected: dict, entry: dict, chosen: dict[str, str]) -> dict:
+    """Rows of (method, rule) pairs whose chosen configuration is this run's."""
+    def keep(row: dict) -> bool:
+        return chosen.get(f"{entry['backbone']}|{row['method']}|{row['selection']}") == entry["config_id"]
+
+    return {"results": [r for r in selected["results"] if keep(r)], "curves": [c for c in selected["curves"] if keep(c)]}
 
 
 def report(out: Path) -> Path:
@@ -98,8 +146,19 @@ def report(out: Path) -> Path:
 
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
         quiet: bool = False) -> Path:
+    """train → select → report. If some runs fail, the others are still selected and reported,
+    then :class:`~wsolctl.engine.study.RunsFailed` is raised."""
+    from wsolctl.engine.study import RunsFailed
+
     recipe = resolve(recipe, overrides)
-    out = train(recipe, out, quiet=quiet)
+    out = Path(out) if out else default_out(recipe)
+    try:
+        train(recipe, out, quiet=quiet)
+    except RunsFailed:
+        if (out / "study.json").is_file() and '"status": "done"' in (out / "study.json").read_text():
+            select(out, quiet=quiet)
+            report(out)
+        raise
     select(out, quiet=quiet)
     return report(out)
 

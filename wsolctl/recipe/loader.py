@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, get_args, get_origin
+from typing import Any, Iterable, Optional, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,13 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     data, positions = _load_with_bases(Path(path), stack=())
     for text in overrides:
         _apply_override(data, positions, text)
-    default = Source(str(path), 1, 1)
+    return validate_data(data, positions, Source(str(path), 1, 1))
+
+
+def validate_data(data: Any, positions: Optional[Positions] = None,
+                  default: Source = Source("<recipe>", 1, 1)) -> Recipe:
+    """Validate an already-parsed recipe (e.g. a sweep variant or a run's stored recipe)."""
+    positions = positions if positions is not None else {}
     problems, recipe = [], None
     try:
         recipe = _validate(Recipe, data, positions, (), default)
@@ -30,6 +36,8 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     if recipe is not None and not problems:
         _assign_params(recipe, resolved)
         problems += _check_support(recipe, positions, default)
+    if recipe is not None and recipe.sweep is not None and not problems:
+        problems += _check_sweep(recipe, positions, default)
     if problems:
         raise RecipeError(sorted(problems, key=lambda p: (p.source.file, p.source.line, p.source.col)))
     recipe._positions = positions
@@ -229,4 +237,14 @@ def _check_support(recipe: Recipe, positions: Positions, default: Source) -> lis
                 path = ("methods", i, "name")
                 problems.append(Problem(locate(positions, path, default), dotted(path),
                                         f"{method.name} does not support backbone {backbone.name!r}: {reason}"))
+    return problems
+
+
+def _check_sweep(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:
+    """Every value of the sweep must give a valid recipe; problems point at the sweep's lines."""
+    from wsolctl.engine.sweep import check_values
+
+    problems = []
+    for path, message in check_values(recipe):
+        problems.append(Problem(locate(positions, path, default), dotted(path), message))
     return problems

@@ -98,6 +98,52 @@ class Evaluation(Strict):
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
 
 
+class RandomSearch(Strict):
+    trials: int = Field(ge=1, description="configurations drawn (without replacement) from the grid")
+    seed: int = Field(0, ge=0)
+
+
+class Sweep(Strict):
+    """Hyper-parameter search and repetitions. The search runs on ``search_fold``, scored on the
+    validation splits (B-LOC on valpx, B-CL on valcl); each method's chosen configuration then runs
+    on every fold and seed and is scored on test once."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict,
+                                       description="dotted recipe key -> values, e.g. train.lr: [0.1, 0.01]")
+    params: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict, description="method name -> {param: values}; overrides search spaces")
+    search: Literal["none", "table7"] = Field("none", description="table7: add each method's own search space")
+    random: Optional[RandomSearch] = None
+    folds: list[int] = Field(default_factory=list, description="default: [dataset.fold]")
+    seeds: list[int] = Field(default_factory=list, description="default: [seed]")
+    search_fold: Optional[int] = Field(None, ge=0, description="fold of the search; default: the first fold")
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if key.split(".")[0] in ("methods", "sweep", "executor", "name"):
+                raise ValueError(f"{key!r} cannot be swept here (use sweep.params for method parameters)")
+            if not values:
+                raise ValueError(f"{key!r} has no values")
+        return grid
+
+
+class Executor(Strict):
+    """Where runs execute; the engine code is the same for every executor."""
+
+    name: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1, description="local: parallel worker processes")
+    devices: list[str] = Field(default_factory=list, description="local: one device per worker, e.g. [cuda:0, cuda:1]")
+    address: Optional[str] = Field(None, description="ray: 'auto', 'host:port' or none to start a local Ray")
+    cpus_per_run: float = Field(1.0, gt=0)
+    gpus_per_run: float = Field(0.0, ge=0)
+    retries: int = Field(1, ge=0, description="ray: retries of a run whose worker died")
+    threads: Optional[int] = Field(None, ge=1, description=(
+        "torch CPU threads per run; default: cores / workers. Results are bit-identical across "
+        "executors only with the same thread count (float sums depend on it)"))
+
+
 class Recipe(Strict):
     """A whole study: data × backbones × methods, trained and evaluated under one protocol."""
 
@@ -111,6 +157,8 @@ class Recipe(Strict):
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     selection: list[Literal["b-loc", "b-cl"]] = Field(["b-loc", "b-cl"], min_length=1)
+    sweep: Optional[Sweep] = None
+    executor: Executor = Field(default_factory=Executor)
     _positions: dict = PrivateAttr(default_factory=dict)
 
     @field_validator("methods")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wsolctl.engine.plan import Run
+from wsolctl.engine.plan import Run, method_labels
 from wsolctl.recipe.schema import Recipe
 from wsolctl.results.io import write_parquet
 
@@ -21,17 +21,19 @@ def _context(recipe: Recipe, run: Run) -> dict:
 
 
 def _params(recipe: Recipe, run: Run) -> dict[str, str]:
-    return {ref.label: json.dumps(recipe.methods[ref.index].resolved_params.model_dump(mode="json"), sort_keys=True)
-            for ref in run.methods}
+    labels = method_labels(recipe)
+    return {labels[ref.index]: json.dumps(recipe.methods[ref.index].resolved_params.model_dump(mode="json"),
+                                          sort_keys=True) for ref in run.methods}
 
 
-def write_tables(out: Path, recipe: Recipe, runs: list[Run], selected: dict[str, dict]) -> None:
+def write_tables(out: Path, scored: list[tuple[Recipe, Run, dict]]) -> None:
+    """``scored``: (run's recipe, run, {"results": [...], "curves": [...]}) for every final run."""
     results, curves, epochs = [], [], []
-    for run in runs:
+    for recipe, run, selected in scored:
         context, params = _context(recipe, run), _params(recipe, run)
-        for row in selected[run.run_id]["results"]:
+        for row in selected["results"]:
             results.append({**context, "params": params[row["method"]], **row})
-        for row in selected[run.run_id]["curves"]:
+        for row in selected["curves"]:
             curves.append(pl.DataFrame({k: v for k, v in row.items() if isinstance(v, list)})
                           .with_columns(**{k: pl.lit(v) for k, v in {**context, **row}.items() if not isinstance(v, list)}))
         history = json.loads((out / "runs" / run.run_id / "epochs.json").read_text())
@@ -40,4 +42,3 @@ def write_tables(out: Path, recipe: Recipe, runs: list[Run], selected: dict[str,
     write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
     write_parquet(out / "curves.parquet", pl.concat(curves, how="diagonal"))
     write_parquet(out / "epochs.parquet", pl.DataFrame(epochs, infer_schema_length=None))
-
