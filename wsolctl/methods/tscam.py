@@ -1,0 +1,85 @@
+"""TS-CAM (Gao et al., 2021): token semantic coupled attention maps, on DeiT backbones only.
+
+- Head: a 3×3 convolution on the patch-token map (N, D, h, w) → class maps (N, C, h, w); the logits
+  are their global average (trained with cross-entropy).
+- Semantic-agnostic attention: for every transformer block, the attention of the class token to each
+  patch token, averaged over heads; summed over all blocks → (N, h, w).
+- CAM of class c = class map c ⊙ attention (no ReLU, as in the reference code; the engine min-max
+  normalises).
+
+The attention is captured with forward hooks on each block's ``attn`` module that recompute the
+class-token row of softmax(q·kᵀ·scale) from the module's input and its own ``qkv`` projection, so it
+works whether timm runs the fused (scaled_dot_product_attention) kernel or not, and costs one row
+of the attention matrix per layer. Hooks are attached only while ``cams`` runs.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from wsolctl._lazy import nn, torch
+from wsolctl.methods.base import Method, Output
+from wsolctl.models.deit import DEIT_NAMES
+
+
+def attention_modules(module) -> list:
+    """The self-attention modules (timm ``Attention``-like: ``qkv`` and ``num_heads``) in order."""
+    return [m for m in module.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+
+
+def cls_attention(attn, x):
+    """Class-token → patch-token attention of one timm attention module for its input ``x``
+    (N, 1 + L, D), averaged over heads: (N, L)."""
+    n, t, _ = x.shape
+    heads = attn.num_heads
+    head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
+    qkv = attn.qkv(x).reshape(n, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k = qkv[0], qkv[1]
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    scale = getattr(attn, "scale", head_dim ** -0.5)
+    row = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (N, heads, 1, T)
+    return row[:, :, 0, 1:].mean(dim=1)
+
+
+@contextmanager
+def captured_attention(backbone):
+    """Within the block, ``store`` collects one (N, L) class-token attention per layer and forward."""
+    store: list = []
+    handles = [m.register_forward_hook(lambda mod, args, out: store.append(cls_attention(mod, args[0])))
+               for m in attention_modules(backbone)]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class TSCAM(Method):
+    kind = "bottom-up"
+
+    @classmethod
+    def unsupported(cls, backbone: str):
+        if backbone not in DEIT_NAMES:
+            return f"TS-CAM needs a DeiT (vision transformer) backbone: one of {', '.join(DEIT_NAMES)}"
+        return None
+
+    def build_head(self, in_channels: int, num_classes: int):
+        return nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=1)
+
+    def forward(self, model, images, labels=None) -> Output:
+        class_maps = model.head(model.backbone(images))
+        return Output(logits=class_maps.mean(dim=(2, 3)), class_maps=class_maps)
+
+    def attention(self, model, images):
+        """Semantic-agnostic attention summed over layers, (N, h, w), and the forward's output."""
+        with captured_attention(model.backbone) as store:
+            output = model(images)
+        if not store:
+            raise RuntimeError("TS-CAM found no attention module in the backbone")
+        n, _, h, w = output.class_maps.shape
+        return torch.stack(store).sum(dim=0).reshape(n, h, w), output
+
+    def cams(self, model, images, targets):
+        attention, output = self.attention(model, images)
+        maps = output.class_maps[torch.arange(len(targets), device=targets.device), targets]
+        return maps * attention
