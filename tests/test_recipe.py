@@ -104,7 +104,7 @@ def test_every_problem_one_line_with_position(tmp_path):
         f"{p}:2:1: seed: Input should be greater than or equal to 0",
         f"{p}:4:3: dataset.name: unknown dataset 'synthetic-glass'; did you mean 'synthetic-glas', 'synthetic-camelyon'?",
         f"{p}:10:14: methods[0].params.layr: unknown field (did you mean 'layer'?)",
-        f"{p}:11:5: methods[1].name: unknown method 'gradcamm'; did you mean 'gradcam', 'cam'?",
+        f"{p}:11:5: methods[1].name: unknown method 'gradcamm'; did you mean 'gradcam', 'xgradcam', 'gradcampp'?",
         f"{p}:13:3: train.epoks: unknown field (did you mean 'epochs'?)",
         f"{p}:14:3: train.batch_size: Input should be a valid integer, unable to parse string as an integer",
     ]
@@ -195,3 +195,19 @@ def test_cli_validate_does_not_import_torch(tmp_path):
             "assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_methods_can_be_restricted_to_some_backbones(tmp_path, monkeypatch):
+    from wsolctl import plugins
+    from wsolctl.engine.plan import plan_runs
+
+    text = BASE.replace("  - name: resnet18-wsol\n", "  - name: resnet18-wsol\n  - name: resnet50-wsol\n")
+    text = text.replace("  - name: cam\n", "  - name: cam\n  - {name: gradcam, backbones: [resnet50-wsol]}\n")
+    runs = plan_runs(load_recipe(write(tmp_path, "r.yaml", text)))
+    assert sorted((r.backbone_index, tuple(m.label for m in r.methods)) for r in runs) == [
+        (0, ("cam",)), (1, ("cam", "gradcam"))]
+    gradcam = plugins.load("methods", "gradcam")
+    monkeypatch.setattr(gradcam, "unsupported", classmethod(lambda cls, b: "no" if b == "resnet18-wsol" else None))
+    load_recipe(tmp_path / "r.yaml")  # the refused combination is not requested: valid
+    bad = write(tmp_path, "b.yaml", text.replace("backbones: [resnet50-wsol]", "backbones: [vgg16-wsol]"))
+    assert "names backbones not in the recipe: ['vgg16-wsol']" in problems(bad)[0]

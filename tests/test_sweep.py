@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from wsolctl.engine import pipeline
-from wsolctl.engine.study import RunsFailed, plan
+from wsolctl.engine.study import plan
+from wsolctl.errors import RunsFailed
 from wsolctl.engine.sweep import search_variants
 from wsolctl.recipe import RecipeError, load_recipe
 

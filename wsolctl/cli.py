@@ -36,8 +36,7 @@ def _guard(fn, *args, **kwargs):
     """Run a library call, mapping known user errors to exit 2 and anything else to exit 1."""
     from pydantic import ValidationError
 
-    from wsolctl.engine.study import RunsFailed
-    from wsolctl.errors import InputError
+    from wsolctl.errors import InputError, RunsFailed
     from wsolctl.plugins import UnknownPlugin
     from wsolctl.recipe import RecipeError
 

@@ -4,3 +4,7 @@ and exits with code 2, without a traceback."""
 
 class InputError(ValueError):
     """Bad user input; the message names the file/option and what is wrong."""
+
+
+class RunsFailed(RuntimeError):
+    """Some runs failed; the others finished. The message lists each failure and its log."""

@@ -49,6 +49,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     from wsolctl.engine.build import resolve_device
     from wsolctl.engine.progress import Progress
     from wsolctl.engine.sweep import final_variants, search_variants
+    from wsolctl.errors import RunsFailed
 
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
@@ -66,7 +67,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
         study.save(out, search + final, chosen, durations)
     if failed:
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
-        raise study.RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
+        raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
 
 
@@ -148,7 +149,7 @@ def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides:
         quiet: bool = False) -> Path:
     """train → select → report. If some runs fail, the others are still selected and reported,
     then :class:`~wsolctl.engine.study.RunsFailed` is raised."""
-    from wsolctl.engine.study import RunsFailed
+    from wsolctl.errors import RunsFailed
 
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)

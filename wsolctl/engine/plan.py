@@ -14,6 +14,9 @@ from wsolctl import plugins
 from wsolctl.recipe.schema import Recipe
 
 
+RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
+
+
 @dataclass(frozen=True)
 class MethodRef:
     label: str  # unique within the recipe: the name, or name[i] when listed twice
@@ -44,7 +47,9 @@ def plan_runs(recipe: Recipe) -> list[Run]:
     runs = []
     for b, backbone in enumerate(data["backbones"]):
         groups: dict[str, list[int]] = {}
-        for i in range(len(recipe.methods)):
+        for i, method in enumerate(recipe.methods):
+            if method.backbones is not None and backbone["name"] not in method.backbones:
+                continue
             key = json.dumps(instantiate(recipe, i).training_key(), sort_keys=True)
             groups.setdefault(key, []).append(i)
         for key, indices in groups.items():

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsolctl.engine.executors import Task, read_status
-from wsolctl.engine.plan import Run, method_labels, plan_runs
+from wsolctl.engine.plan import RULES, Run, method_labels, plan_runs
 from wsolctl.engine.sweep import Variant
-from wsolctl.engine.train import RULES
 from wsolctl.recipe.schema import Recipe
 
 
@@ -24,10 +23,6 @@ class Planned:
     @property
     def backbone(self) -> str:
         return self.variant.recipe.backbones[self.run.backbone_index].name
-
-
-class RunsFailed(RuntimeError):
-    """Some runs failed; the others finished. The message lists each failure and its log."""
 
 
 def plan(variants: list[Variant], phase: str) -> list[Planned]:

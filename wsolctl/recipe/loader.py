@@ -231,7 +231,9 @@ def _check_support(recipe: Recipe, positions: Positions, default: Source) -> lis
     problems = []
     for i, method in enumerate(recipe.methods):
         cls = plugins.load("methods", method.name)
-        for j, backbone in enumerate(recipe.backbones):
+        for backbone in recipe.backbones:
+            if method.backbones is not None and backbone.name not in method.backbones:
+                continue
             reason = cls.unsupported(backbone.name)
             if reason:
                 path = ("methods", i, "name")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -54,7 +54,8 @@ class BackboneSpec(PluginSpec):
 
 
 class MethodSpec(PluginSpec):
-    pass
+    backbones: Optional[list[str]] = Field(
+        None, description="run this method only on these of the recipe's backbones (default: all)")
 
 
 class Optimizer(Strict):
@@ -160,6 +161,15 @@ class Recipe(Strict):
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
     _positions: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _method_backbones_exist(self) -> "Recipe":
+        names = [b.name for b in self.backbones]
+        for method in self.methods:
+            unknown = sorted(set(method.backbones or []) - set(names))
+            if unknown:
+                raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
+        return self
 
     @field_validator("methods")
     @classmethod
