@@ -44,7 +44,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
           quiet: bool = False) -> Path:
     """Train every run of the recipe into ``out``: the hyper-parameter search (if any), then the
     chosen configurations on every fold and seed. Finished runs are skipped, interrupted ones
-    resume. Raises :class:`~wsolctl.engine.study.RunsFailed` after the others finished."""
+    resume. Raises :class:`~wsolctl.errors.RunsFailed` after the others finished."""
     from wsolctl.engine import study
     from wsolctl.engine.build import resolve_device
     from wsolctl.engine.progress import Progress
@@ -148,7 +148,7 @@ def report(out: Path) -> Path:
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
         quiet: bool = False) -> Path:
     """train → select → report. If some runs fail, the others are still selected and reported,
-    then :class:`~wsolctl.engine.study.RunsFailed` is raised."""
+    then :class:`~wsolctl.errors.RunsFailed` is raised."""
     from wsolctl.errors import RunsFailed
 
     recipe = resolve(recipe, overrides)
