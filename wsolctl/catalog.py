@@ -43,7 +43,7 @@ def print_catalog(rows: list[dict]) -> None:
 def print_runs(recipe) -> None:
     """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
     from wsolctl.engine.study import plan
-    from wsolctl.engine.sweep import folds_and_seeds, method_groups, search_variants
+    from wsolctl.engine.sweep import folds_and_seeds, search_variants
 
     search = plan(search_variants(recipe), "search")
     table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
@@ -57,9 +57,12 @@ def print_runs(recipe) -> None:
     console = Console()
     console.print(table)
     folds, seeds, search_fold = folds_and_seeds(recipe)
-    per_config = len(recipe.backbones) * len(method_groups(recipe))
-    configs = len({p.variant.config_id for p in search})
-    final_max = per_config * 2 * len(folds) * len(seeds)  # at most one B-LOC and one B-CL choice each
-    console.print(f"{len(search)} search run(s) ({configs} configuration(s) on fold {search_fold}); then the chosen "
+    configs: dict[tuple, set] = {}
+    for p in search:  # per (backbone, method group): how many configurations compete
+        configs.setdefault((p.backbone, tuple(r.label for r in p.run.methods)), set()).add(p.variant.config_id)
+    # each pair keeps at most one B-LOC and one B-CL configuration
+    final_max = sum(min(2, len(c)) for c in configs.values()) * len(folds) * len(seeds)
+    n_configs = len({p.variant.config_id for p in search})
+    console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
                   f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
                   "those already run in the search reused")
