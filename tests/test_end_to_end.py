@@ -42,6 +42,13 @@ def test_outputs_and_schema(finished):
     curves = pl.read_parquet(out / "curves.parquet")
     assert {"threshold", "precision", "recall", "tp", "fn", "fp", "tn"} <= set(curves.columns)
     assert len(curves) == 4 * 100  # 2 methods × 2 rules × 100 thresholds
+    import numpy as np
+
+    examples = next((out / "runs").glob("*/examples"))
+    images = np.load(examples / "images.npz")
+    assert images["images"].shape == (6, 48, 48, 3) and sorted(images["labels"]) == [0, 0, 0, 1, 1, 1]
+    cams = np.load(examples / "gradcam__b-loc.npz")["cams"]
+    assert cams.shape == (6, 48, 48) and cams.dtype == np.uint8 and cams.max() == 255  # min-max normalised
     report = (out / "report.md").read_text()
     assert "B-LOC selection" in report and "trivial baseline" in report and "share one trained classifier" in report
 

@@ -32,11 +32,13 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
         for rule, epoch in done["best"][ref.label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((ref.label, rule))
+    examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
         labels = {label for label, _ in picks}
         methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods if ref.label in labels}
+        _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {run.run_id}: test @ epoch {epoch}")
@@ -56,3 +58,42 @@ def trivial_pxap(data: Data, thresholds: int) -> float:
     for _, _, masks in data.test:
         meter.update(torch.zeros(masks.shape), masks)
     return meter.compute().pxap
+
+
+def _example_batch(data: Data, per_class: int, path: Path):
+    """The first ``per_class`` test images of each class (deterministic), saved once for reports:
+    uint8 RGB images, boolean masks, labels and ids."""
+    import numpy as np
+
+    from wsolctl.data.images import MEAN, STD
+
+    dataset = data.test.dataset
+    chosen = [i for label in sorted(data.classes.values())
+              for i in [j for j, s in enumerate(dataset.samples) if s.label == label][:per_class]]
+    if not chosen:
+        return None
+    images, labels, masks = zip(*(dataset[i] for i in chosen))
+    images, labels, masks = torch.stack(images), torch.tensor(labels), torch.stack(masks)
+    rgb = (images * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]).clamp(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=(rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8),
+                        masks=masks.numpy(), labels=labels.numpy(),
+                        ids=np.array([dataset.samples[i].image for i in chosen]))
+    return images, labels, masks
+
+
+def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, folder: Path) -> None:
+    """Each selected model's normalised CAMs on the example images (uint8), for qualitative figures."""
+    import numpy as np
+
+    from wsolctl.metrics import prepare_cams
+
+    if examples is None:
+        return
+    images, labels, masks = examples
+    model.eval()
+    for label, rule in picks:
+        with torch.no_grad():
+            cams = methods[label].cams(model, images.to(device), labels.to(device))
+        cams = prepare_cams(cams, masks.shape[-2:]).cpu().numpy()
+        np.savez_compressed(folder / f"{label}__{rule}.npz", cams=(cams * 255).round().astype(np.uint8))

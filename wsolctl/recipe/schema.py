@@ -97,6 +97,7 @@ class Evaluation(Strict):
     thresholds: int = Field(1000, ge=2, le=100000, description="number of CAM thresholds in [0, 1)")
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
+    examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures")
 
 
 class RandomSearch(Strict):
