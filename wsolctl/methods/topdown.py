@@ -1,13 +1,25 @@
-"""Shared base of top-down methods: train the CAM classifier (GAP + linear), explain it afterwards
-with gradients at a backbone layer (Captum). Each method only says how it turns the layer into maps."""
+"""Shared base of top-down methods: train the CAM classifier (GAP + linear) once, explain it afterwards
+at a backbone layer with Captum primitives. A subclass only says how it turns the layer's activations
+(and gradients, or confidence scores) into maps, in :meth:`TopDownMethod.compute`.
+
+The same ``compute`` serves the plugin (``TopDownMethod.cams``, called by the engine) and the public
+API :func:`wsolctl.topdown.cams` (any torch classifier), so there is one implementation.
+
+This module is torch-free at import (``wsolctl._lazy``); Captum is imported inside functions.
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import torch
 from wsolctl.methods.cam import CAM
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+ForwardFunc = Callable[["Tensor"], "Tensor"]
 
 
 class LayerParams(BaseModel):
@@ -15,21 +27,152 @@ class LayerParams(BaseModel):
     layer: Optional[str] = Field(None, description="dotted module name in the backbone; default: the backbone's CAM layer")
 
 
+# --------------------------------------------------------------------------------------------------
+# helpers shared by every top-down method and by wsolctl.topdown
+# --------------------------------------------------------------------------------------------------
+def logits_of(output: Any) -> "Tensor":
+    """Logits from a model output: a tensor, an object with ``.logits`` (WSOLModel's Output, HF
+    outputs), or a tuple/list whose first element is the logits."""
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output
+
+
+def forward_func_of(model: "nn.Module") -> ForwardFunc:
+    def forward_func(x):
+        return logits_of(model(x))
+
+    return forward_func
+
+
+def resolve_layer(model: "nn.Module", layer: Union[str, "nn.Module"]) -> "nn.Module":
+    """A module, or a dotted name looked up in ``model`` and then in ``model.backbone`` (WSOLModel)."""
+    if not isinstance(layer, str):
+        return layer
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None:
+            try:
+                return backbone.get_submodule(layer)
+            except AttributeError:
+                pass
+    names = [n for n, _ in model.named_modules() if n][-8:]
+    raise ValueError(f"layer {layer!r} not found in {type(model).__name__} (last modules: {', '.join(names)})")
+
+
+def as_targets(targets: Any, n: int, device) -> "Tensor":
+    """An int, a sequence or a tensor of class indices → a (n,) long tensor."""
+    t = torch.as_tensor(targets, device=device, dtype=torch.long).reshape(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{t.numel()} targets for {n} images")
+    return t
+
+
+def weighted_sum(weights: "Tensor", acts: "Tensor") -> "Tensor":
+    """ReLU(Σ_k w_k · A_k): weights (N, C) or (N, C, h, w) broadcastable to acts (N, C, h, w)."""
+    if weights.dim() == 2:
+        weights = weights[:, :, None, None]
+    return (weights * acts).sum(dim=1).clamp_min(0)
+
+
+def safe_div(num: "Tensor", den: "Tensor") -> "Tensor":
+    """num / den, 0 where den == 0 (no eps that would bias small values)."""
+    zero = den == 0
+    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+
+
+def gradients_and_activations(forward_func: ForwardFunc, layers: Sequence["nn.Module"], images: "Tensor",
+                              targets: "Tensor") -> list[tuple["Tensor", "Tensor"]]:
+    """(g, A) per layer from ONE forward and ONE ``torch.autograd.grad`` to the layer outputs only (no
+    gradients into the weights). Uses Captum's ``compute_layer_gradients_and_eval`` (the function
+    LayerGradCam itself runs); it is private API, so the captum version is pinned in docs. Captum's hook
+    keeps a clone of the layer output, so later in-place ops (``x += shortcut``, ``ReLU(inplace=True)``)
+    cannot corrupt A."""
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+
+    with torch.enable_grad():
+        if len(layers) == 1:
+            grads, acts = compute_layer_gradients_and_eval(forward_func, layers[0], images, target_ind=targets)
+            return [(grads[0].detach(), acts[0].detach())]
+        grads, acts = compute_layer_gradients_and_eval(forward_func, list(layers), images, target_ind=targets)
+        return [(g[0].detach(), a[0].detach()) for g, a in zip(grads, acts)]
+
+
+def activations(forward_func: ForwardFunc, layer: "nn.Module", images: "Tensor") -> "Tensor":
+    """A at ``layer`` (Captum LayerActivation), without gradients."""
+    from captum.attr import LayerActivation
+
+    with torch.no_grad():
+        return LayerActivation(forward_func, layer).attribute(images).detach()
+
+
+def upsample(maps: "Tensor", size) -> "Tensor":
+    """Bilinear (align_corners=False) resize through Captum's LayerAttribution.interpolate (whose
+    default mode is nearest, hence the explicit mode)."""
+    from captum.attr import LayerAttribution
+
+    return LayerAttribution.interpolate(maps, tuple(size), interpolate_mode="bilinear")
+
+
+# --------------------------------------------------------------------------------------------------
+# the plugin base
+# --------------------------------------------------------------------------------------------------
 class TopDownMethod(CAM):
-    """Subclasses implement :meth:`attribute` on a Captum-style ``forward_func`` and layer."""
+    """Subclasses implement :meth:`compute`; everything else (training, layer choice, grad mode) is here.
+
+    Top-down methods keep CAM's ``training_key``: every one of them explains the same GAP + linear
+    classifier, so a recipe listing several trains it once.
+    """
 
     kind = "top-down"
     Params = LayerParams
+    multi_layer: ClassVar[bool] = False  # True when Params has a ``layers`` list (LayerCAM fusion)
+
+    @classmethod
+    def unsupported(cls, backbone: str) -> Optional[str]:
+        if any(key in backbone.lower() for key in ("deit", "vit")):
+            return "top-down methods need a convolutional (N, C, h, w) layer; transformer tokens are not supported"
+        return None
+
+    def layer_names(self, default: str) -> list[str]:
+        extra = list(getattr(self.params, "layers", []) or [])
+        return extra or [self.params.layer or default]
 
     def cams(self, model, images, targets):
-        layer = model.backbone.get_submodule(self.params.layer or model.cam_layer)
+        layers = [resolve_layer(model, name) for name in self.layer_names(model.cam_layer)]
+        return self.explain(forward_func_of(model), layers, images, targets)
 
-        def forward_func(x):
-            return model(x).logits
-
-        with torch.enable_grad():
-            maps = self.attribute(forward_func, layer, images, targets)
+    def explain(self, forward_func: ForwardFunc, layers: Sequence["nn.Module"], images: "Tensor",
+                targets: "Tensor") -> "Tensor":
+        """(N, h, w) maps at the layer's resolution, ReLU applied, not normalised."""
+        if len(layers) > 1 and not self.multi_layer:
+            raise ValueError(f"{type(self).__name__} explains one layer; got {len(layers)}")
+        targets = as_targets(targets, len(images), images.device)
+        with torch.enable_grad():  # the engine calls cams under no_grad; gradient methods need it back
+            maps = self.compute(forward_func, list(layers), images, targets)
         return maps.detach()
 
-    def attribute(self, forward_func, layer, images, targets):
+    def compute(self, forward_func: ForwardFunc, layers: list["nn.Module"], images: "Tensor",
+                targets: "Tensor") -> "Tensor":
         raise NotImplementedError
+
+
+class GradientMethod(TopDownMethod):
+    """Methods whose map is ReLU(Σ_k w_k A_k) with w from (g, A) of one forward + one backward."""
+
+    def compute(self, forward_func, layers, images, targets):
+        (g, a), = gradients_and_activations(forward_func, layers, images, targets)
+        return weighted_sum(self.weights(g, a), a)
+
+    def weights(self, g: "Tensor", a: "Tensor") -> "Tensor":
+        raise NotImplementedError
+
+
+__all__ = ["TopDownMethod", "GradientMethod", "LayerParams", "gradients_and_activations", "activations",
+           "upsample", "weighted_sum", "safe_div", "resolve_layer", "forward_func_of", "logits_of", "as_targets"]

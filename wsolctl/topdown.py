@@ -1,0 +1,70 @@
+"""Top-down class activation maps for any torch classifier (built on Captum).
+
+Example::
+
+    import timm, torch
+    from wsolctl.topdown import cams
+
+    model = timm.create_model("resnet18", num_classes=2).eval()
+    images = torch.randn(8, 3, 224, 224)
+    maps = cams(model, images, targets=[0, 1, 0, 1, 1, 0, 0, 1], method="gradcampp", layer="layer4")
+    maps.shape  # (8, 7, 7): the layer's resolution, ReLU applied, not normalised
+
+``method`` is one of :data:`METHODS`; extra keyword arguments are that method's parameters (validated,
+e.g. ``n=4, sigma=0.3`` for ``smoothgradcampp``, ``chunk_size=32`` for ``scorecam``, ``layers=[...]``
+for ``layercam``). ``layer`` is a dotted module name (looked up in ``model``, then in
+``model.backbone`` for a wsolctl WSOLModel), a module, or a list of them (LayerCAM fusion); ``None``
+uses ``model.cam_layer`` when the model has one. ``model`` returns logits (a tensor, an object with
+``.logits`` such as a WSOLModel's Output, or a tuple whose first item is the logits). Put the model in
+``eval()`` mode yourself: this function never changes it (with BatchNorm in train mode the images of a
+batch would influence each other's maps).
+
+The gradient family (gradcam, gradcampp, xgradcam, layercam) costs one forward and one backward
+to the layer per batch, whatever the batch's targets; smoothgradcampp costs ``n`` of them plus one
+forward; scorecam / ablationcam one forward per channel (× ``n`` for sscam / iscam), in chunks of at
+most ``chunk_size`` images. It works under ``torch.no_grad()`` (it re-enables gradients itself) and
+with in-place ReLUs / residual additions after the layer (timm / torchvision ResNets): Captum's hook
+keeps a clone of the layer output.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from wsolctl.methods.gradcam import LayerCAM, GradCAM, GradCAMPP, SmoothGradCAMPP, XGradCAM
+from wsolctl.methods.scorecam import AblationCAM, ISCAM, SSCAM, ScoreCAM
+from wsolctl.methods.topdown import TopDownMethod, forward_func_of, resolve_layer
+
+METHODS: dict[str, type[TopDownMethod]] = {
+    "gradcam": GradCAM, "gradcampp": GradCAMPP, "smoothgradcampp": SmoothGradCAMPP, "xgradcam": XGradCAM,
+    "layercam": LayerCAM, "scorecam": ScoreCAM, "sscam": SSCAM, "iscam": ISCAM, "ablationcam": AblationCAM,
+}
+
+Layer = Union[str, nn.Module]
+
+
+def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gradcampp",
+         layer: Union[Layer, Sequence[Layer], None] = "layer4", **params) -> torch.Tensor:
+    """(N, h, w) maps of ``targets`` (int, sequence or tensor of class indices) for ``images``."""
+    try:
+        cls = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(METHODS)}") from None
+    if layer is None:
+        layer = getattr(model, "cam_layer", None) or "layer4"
+    chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    names = params.pop("layers", None)
+    if names:
+        chosen = list(names)
+    instance = cls(cls.Params(**params))
+    modules = [resolve_layer(model, item) for item in chosen]
+    return instance.explain(forward_func_of(model), modules, images, targets)
+
+
+def method_class(name: str) -> Optional[type[TopDownMethod]]:
+    return METHODS.get(name)
+
+
+__all__ = ["cams", "METHODS", "method_class"]
