@@ -58,13 +58,17 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     _start(out, recipe, "train")
     durations: dict[str, float] = {}
     with Progress(quiet=quiet) as progress:
-        failed = _execute(recipe, search, out, progress, durations)
+        needed = study.prerequisites(search)
+        failed = _execute(recipe, needed, out, progress, durations)
+        failed += _execute(recipe, search, out, progress, durations)
         chosen = study.choose(search, out)
         searched = {p.run.run_id for p in search}
         final = [p for p in study.plan(final_variants(recipe, study.chosen_variants(search, chosen)), "final")
                  if p.run.run_id not in searched]
+        more = [p for p in study.prerequisites(final) if p.run.run_id not in {n.run.run_id for n in needed}]
+        failed += _execute(recipe, more, out, progress, durations)
         failed += _execute(recipe, final, out, progress, durations)
-        study.save(out, search + final, chosen, durations)
+        study.save(out, needed + more + search + final, chosen, durations)
     if failed:
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Optional
 
 from wsolctl import plugins
 from wsolctl.recipe.schema import Recipe
@@ -29,6 +30,7 @@ class Run:
     backbone_index: int
     methods: tuple[MethodRef, ...]
     spec: dict  # resolved training spec; hashed into run_id
+    prerequisite: Optional[tuple[dict, "Run"]] = None  # (its recipe, its run) when the method needs one
 
 
 def method_labels(recipe: Recipe) -> list[str]:
@@ -58,6 +60,22 @@ def plan_runs(recipe: Recipe) -> list[Run]:
                 "methods": [data["methods"][i] for i in indices], "seed": data["seed"],
                 "image_size": data["image_size"], "train": data["train"], "evaluation": data["evaluation"],
             }
+            prerequisite = _prerequisite(recipe, data, indices[0], b)
+            if prerequisite:
+                spec["prerequisite"] = prerequisite[1].run_id  # a new prerequisite means a new run
             run_id = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-            runs.append(Run(run_id, b, tuple(MethodRef(labels[i], i) for i in indices), spec))
+            runs.append(Run(run_id, b, tuple(MethodRef(labels[i], i) for i in indices), spec, prerequisite))
     return runs
+
+
+def _prerequisite(recipe: Recipe, data: dict, index: int, backbone_index: int) -> Optional[tuple[dict, Run]]:
+    """The run that trains what method ``index`` builds on: same data, backbone and settings."""
+    from wsolctl.recipe.loader import validate_data
+
+    spec = instantiate(recipe, index).prerequisite()
+    if spec is None:
+        return None
+    needed = dict(data, methods=[spec], backbones=[data["backbones"][backbone_index]], sweep=None)
+    needed_recipe = validate_data(needed)
+    (run,) = plan_runs(needed_recipe)
+    return needed_recipe.resolved_dict(), run

@@ -29,6 +29,19 @@ def plan(variants: list[Variant], phase: str) -> list[Planned]:
     return [Planned(v, run, phase) for v in variants for run in plan_runs(v.recipe)]
 
 
+def prerequisites(planned: list[Planned]) -> list[Planned]:
+    """The runs that the planned runs build on (each once), to train before them."""
+    from wsolctl.recipe.loader import validate_data
+
+    out: dict[str, Planned] = {}
+    for p in planned:
+        if p.run.prerequisite is not None:
+            recipe_dict, run = p.run.prerequisite
+            if run.run_id not in out:
+                out[run.run_id] = Planned(Variant(validate_data(recipe_dict), {}, "prerequisite"), run, "prerequisite")
+    return list(out.values())
+
+
 def task(planned: Planned, out: Path) -> Task:
     return Task(planned.variant.recipe.resolved_dict(), planned.run.run_id, str(run_dir(out, planned.run.run_id)))
 

@@ -37,6 +37,15 @@ def best_epochs(history: list[dict], label: str) -> dict[str, int]:
     return {rule: max(rows, key=lambda r: key(r, metric))["epoch"] for rule, metric in RULES.items()}
 
 
+def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:
+    """State dict of a finished run's checkpoint chosen by ``rule`` (its only method's)."""
+    done_path = run_dir / "done.json"
+    if not done_path.is_file():
+        raise RuntimeError(f"prerequisite run {run_dir.name} has not finished")
+    (best,) = json.loads(done_path.read_text())["best"].values()
+    return torch.load(run_dir / "ckpt" / f"epoch-{best[rule]:04d}.pt", map_location=device, weights_only=True)
+
+
 def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> None:
     if (run_dir / "done.json").is_file():
         return
@@ -44,6 +53,9 @@ def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch
     write_json(run_dir / "spec.json", {"run_id": run.run_id, **run.spec})
     seed_everything(recipe.seed)  # model initialisation
     model = build_model(recipe, run, len(data.classes)).to(device)
+    if run.prerequisite is not None:
+        model.method.load_prerequisite(model, selected_state(run_dir.parent / run.prerequisite[1].run_id,
+                                                             model.method.prerequisite_rule, device))
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
     methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods}

@@ -10,6 +10,9 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``forward(model, images, labels)``: logits (and class maps, if the head makes them).
 - ``loss(output, batch)``: the training loss (cross-entropy on ``batch.labels`` by default).
 - ``needs_masks``: True for fully-supervised methods (the training batches then carry masks).
+- ``prerequisite()`` / ``load_prerequisite(model, state)``: a method built on another trained
+  classifier (NEGEV on CAM's) names it; the engine trains it first, once, and hands over the state
+  dict of its ``prerequisite_rule`` checkpoint.
 - ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``, any scale.
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
@@ -65,6 +68,7 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""  # set from the entry-point name when loaded
     needs_masks: ClassVar[bool] = False
+    prerequisite_rule: ClassVar[str] = "b-loc"  # which selected checkpoint of the prerequisite
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
@@ -76,6 +80,14 @@ class Method:
 
     def training_key(self) -> dict:
         return {"method": self.name, "params": self.params.model_dump(mode="json")}
+
+    def prerequisite(self) -> Optional[dict]:
+        """A method spec (``{"name": ..., "params": {...}}``) whose trained model this method needs,
+        trained on the same data, backbone and settings; None when it needs none."""
+        return None
+
+    def load_prerequisite(self, model: "WSOLModel", state: dict) -> None:
+        """Receive the prerequisite's selected state dict (keys of its own WSOLModel) before training."""
 
     def adapt_backbone(self, backbone: "nn.Module") -> "nn.Module":
         return backbone

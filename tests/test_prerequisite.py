@@ -1,0 +1,51 @@
+"""Methods built on another trained model (e.g. NEGEV on CAM): trained first, once, handed over."""
+import json
+from importlib.metadata import EntryPoint
+
+import polars as pl
+import torch
+
+from wsolctl import plugins
+from wsolctl.engine import pipeline
+from wsolctl.methods.cam import CAM
+
+RECEIVED = []
+
+
+class FromCAM(CAM):
+    """Fine-tunes CAM's selected classifier (a stand-in for NEGEV's use of it)."""
+
+    def training_key(self):
+        return {"method": "from-cam"}
+
+    def prerequisite(self):
+        return {"name": "cam", "params": {}}
+
+    def load_prerequisite(self, model, state):
+        RECEIVED.append({k: v.clone() for k, v in state.items()})
+        model.load_state_dict(state)
+
+
+def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, monkeypatch):
+    real = plugins.registered
+    extra = EntryPoint("from-cam", "tests.test_prerequisite:FromCAM", "wsolctl.methods")
+    monkeypatch.setattr(plugins, "registered",
+                        lambda kind: {**real(kind), "from-cam": extra} if kind == "methods" else real(kind))
+    plugins.load.cache_clear()
+    try:
+        text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - name: from-cam\n")
+        (tmp_path / "r.yaml").write_text(text.replace("  - name: cam\n", ""))
+        out = pipeline.run(tmp_path / "r.yaml", tmp_path / "out", quiet=True).parent
+    finally:
+        plugins.load.cache_clear()
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert sorted(runs["phase"]) == ["prerequisite", "search"]
+    prereq_id = runs.filter(pl.col("phase") == "prerequisite")["run_id"].item()
+    dependent = runs.filter(pl.col("phase") == "search")["run_id"].item()
+    assert json.loads((out / "runs" / dependent / "spec.json").read_text())["prerequisite"] == prereq_id
+    best = json.loads((out / "runs" / prereq_id / "done.json").read_text())["best"]["cam"]["b-loc"]
+    expected = torch.load(out / "runs" / prereq_id / "ckpt" / f"epoch-{best:04d}.pt", weights_only=True)
+    (received,) = RECEIVED
+    assert all(torch.equal(received[k], expected[k]) for k in expected)
+    results = pl.read_parquet(out / "results.parquet")
+    assert set(results["method"]) == {"from-cam"}  # the prerequisite is not itself reported
