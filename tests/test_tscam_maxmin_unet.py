@@ -242,3 +242,16 @@ def test_tiny_study_with_deit_tscam_maxmin_unet(tmp_path):
         assert math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100, row
     epochs = pl.read_parquet(out / "epochs.parquet")
     assert epochs.filter(pl.col("epoch") == 1)["train_loss"].is_finite().all()
+
+
+def test_maxmin_schedules_follow_the_epoch():
+    from wsolctl.methods.maxmin import MAXMIN
+
+    method = MAXMIN(MAXMIN.Params(sigma=0.15, sigma_step=0.001, sigma_max=0.2, elb_t=5.0, elb_t_factor=1.1))
+    assert (method.sigma, method.elb_t) == (0.15, 5.0)
+    method.set_epoch(10)
+    assert abs(method.sigma - 0.16) < 1e-12 and abs(method.elb_t - 5.0 * 1.1 ** 10) < 1e-9
+    method.set_epoch(500)
+    assert method.sigma == 0.2  # capped
+    method.set_epoch(10)
+    assert abs(method.sigma - 0.16) < 1e-12  # a function of the epoch only (resume-safe)

@@ -38,6 +38,8 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
         model.load_state_dict(state)
         labels = {label for label, _ in picks}
         methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods if ref.label in labels}
+        for method in (model.method, *methods.values()):
+            method.set_epoch(epoch)
         _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,

@@ -67,6 +67,8 @@ def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch
     epochs.advance(start)
     for epoch in range(start, recipe.train.epochs + 1):
         began = time.perf_counter()
+        for method in (model.method, *methods.values()):
+            method.set_epoch(epoch)
         loss = float("nan")
         if epoch > 0:
             seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only

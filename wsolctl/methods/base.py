@@ -89,6 +89,10 @@ class Method:
     def load_prerequisite(self, model: "WSOLModel", state: dict) -> None:
         """Receive the prerequisite's selected state dict (keys of its own WSOLModel) before training."""
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch's training and evaluation (and with the selected epoch before
+        the test), for per-epoch schedules. Must depend on ``epoch`` only, so resumed runs match."""
+
     def adapt_backbone(self, backbone: "nn.Module") -> "nn.Module":
         return backbone
 

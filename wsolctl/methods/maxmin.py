@@ -45,7 +45,10 @@ class MaxMinParams(BaseModel):
     lambda_size: float = Field(1e-3, ge=0, description="ELB size prior on the mask area (survey code: 1e-3)")
     size_min: float = Field(0.1, ge=0, le=1, description="lower bound of the mask area fraction")
     size_max: float = Field(0.9, ge=0, le=1, description="upper bound of the mask area fraction")
-    elb_t: float = Field(5.0, gt=0, description="ELB barrier parameter t (constant: no per-epoch schedule)")
+    sigma_step: float = Field(0.001, ge=0, description="σ grows by this much per epoch (original: 0.001)")
+    sigma_max: float = Field(0.2, ge=0, le=1, description="σ stops growing here (original: 0.2)")
+    elb_t: float = Field(5.0, gt=0, description="ELB barrier parameter t at epoch 0")
+    elb_t_factor: float = Field(1.0, ge=1, description="t is multiplied by this per epoch (ELB paper: 1.1; 1 = constant)")
     normal_class: Optional[int] = Field(None, ge=0, description="class whose masks are pushed to all background "
                                         "(CAMELYON normal = 0); None: no such class (GlaS)")
     lambda_normal: float = Field(1.0, ge=0, description="BCE(mask → 0) weight for normal_class images")
@@ -108,6 +111,16 @@ class MAXMIN(Method):
     kind = "bottom-up"
     Params = MaxMinParams
 
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The original's schedules: σ grows linearly (capped), the ELB t geometrically."""
+        p = self.params
+        self.sigma = min(p.sigma + epoch * p.sigma_step, max(p.sigma, p.sigma_max))
+        self.elb_t = p.elb_t * p.elb_t_factor ** epoch
+
     def build_head(self, in_channels: int, num_classes: int):
         p = self.params
         return nn.ModuleDict({"localizer": _wildcat_head(in_channels, num_classes, p.modalities),
@@ -123,7 +136,7 @@ class MAXMIN(Method):
         weights = logits.softmax(dim=1)
         combined = torch.einsum("nc,nchw->nhw", weights, class_maps).float()  # fp32 under AMP
         combined = F.interpolate(combined[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        return self.params.w * (minmax(combined) - self.params.sigma)
+        return self.params.w * (minmax(combined) - self.sigma)
 
     def forward(self, model, images, labels=None) -> Output:
         logits, class_maps = self._classify(model, "localizer", images)
@@ -148,7 +161,7 @@ class MAXMIN(Method):
             log_p = F.log_softmax(neg, dim=1)
             terms["neg"] = (-math.log(neg.shape[1]) - log_p.mean(dim=1)).mean()  # KL(uniform ‖ p)
             area = ex["mask"][regular].flatten(1).mean(dim=1)
-            terms["size"] = (elb(p.size_min - area, p.elb_t) + elb(area - p.size_max, p.elb_t)).mean()
+            terms["size"] = (elb(p.size_min - area, self.elb_t) + elb(area - p.size_max, self.elb_t)).mean()
         else:
             terms.update(pos=zero, neg=zero, size=zero)
         if normal.any():
