@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.data.folds import DataError, FoldDataset, Sample, read_encoding, write_encoding, write_split
+from wsolctl.results.io import atomic_directory
 
 STAMP = "wsolctl-camelyon16.json"
 CLASSES = {"normal": 0, "tumor": 1}
@@ -414,8 +415,7 @@ def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], 
         bar.describe(f"writing patches {name}")
         slide = Slide(entry.path)
         annotations = parse_asap(entry.xml) if entry.xml else None
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=patches_dir))
-        try:
+        with atomic_directory(patches_dir / name) as tmp:
             for row in slide_rows:
                 image, mask = _paths(row)
                 rgb = slide.region(row["x"], row["y"], p.patch_size, p.patch_size)
@@ -425,18 +425,6 @@ def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], 
                     row["tumor"] = float(binary.mean())  # the written mask is the truth
                     Image.fromarray(binary.astype(np.uint8) * 255).save(tmp / Path(mask).name, compress_level=3)
                 bar.advance()
-            final = patches_dir / name
-            if final.exists():
-                old = final.with_name(f".{name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         cache.put("written", name, key, {"tumor": [r["tumor"] for r in slide_rows]})
     bar.close()
 

@@ -19,8 +19,6 @@ import hashlib
 import json
 import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.data.folds import DataError, FoldDataset, Sample, write_encoding, write_split
+from wsolctl.results.io import atomic_directory
 
 STAMP = "wsolctl-glas.json"
 CLASSES = {"benign": 0, "malignant": 1}
@@ -160,25 +159,12 @@ class GlaS(FoldDataset):
         test = [s for s in samples if not s.image.startswith("train_")]
         if not train or not test:
             raise DataError(f"GlaS needs train_* and testA_*/testB_* images; found {len(train)} train, {len(test)} test")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        if target.exists() and not (target / STAMP).is_file() and any(target.iterdir()):
+            raise DataError(f"{target}: exists and was not written by wsolctl; choose another folds_dir")
+        with atomic_directory(target) as tmp:
             write_encoding(tmp, CLASSES)
             for fold in range(self.params.folds):
                 for split, items in self._split(train, fold).items():
                     write_split(tmp, fold, split, items)
                 write_split(tmp, fold, "test", test)
             (tmp / STAMP).write_text(json.dumps(stamp, indent=2))
-            if target.exists():  # a stale or different set of folds (only ours: it has a stamp or is empty)
-                if not (target / STAMP).is_file() and any(target.iterdir()):
-                    raise DataError(f"{target}: exists and was not written by wsolctl; choose another folds_dir")
-                old = target.with_name(f".{target.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise

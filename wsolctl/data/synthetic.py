@@ -9,8 +9,6 @@ images per class from valcl (survey: 3 for GlaS, 5 for CAMELYON16).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, ClassVar, Optional
 
@@ -18,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.data.folds import DataError, FoldDataset, Sample, write_encoding, write_split
+from wsolctl.results.io import atomic_directory
 
 STAMP = "wsolctl-dataset.json"
 
@@ -65,10 +64,9 @@ class _Synthetic(FoldDataset):
             raise DataError(f"fold {fold} does not exist: {root} has {self.params.folds} folds")
 
     def _generate(self, root: Path, stamp: dict) -> None:
-        # Build in a sibling temp folder and rename: an interrupted run leaves no half dataset.
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
+        if root.exists() and any(root.iterdir()):
+            raise DataError(f"{root}: not empty and not a wsolctl dataset; use another dataset.root")
+        with atomic_directory(root) as tmp:  # an interrupted run leaves no half dataset
             train = self._render_set(tmp, "train", self.params.train_per_class, seed_offset=0)
             test = self._render_set(tmp, "test", self.params.test_per_class, seed_offset=1_000_000)
             write_encoding(tmp, {name: i for i, name in enumerate(self.classes)})
@@ -77,12 +75,6 @@ class _Synthetic(FoldDataset):
                     write_split(tmp, fold, split, samples)
                 write_split(tmp, fold, "test", test)
             (tmp / STAMP).write_text(json.dumps(stamp, indent=2))
-            if root.exists():
-                root.rmdir()  # only an empty folder may be replaced
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def _render_set(self, tmp: Path, split: str, per_class: int, seed_offset: int) -> list[Sample]:
         from PIL import Image
