@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import yaml
 
@@ -57,22 +57,29 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     search = study.plan(search_variants(recipe), "search")
     _start(out, recipe, "train")
     durations: dict[str, float] = {}
+    ran: dict[str, study.Planned] = {}  # run id -> planned run, each run once, in execution order
     with Progress(quiet=quiet) as progress:
-        needed = study.prerequisites(search)
-        failed = _execute(recipe, needed, out, progress, durations)
-        failed += _execute(recipe, search, out, progress, durations)
+        failed = _execute_phase(recipe, search, ran, out, progress, durations)
         chosen = study.choose(search, out)
-        searched = {p.run.run_id for p in search}
-        final = [p for p in study.plan(final_variants(recipe, study.chosen_variants(search, chosen)), "final")
-                 if p.run.run_id not in searched]
-        more = [p for p in study.prerequisites(final) if p.run.run_id not in {n.run.run_id for n in needed}]
-        failed += _execute(recipe, more, out, progress, durations)
-        failed += _execute(recipe, final, out, progress, durations)
-        study.save(out, needed + more + search + final, chosen, durations)
+        final = study.plan(final_variants(recipe, study.chosen_variants(search, chosen)), "final")
+        failed += _execute_phase(recipe, final, ran, out, progress, durations)
+        study.save(out, list(ran.values()), chosen, durations)
     if failed:
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
+
+
+def _execute_phase(recipe: Recipe, planned: list, ran: dict, out: Path, progress, durations: dict) -> list[dict]:
+    """The prerequisites of ``planned``, then ``planned``, skipping runs this study already ran."""
+    from wsolctl.engine.study import prerequisites
+
+    failed = []
+    for batch in (prerequisites(planned), planned):
+        todo = [p for p in batch if p.run.run_id not in ran]
+        ran.update((p.run.run_id, p) for p in todo)
+        failed += _execute(recipe, todo, out, progress, durations)
+    return failed
 
 
 def _execute(recipe: Recipe, planned: list, out: Path, progress, durations: dict) -> list[dict]:
@@ -142,11 +149,17 @@ def _keep_chosen(selected: dict, entry: dict, chosen: dict[str, str]) -> dict:
     return {"results": [r for r in selected["results"] if keep(r)], "curves": [c for c in selected["curves"] if keep(c)]}
 
 
-def report(out: Path) -> Path:
+def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
+    """Write ``report.md`` (``fmt="html"``: one self-contained ``report.html``) and ``figures/`` from
+    one or several output directories (or folders holding only ``results.parquet``), merged, into
+    ``out`` (default: the only directory given)."""
     from wsolctl.results.report import write_report
 
-    _log_to(out, "report")
-    return write_report(Path(out))
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    for directory in dirs:
+        if (directory / RESOLVED).is_file():
+            _log_to(directory, "report")
+    return write_report(dirs, out, fmt)
 
 
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),

@@ -88,7 +88,8 @@ def chosen_variants(search: list[Planned], chosen: dict[str, str]) -> list[Varia
 
 
 def save(out: Path, planned: list[Planned], chosen: dict[str, str], durations: dict[str, float]) -> None:
-    """Write ``study.json`` (for select) and ``runs.parquet`` (one row per run × method)."""
+    """Write ``study.json`` (for select) and ``runs.parquet`` (one row per run × method); each run
+    appears once, under the phase it ran in."""
     import polars as pl
 
     from wsolctl.results.io import write_json, write_parquet
@@ -112,8 +113,12 @@ def save(out: Path, planned: list[Planned], chosen: dict[str, str], durations: d
                          "valcl_acc": _finite(best.get(method, {}).get("valcl_acc")),
                          "chosen_b_loc": flags["b-loc"], "chosen_b_cl": flags["b-cl"],
                          "chosen": any(flags.values())})
-    write_json(out / "study.json", {"runs": _unique(entries), "chosen": chosen})
-    write_parquet(out / "runs.parquet", pl.DataFrame(_unique(rows, key=("run_id", "method")), infer_schema_length=None))
+    write_json(out / "study.json", {"runs": entries, "chosen": chosen})
+    write_parquet(out / "runs.parquet", pl.DataFrame(rows, infer_schema_length=None))
+
+
+def _finite(value):
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _finite(value):
