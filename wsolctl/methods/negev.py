@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.maxmin import elb, minmax
-from wsolctl.methods.unet import _head, skip_layout
+from wsolctl.methods.unet import decoder_head, skip_layout
 from wsolctl.models.deit import DEIT_NAMES
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: unlabelled pixels
@@ -161,9 +161,8 @@ class NEGEV(Method):
         return backbone.requires_grad_(False)  # the CAM classifier's encoder: frozen
 
     def build_head(self, in_channels: int, num_classes: int):
-        head = _head(in_channels, num_classes, self._skips, self.params.decoder_channels)
+        head = decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels, out_channels=2)
         head.classifier.requires_grad_(False)  # the CAM classifier's linear layer: frozen
-        head.out = nn.Conv2d(head.out.in_channels, 2, kernel_size=1)  # background, foreground
         return head
 
     def load_prerequisite(self, model, state: dict) -> None:
@@ -194,22 +193,13 @@ class NEGEV(Method):
                     skips[name] = x
         return x, [skips[n] for n in head.skip_names] + [images]
 
-    @staticmethod
-    def _decode(head, bottom, skip_maps):
-        """(N, 2, H, W) background/foreground logits at the resolution of the last skip (the image)."""
-        x = bottom
-        for block, skip in zip(head.decoder, skip_maps):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return head.out(x)
-
     def forward(self, model, images, labels=None) -> Output:
         features, skip_maps = self._encode(model, images)
         with torch.no_grad():
             logits = model.head.classifier(features.mean(dim=(2, 3)))
         if labels is None and not model.training:
             return Output(logits=logits)
-        extras = {"seg_logits": self._decode(model.head, features, skip_maps)}
+        extras = {"seg_logits": model.head.decode(features, skip_maps)}
         if labels is not None:
             weight = model.head.classifier.weight[labels]  # (N, C): the ground-truth class's fc row
             cams = torch.einsum("nc,nchw->nhw", weight, features).float()
@@ -250,4 +240,4 @@ class NEGEV(Method):
 
     def cams(self, model, images, targets):
         features, skip_maps = self._encode(model, images)
-        return self._decode(model.head, features, skip_maps).float().softmax(dim=1)[:, 1]
+        return model.head.decode(features, skip_maps).float().softmax(dim=1)[:, 1]

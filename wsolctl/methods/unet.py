@@ -62,7 +62,10 @@ def _conv_block(cin: int, cout: int):
                          nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _head(in_channels: int, num_classes: int, skips: list[tuple[str, int]], widths: list[int]):
+def decoder_head(in_channels: int, num_classes: int, skips: list[tuple[str, int]], widths: list[int],
+                 out_channels: int = 1):
+    """A classifier on the deepest features plus a U-Net decoder whose ``decode`` returns
+    (N, out_channels, H, W) logits at the resolution of the last skip (the image)."""
     class UNetHead(nn.Module):
         def __init__(self):
             super().__init__()
@@ -75,14 +78,14 @@ def _head(in_channels: int, num_classes: int, skips: list[tuple[str, int]], widt
                 blocks.append(_conv_block(cin + skip_channels, width))
                 cin = width
             self.decoder = nn.ModuleList(blocks)
-            self.out = nn.Conv2d(cin, 1, kernel_size=1)
+            self.out = nn.Conv2d(cin, out_channels, kernel_size=1)
 
         def decode(self, bottom, skip_maps):
             x = bottom
             for block, skip in zip(self.decoder, skip_maps):
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
                 x = block(torch.cat([x, skip], dim=1))
-            return self.out(x)[:, 0]
+            return self.out(x)
 
     return UNetHead()
 
@@ -101,7 +104,7 @@ class UNet(Method):
         return backbone
 
     def build_head(self, in_channels: int, num_classes: int):
-        return _head(in_channels, num_classes, self._skips, self.params.decoder_channels)
+        return decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels)
 
     def _run(self, model, images, segment: bool):
         head, features, x = model.head, {}, images
@@ -110,7 +113,7 @@ class UNet(Method):
             if name in head.skip_names:
                 features[name] = x
         logits = head.classifier(x.mean(dim=(2, 3)))
-        seg = head.decode(x, [features[n] for n in head.skip_names] + [images]) if segment else None
+        seg = head.decode(x, [features[n] for n in head.skip_names] + [images])[:, 0] if segment else None
         return logits, seg
 
     def forward(self, model, images, labels=None) -> Output:
