@@ -28,7 +28,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from wsolctl._lazy import F, nn, torch
+from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.maxmin import elb, minmax
 from wsolctl.methods.unet import decoder_head, skip_layout
