@@ -49,3 +49,26 @@ def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, mon
     assert all(torch.equal(received[k], expected[k]) for k in expected)
     results = pl.read_parquet(out / "results.parquet")
     assert set(results["method"]) == {"from-cam"}  # the prerequisite is not itself reported
+
+
+def test_prerequisite_reuses_an_identical_run_of_the_recipe(tiny_recipe, monkeypatch):
+    RECEIVED.clear()
+    from wsolctl.engine.plan import plan_runs
+    from wsolctl.recipe import load_recipe
+
+    real = plugins.registered
+    extra = EntryPoint("from-cam", "tests.test_prerequisite:FromCAM", "wsolctl.methods")
+    monkeypatch.setattr(plugins, "registered",
+                        lambda kind: {**real(kind), "from-cam": extra} if kind == "methods" else real(kind))
+    plugins.load.cache_clear()
+    try:
+        text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - {name: from-cam, backbones: [resnet18-wsol]}\n")
+        tiny_recipe.write_text(text.replace("  - name: cam\n", "  - {name: cam, backbones: [resnet18-wsol]}\n"))
+        runs = {r.methods[0].label: r for r in plan_runs(load_recipe(tiny_recipe))}
+        assert runs["from-cam"].prerequisite[1].run_id == runs["cam"].run_id  # trained once, used twice
+        out = pipeline.run(tiny_recipe, tiny_recipe.parent / "out", quiet=True).parent
+    finally:
+        plugins.load.cache_clear()
+    study = pl.read_parquet(out / "runs.parquet")
+    assert len(study) == 2 and set(study["phase"]) == {"search"}
+    assert set(pl.read_parquet(out / "results.parquet")["method"]) == {"cam", "from-cam"}

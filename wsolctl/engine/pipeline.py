@@ -79,6 +79,8 @@ def _execute_phase(recipe: Recipe, planned: list, ran: dict, out: Path, progress
         todo = [p for p in batch if p.run.run_id not in ran]
         ran.update((p.run.run_id, p) for p in todo)
         failed += _execute(recipe, todo, out, progress, durations)
+    # a study run that was trained early as another's prerequisite is still a study run
+    ran.update((p.run.run_id, p) for p in planned if ran[p.run.run_id].phase == "prerequisite")
     return failed
 
 

@@ -16,6 +16,7 @@ from wsolctl.recipe.schema import Recipe
 
 
 RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
+TEST_ONLY = {"examples_per_class"}  # evaluation settings that do not change a training run
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ def plan_runs(recipe: Recipe) -> list[Run]:
         for key, indices in groups.items():
             spec = {
                 "dataset": data["dataset"], "backbone": backbone, "training_key": json.loads(key),
-                "methods": [data["methods"][i] for i in indices], "seed": data["seed"],
-                "image_size": data["image_size"], "train": data["train"], "evaluation": data["evaluation"],
+                # a method's `backbones` restriction is already expressed by the run's backbone
+                "methods": [{k: v for k, v in data["methods"][i].items() if k != "backbones"} for i in indices],
+                "seed": data["seed"], "image_size": data["image_size"], "train": data["train"],
+                # what only the final test uses does not make a new run
+                "evaluation": {k: v for k, v in data["evaluation"].items() if k not in TEST_ONLY},
             }
             prerequisite = _prerequisite(recipe, data, indices[0], b)
             if prerequisite:
