@@ -112,11 +112,19 @@ def select(out: Path, quiet: bool = QuietOpt) -> None:
 
 
 @app.command()
-def report(out: Path) -> None:
-    """Write report.md (tables and figures) from an output directory's Parquet files."""
+def report(dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="output directories (or folders holding "
+                                             "results.parquet), merged"),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write (default: the only RUN_DIR)"),
+           format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (one "
+                                       "self-contained report.html)")) -> None:
+    """Write the survey's tables and figures from output directories' Parquet files."""
     from wsolctl.engine import pipeline
 
-    typer.echo(f"wrote {_guard(pipeline.report, out)}")
+    if format_ not in ("md", "html"):
+        _fail(f"error: --format must be md or html, not {format_!r}")
+    if len(dirs) > 1 and out is None:
+        _fail("error: several RUN_DIRs given: choose where the merged report goes with --out")
+    typer.echo(f"wrote {_guard(pipeline.report, dirs, out, format_)}")
 
 
 @app.command()

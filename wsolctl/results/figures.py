@@ -1,9 +1,16 @@
-"""Report figures (matplotlib, Agg backend, PNG)."""
+"""Report figures (matplotlib, Agg backend, PNG written atomically): threshold sensitivity (survey
+Fig. 8), model selection (Fig. 9), training curves, qualitative grids (Figs. 12-15)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import polars as pl
+
+from wsolctl.results import survey
+
+WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
+RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue"}
 
 
 def _pyplot():
@@ -15,51 +22,140 @@ def _pyplot():
     return plt
 
 
-def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-loc") -> Path:
-    """mIoU (%) against the CAM threshold per method, with the mean over methods (survey Fig. 8)."""
+def _panels(n: int, width: float, height: float, cols: int = 1):
+    """A figure with ``n`` axes in a grid of ``cols`` columns; the unused ones are hidden."""
     plt = _pyplot()
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _datasets(frame: pl.DataFrame) -> list[str]:
+    return survey.ordered(frame["dataset"].unique(), survey.DATASETS) if "dataset" in frame.columns else [None]
+
+
+def _of(frame: pl.DataFrame, dataset) -> pl.DataFrame:
+    return frame if dataset is None else frame.filter(pl.col("dataset") == dataset)
+
+
+def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-loc") -> Path:
+    """mIoU (%) against the CAM threshold, one panel per dataset: every WSOL method × backbone
+    (orange), their mean (blue), the fully-supervised method (green)."""
     data = curves.filter(pl.col("selection") == selection)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    per_method = []
-    for (backbone, method), group in data.group_by(["backbone", "method"], maintain_order=True):
-        group = group.group_by("threshold").agg(pl.col("miou").mean()).sort("threshold")
-        ax.plot(group["threshold"], group["miou"], lw=1.2, label=f"{method} ({backbone})")
-        per_method.append(group)
-    if len(per_method) > 1:
-        mean = pl.concat(per_method).group_by("threshold").agg(pl.col("miou").mean()).sort("threshold")
-        ax.plot(mean["threshold"], mean["miou"], color="black", lw=2.5, label="mean of methods")
-    ax.set(xlabel="threshold τ", ylabel="mIoU (%)", xlim=(0, 1), ylim=(0, 100),
-           title=f"Localization sensitivity to the threshold ({selection.upper()})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    datasets = _datasets(data)
+    fig, axes = _panels(len(datasets), 7, 3.8)
+    for ax, dataset in zip(axes, datasets):
+        lines = [(backbone, method, group.group_by("threshold").agg(pl.col("miou").mean()).sort("threshold"))
+                 for (backbone, method), group in _of(data, dataset).group_by(["backbone", "method"], maintain_order=True)]
+        wsol = [line for _, method, line in lines if survey.method_kind(method) in survey.WSOL_KINDS]
+        labelled = len(lines) <= 6
+        for backbone, method, line in lines:
+            full = survey.method_kind(method) == "fully-supervised"
+            label = f"{method} ({backbone})" if labelled else ("fully supervised" if full else None)
+            ax.plot(line["threshold"], line["miou"], color=FULL if full else (None if labelled else WSOL),
+                    lw=2 if full else 1, alpha=1 if full or labelled else 0.6, label=label)
+        if not labelled and wsol:
+            ax.plot([], [], color=WSOL, lw=1, label="WSOL methods")
+        if len(wsol) > 1:
+            mean = pl.concat(wsol).group_by("threshold").agg(pl.col("miou").mean()).sort("threshold")
+            ax.plot(mean["threshold"], mean["miou"], color="black" if labelled else MEAN, lw=2.5, label="WSOL average")
+        ax.set(xlabel="threshold τ", ylabel="mIoU (%)", xlim=(0, 1), ylim=(0, 100),
+               title=f"{dataset or ''} — sensitivity to the threshold ({selection.upper()})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def model_selection(results: pl.DataFrame, path: Path) -> Path:
+    """Selected epoch vs test PxAP of every WSOL method × backbone × fold, B-LOC (orange) and B-CL
+    (blue); large circles: the averages over WSOL methods (survey Fig. 9). One panel per dataset."""
+    wsol = results.filter(pl.col("method").map_elements(lambda m: survey.method_kind(m) in survey.WSOL_KINDS,
+                                                        return_dtype=pl.Boolean))
+    datasets = _datasets(results)
+    fig, axes = _panels(len(datasets), 7, 3.6)
+    for ax, dataset in zip(axes, datasets):
+        rows = _of(wsol, dataset)
+        for rule, color in RULE_COLORS.items():
+            mine = rows.filter(pl.col("selection") == rule)
+            if not len(mine):
+                continue
+            ax.scatter(mine["epoch"], mine["pxap"], s=18, color=color, alpha=0.7, label=rule.upper())
+            ax.scatter([mine["epoch"].mean()], [mine["pxap"].mean()], s=260, color=color, edgecolor="black",
+                       label=f"{rule.upper()} average")
+        ax.set(xlabel="selected epoch", ylabel="test PxAP (%)", title=f"{dataset or ''} — model selection")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> Path:
-    """valpx PxAP and valcl accuracy per epoch; the epochs picked by B-LOC / B-CL are marked."""
-    plt = _pyplot()
-    keys = epochs.select(["backbone", "method"]).unique(maintain_order=True).rows()
-    fig, axes = plt.subplots(len(keys), 1, figsize=(6.5, 2.6 * len(keys)), squeeze=False)
-    for ax, (backbone, method) in zip(axes[:, 0], keys):
-        rows = epochs.filter((pl.col("backbone") == backbone) & (pl.col("method") == method))
-        rows = rows.group_by("epoch").agg(pl.col("valpx_pxap").mean(), pl.col("valcl_acc").mean()).sort("epoch")
+    """valpx PxAP and valcl accuracy per epoch, one panel per dataset × backbone × method; the
+    epochs picked by B-LOC / B-CL are marked."""
+    key = ["dataset", "backbone", "method"]
+    datasets = _datasets(epochs)
+    order = {m: i for i, m in enumerate(m for _, ms in survey.grouped_methods(epochs["method"].unique()) for m in ms)}
+    keys = sorted(epochs.select(key).unique().rows(), key=lambda k: (datasets.index(k[0]), order[k[2]], k[1]))
+    fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
+    for i, (ax, values) in enumerate(zip(axes, keys)):
+        match = pl.all_horizontal(*[pl.col(k) == v for k, v in zip(key, values)])
+        rows = epochs.filter(match).group_by("epoch").agg(pl.col("valpx_pxap").mean(), pl.col("valcl_acc").mean()).sort("epoch")
         ax.plot(rows["epoch"], rows["valpx_pxap"], marker=".", label="valpx PxAP")
         ax.plot(rows["epoch"], rows["valcl_acc"], marker=".", label="valcl accuracy")
-        chosen = results.filter((pl.col("backbone") == backbone) & (pl.col("method") == method))
+        chosen = results.filter(match)
         for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green")):
             for epoch in chosen.filter(pl.col("selection") == rule)["epoch"].unique():
                 ax.axvline(epoch, color=color, ls="--", lw=1, label=f"{rule.upper()} epoch")
-        ax.set(title=f"{method} ({backbone})", xlabel="epoch", ylabel="%", ylim=(0, 100))
+        ax.set(title=" / ".join(str(v) for v in reversed(values)), xlabel="epoch", ylabel="%", ylim=(0, 100))
+        ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+        if i == 0:
+            ax.legend(fontsize=6, loc="lower right")
+    return _save(fig, path, dpi=80)
 
 
-def _save(fig, path: Path) -> Path:
+def qualitative(examples: dict, columns: list[tuple[str, "object"]], label: int, path: Path, title: str) -> Path:
+    """Test images of class ``label`` (rows): the image with its ground-truth contour, then each
+    column's CAM over it (survey Figs. 12-15). ``examples``: the arrays of ``images.npz``;
+    ``columns``: (title, uint8 CAMs aligned with ``examples``)."""
+    import numpy as np
+
+    index = np.flatnonzero(examples["labels"] == label)
+    size = 1.1
+    fig, axes = _pyplot().subplots(len(index), 1 + len(columns), figsize=(size * (1 + len(columns)), size * len(index) + 0.5),
+                                   squeeze=False)
+    for r, i in enumerate(index):
+        image, mask = examples["images"][i], examples["masks"][i]
+        for c, (name, cams) in enumerate([("image + ground truth", None), *columns]):
+            ax = axes[r, c]
+            ax.imshow(image)
+            if cams is not None:
+                ax.imshow(cams[i], cmap="jet", alpha=0.5, vmin=0, vmax=255)
+            if mask.any():
+                ax.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path, dpi=80)
+
+
+def _save(fig, path: Path, dpi: int = 100) -> Path:
+    """PNG with a 256-colour palette: several times smaller than RGB for CAM overlays, same look."""
+    import io
+
+    from PIL import Image
+
     from wsolctl.results.io import atomic_path
 
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
     _pyplot().close(fig)
+    buffer.seek(0)
+    image = Image.open(buffer).convert("RGB").quantize(256)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=True)
     return path

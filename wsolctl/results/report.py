@@ -1,91 +1,283 @@
-"""``report.md``: the results tables (both selection rules), the trivial baseline, and figures.
-Works from the Parquet files alone; anything missing is skipped with a note."""
+"""The report: the survey's tables (``survey.py``), every metric per selection rule, the trivial
+baseline and the figures (``figures.py``), from one or several output directories — or folders
+holding only ``results.parquet``. Anything missing is skipped with a one-line note.
+
+The report is a list of blocks rendered to Markdown here or to one self-contained HTML file
+(``html.py``); table cells and texts use Markdown inline markup only.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 import polars as pl
 import yaml
 
-from wsolctl.results import figures
+from wsolctl.results import figures, survey
 from wsolctl.results.io import write_text
+from wsolctl.results.survey import Table
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
            ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
+RULES = {"b-loc": "B-LOC", "b-cl": "B-CL"}
+FORMATS = ("md", "html")
 
 
-def write_report(out: Path) -> Path:
-    results = pl.read_parquet(out / "results.parquet")
-    lines = [f"# wsolctl report: {out.name}", ""]
-    lines += _context(out, results)
-    for rule in ("b-loc", "b-cl"):
-        rows = results.filter(pl.col("selection") == rule)
-        if len(rows):
-            lines += [f"## Test results, {rule.upper()} selection", "", *_table(rows), ""]
-    lines += ["Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
-              "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
-              "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there.", ""]
-    lines += _figures(out, results)
-    path = out / "report.md"
-    write_text(path, "\n".join(lines) + "\n")
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Image:
+    alt: str
+    path: str  # relative to the report's folder
+
+
+Block = Union[Heading, Text, Bullets, Table, Image]
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass
+class Sources:
+    """The merged inputs of a report: ``results`` carries a ``source`` column (index into ``dirs``)."""
+
+    dirs: list[Path]
+    results: pl.DataFrame
+
+    def table(self, name: str) -> tuple[Optional[pl.DataFrame], list[Path]]:
+        """An optional Parquet table merged over the sources, and the sources that lack it."""
+        frames = [pl.read_parquet(d / name) for d in self.dirs if (d / name).is_file()]
+        missing = [d for d in self.dirs if not (d / name).is_file()]
+        return (pl.concat(frames, how="diagonal_relaxed") if frames else None), missing
+
+    def run_dir(self, row: dict) -> Path:
+        return self.dirs[row["source"]] / "runs" / row["run_id"]
+
+
+def load_sources(dirs: Sequence[Path]) -> Sources:
+    dirs = list({Path(d).resolve(): Path(d) for d in dirs}.values())  # a folder given twice counts once
+    frames = []
+    for i, directory in enumerate(dirs):
+        path = directory / "results.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; run `wsolctl select {directory}` first")
+        frames.append(pl.read_parquet(path).with_columns(source=pl.lit(i)))
+    results = pl.concat(frames, how="diagonal_relaxed")
+    keys = [c for c in ("run_id", "dataset", "fold", "backbone", "method", "seed", "selection") if c in results.columns]
+    return Sources(dirs, results.unique(subset=keys, keep="first", maintain_order=True))  # so does a run
+
+
+# ----------------------------------------------------------------------------- the report
+def write_report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
+    """Write ``report.md`` (or ``report.html``) and ``figures/`` into ``out`` (default: the only
+    directory given)."""
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    if not dirs:
+        raise ValueError("no output directory given")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if out is None and len(dirs) > 1:
+        raise ValueError("several directories given: choose where the merged report goes with --out")
+    out = Path(out) if out is not None else dirs[0]
+    sources = load_sources(dirs)
+    blocks = build_report(sources, out)
+    if fmt == "html":
+        from wsolctl.results.html import to_html
+
+        path = out / "report.html"
+        write_text(path, to_html(blocks, out))
+    else:
+        path = out / "report.md"
+        write_text(path, to_markdown(blocks))
     return path
 
 
-def _context(out: Path, results: pl.DataFrame) -> list[str]:
-    lines = []
-    recipe_path = out / "recipe.resolved.yaml"
-    if recipe_path.is_file():
-        recipe = yaml.safe_load(recipe_path.read_text())
-        t = recipe["train"]
-        lines += [f"- dataset: `{recipe['dataset']['name']}` fold {recipe['dataset']['fold']} "
-                  f"(root `{recipe['dataset']['root']}`), image size {recipe['image_size']}",
-                  f"- training: {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']}, "
-                  f"{t['optimizer']['name']}, seed {recipe['seed']}"]
+def build_report(sources: Sources, out: Path) -> list[Block]:
+    name = sources.dirs[0].name if len(sources.dirs) == 1 else ", ".join(d.name for d in sources.dirs)
+    blocks: list[Block] = [Heading(f"wsolctl report: {name}", 1), *_context(sources)]
+    for dataset, tables in survey.dataset_tables(sources.results):
+        blocks += [Heading(f"Dataset `{dataset}`"), *tables]
+    blocks.append(Heading("All metrics per selection rule"))
+    for rule, title in RULES.items():
+        rows = sources.results.filter(pl.col("selection") == rule)
+        if len(rows):
+            blocks.append(_metrics_table(rows, f"Test results, {title} selection"))
+    blocks.append(Text("Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
+                       "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
+                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there."))
+    return blocks + _figures(sources, out)
+
+
+def _context(sources: Sources) -> list[Block]:
+    items = []
+    for directory in sources.dirs:
+        prefix = f"`{directory}`: " if len(sources.dirs) > 1 else ""
+        items += [prefix + line for line in _recipe_lines(directory)] or ([f"{prefix}results only"] if prefix else [])
+    results = sources.results
     shared = results.group_by("run_id").agg(pl.col("method").unique().sort()).filter(pl.col("method").list.len() > 1)
-    for run_id, methods in shared.rows():
-        lines.append(f"- {', '.join(methods)} share one trained classifier (run `{run_id}`): "
+    for run_id, methods in sorted(shared.rows()):
+        items.append(f"{', '.join(methods)} share one trained classifier (run `{run_id}`): "
                      "each is evaluated and selected on its own")
     if "baseline_pxap" in results.columns:
-        baseline = results.group_by("dataset").agg(pl.col("baseline_pxap").mean())
+        baseline = results.group_by("dataset").agg(pl.col("baseline_pxap").mean()).sort("dataset")
         for dataset, value in baseline.rows():
-            lines.append(f"- **trivial baseline** (all-foreground map) PxAP on `{dataset}` test: "
-                         f"**{value:.2f}** = fraction of ROI pixels")
-    return lines + [""]
+            if value is not None:
+                items.append(f"**trivial baseline** (all-foreground map) PxAP on `{dataset}` test: "
+                             f"**{value:.2f}** = fraction of ROI pixels")
+    return [Bullets(items)] if items else []
 
 
-def _table(rows: pl.DataFrame) -> list[str]:
-    """Markdown table; mean ± std over folds/seeds when a group has several rows."""
+def _recipe_lines(directory: Path) -> list[str]:
+    path = directory / "recipe.resolved.yaml"
+    if not path.is_file():
+        return []
+    recipe = yaml.safe_load(path.read_text())
+    t, d = recipe["train"], recipe["dataset"]
+    return [f"dataset: `{d['name']}` fold {d['fold']} (root `{d['root']}`), image size {recipe['image_size']}",
+            f"training: {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']}, "
+            f"{t['optimizer']['name']}, seed {recipe['seed']}"]
+
+
+def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
+    """Every metric; mean ± std over folds/seeds when a group has several rows."""
+    metrics = [(m, t) for m, t in METRICS if m in rows.columns]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
-        *[pl.col(m).mean().alias(m) for m, _ in METRICS],
-        *[pl.col(m).std().alias(f"{m}_std") for m, _ in METRICS])
-    header = ["dataset", "backbone", "method", "n", "epoch"] + [title for _, title in METRICS]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        *[pl.col(m).mean().alias(m) for m, _ in metrics],
+        *[pl.col(m).std().alias(f"{m}_std") for m, _ in metrics])
+    header = ["dataset", "backbone", "method", "n", "epoch"] + [title for _, title in metrics]
+    body = []
     for r in agg.sort(["dataset", "backbone", "method"]).iter_rows(named=True):
         cells = [r["dataset"], r["backbone"], r["method"], str(r["n"]), f"{r['epoch']:.0f}"]
-        cells += [_cell(r[m], r[f"{m}_std"], 3 if m == "threshold" else 1) for m, _ in METRICS]
-        out.append("| " + " | ".join(cells) + " |")
-    return out
+        cells += [survey.fmt(None if r[m] is None else (r[m], r[f"{m}_std"], r["n"]), digits=3 if m == "threshold" else 1)
+                  for m, _ in metrics]
+        body.append(cells)
+    return Table(title, header, body)
 
 
-def _cell(mean, std, digits: int) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+# ----------------------------------------------------------------------------- figures
+def _figure(out: Path, filename: str, title: str, short: str, draw: Optional[Callable[[Path], object]],
+            why: str, partial: Sequence[Path] = ()) -> list[Block]:
+    """A figure drawn into ``out/figures/filename``, or a one-line note when its inputs are missing."""
+    if not draw:
+        return [Text(f"_{short} skipped: {why}_")]
+    draw(out / "figures" / filename)
+    blocks: list[Block] = [Heading(title, 3), Image(title, f"figures/{filename}")]
+    if partial:
+        blocks.append(Text(f"_{short}: {why} in {', '.join(f'`{d}`' for d in partial)}, whose runs are not shown_"))
+    return blocks
 
 
-def _figures(out: Path, results: pl.DataFrame) -> list[str]:
-    lines = ["## Figures", ""]
-    curves_path, epochs_path = out / "curves.parquet", out / "epochs.parquet"
-    if curves_path.is_file():
-        figures.threshold_sensitivity(pl.read_parquet(curves_path), out / "figures" / "threshold-sensitivity.png")
-        lines += ["![threshold sensitivity](figures/threshold-sensitivity.png)", ""]
-    else:
-        lines += ["_threshold sensitivity skipped: curves.parquet not found_", ""]
-    if epochs_path.is_file():
-        figures.training_curves(pl.read_parquet(epochs_path), results, out / "figures" / "training-curves.png")
-        lines += ["![PxAP and accuracy over epochs](figures/training-curves.png)", ""]
-    else:
-        lines += ["_training curves skipped: epochs.parquet not found_", ""]
-    return lines
+def _figures(sources: Sources, out: Path) -> list[Block]:
+    curves, no_curves = sources.table("curves.parquet")
+    epochs, no_epochs = sources.table("epochs.parquet")
+    results = sources.results
+    blocks: list[Block] = [Heading("Figures")]
+    blocks += _figure(out, "threshold-sensitivity.png", "Threshold sensitivity (survey Fig. 8)", "threshold sensitivity",
+                      curves is not None and (lambda p: figures.threshold_sensitivity(curves, p)),
+                      "curves.parquet not found", no_curves)
+    blocks += _figure(out, "model-selection.png", "Model selection: selected epoch vs test PxAP (survey Fig. 9)",
+                      "model selection", (lambda p: figures.model_selection(results, p)), "")
+    blocks += _figure(out, "training-curves.png", "PxAP and accuracy over epochs", "training curves",
+                      epochs is not None and (lambda p: figures.training_curves(epochs, results, p)),
+                      "epochs.parquet not found", no_epochs)
+    return blocks + _qualitative(sources, out)
+
+
+CLASS_NAMES = {"glas": ("benign", "malignant"), "synthetic-glas": ("benign", "malignant"),
+               "camelyon16": ("normal", "metastatic"), "synthetic-camelyon": ("normal", "tumour")}
+EXAMPLE_BACKBONES = ["resnet50-wsol", "resnet18-wsol", "vgg16-wsol", "inceptionv3-wsol", "deit-small", "deit-tiny",
+                     "deit-base"]
+
+
+def _qualitative(sources: Sources, out: Path) -> list[Block]:
+    """Test images with ground-truth contours and each method's B-LOC CAM, per dataset and class
+    (survey Figs. 12-15)."""
+    blocks: list[Block] = []
+    for dataset in survey.ordered(sources.results["dataset"].unique(), survey.DATASETS):
+        examples = _examples(sources, dataset)
+        if examples is None:
+            blocks.append(Text(f"_qualitative grids of `{dataset}` skipped: no runs/<id>/examples/ with "
+                               "images.npz and B-LOC CAMs found_"))
+            continue
+        images, columns, note = examples
+        names = CLASS_NAMES.get(dataset, ())
+        for label in sorted(set(images["labels"].tolist())):
+            name = names[label] if label < len(names) else f"class {label}"
+            title = f"Qualitative results, `{dataset}`, {name} test images (survey Figs. 12–15)"
+            blocks += _figure(out, f"qualitative-{dataset}-{label}.png", title, "qualitative grid",
+                              lambda p, label=label, name=name: figures.qualitative(images, columns, label, p,
+                                                                                   f"{dataset}: {name}"), "")
+        blocks.append(Text(note))
+    return blocks
+
+
+def _examples(sources: Sources, dataset: str):
+    """(images.npz arrays, [(column title, CAMs)], note) for one dataset, or None. One fold and seed
+    (the first); per method the first backbone of ``EXAMPLE_BACKBONES`` it ran on; B-LOC models."""
+    import numpy as np
+
+    rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
+    if not len(rows):
+        return None
+    first = rows.sort(["fold", "seed"]).row(0, named=True)
+    rows = rows.filter((pl.col("fold") == first["fold"]) & (pl.col("seed") == first["seed"]))
+    reference, columns, used = None, [], []
+    for method in [m for _, ms in survey.grouped_methods(rows["method"].unique()) for m in ms]:
+        mine = rows.filter(pl.col("method") == method)
+        backbone = survey.ordered(mine["backbone"].unique(), EXAMPLE_BACKBONES)[0]
+        folder = sources.run_dir(mine.filter(pl.col("backbone") == backbone).row(0, named=True)) / "examples"
+        if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
+            continue
+        images = dict(np.load(folder / "images.npz"))
+        reference = images if reference is None else reference
+        if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
+            continue
+        used += [backbone] if backbone not in used else []
+        title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
+        columns.append((title, np.load(folder / f"{method}__b-loc.npz")["cams"]))
+    if reference is None:
+        return None
+    note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
+            f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first of "
+            f"{', '.join(survey.backbone_title(b) for b in EXAMPLE_BACKBONES)} it ran on). Red: ground-truth "
+            "contour; colour: the min-max normalised CAM (jet, red = high).")
+    return reference, columns, note
+
+
+# ----------------------------------------------------------------------------- Markdown
+def to_markdown(blocks: Sequence[Block]) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Text):
+            lines += [block.text, ""]
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Image):
+            lines += [f"![{block.alt}]({block.path})", ""]
+        elif isinstance(block, Table):
+            lines += _markdown_table(block)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _markdown_table(table: Table) -> list[str]:
+    lines = [f"### {table.title}", ""] if table.title else []
+    lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    return lines + [""] + ([table.caption, ""] if table.caption else [])

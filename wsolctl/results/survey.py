@@ -1,0 +1,232 @@
+"""The survey's tables (Rony et al., Tables 1-5) computed from ``results.parquet`` rows.
+
+Every table is a :class:`Table` of Markdown cells: methods grouped
+bottom-up / top-down / fully supervised in the survey's order, one column per backbone, mean ± std
+over folds and seeds, a "WSOL average" row and the best WSOL value of each column in bold (lower is
+better for FN* and FP*). Torch-free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import polars as pl
+
+ORDER = {
+    "bottom-up": ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl",
+                  "cutmix", "tscam", "maxmin", "negev"],
+    "top-down": ["gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "scorecam", "sscam", "iscam",
+                 "ablationcam"],
+    "fully-supervised": ["unet"],
+}
+KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
+               "other": "Other (kind unknown: plugin not installed)"}
+WSOL_KINDS = ("bottom-up", "top-down")
+BACKBONES = {"vgg16-wsol": "VGG16", "inceptionv3-wsol": "InceptionV3", "resnet50-wsol": "ResNet50",
+             "resnet18-wsol": "ResNet18", "deit-tiny": "DeiT-T", "deit-small": "DeiT-S", "deit-base": "DeiT-B"}
+DATASETS = ["glas", "synthetic-glas", "camelyon16", "synthetic-camelyon"]
+METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]
+LOWER_IS_BETTER = {"fn", "fp"}
+AVERAGE = "WSOL average"
+
+
+@dataclass
+class Table:
+    """A titled table of Markdown cells (``**bold**``, ``*italic*``, ``` `code` ```), rendered to
+    Markdown or HTML by the report."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+# ----------------------------------------------------------------------------- ordering
+def base_name(method: str) -> str:
+    """``name[i]`` (a method listed twice in a recipe) → ``name``."""
+    return method.split("[", 1)[0]
+
+
+def method_kind(method: str) -> str:
+    name = base_name(method)
+    for kind, names in ORDER.items():
+        if name in names:
+            return kind
+    from wsolctl import plugins
+
+    try:
+        return plugins.load("methods", name).kind
+    except Exception:  # not installed here: the table still renders
+        return "other"
+
+
+def grouped_methods(methods) -> list[tuple[str, list[str]]]:
+    """[(kind, methods in the survey's order, unknown ones after their kind's group)], non-empty groups."""
+    kinds = {m: method_kind(m) for m in set(methods)}
+
+    def key(m: str) -> tuple:
+        names = ORDER.get(kinds[m], [])
+        return (names.index(base_name(m)) if base_name(m) in names else len(names), m)
+
+    groups = [(kind, sorted((m for m in kinds if kinds[m] == kind), key=key))
+              for kind in (*ORDER, "other")]
+    return [(kind, ms) for kind, ms in groups if ms]
+
+
+def ordered(values, preferred: list[str]) -> list[str]:
+    """Distinct values, those in ``preferred`` first (in its order), then the rest sorted."""
+    values = set(values)
+    return [v for v in preferred if v in values] + sorted(values - set(preferred))
+
+
+def backbone_title(name: str) -> str:
+    return BACKBONES.get(name, name)
+
+
+# ----------------------------------------------------------------------------- statistics
+def summarise(results: pl.DataFrame) -> pl.DataFrame:
+    """One row per dataset × backbone × method × selection: n, mean and std (over folds and seeds)."""
+    present = [m for m in METRICS if m in results.columns]
+    return results.group_by(["dataset", "backbone", "method", "selection"]).agg(
+        pl.len().alias("n"), *[pl.col(m).mean().alias(m) for m in present],
+        *[pl.col(m).std().alias(f"{m}_std") for m in present])
+
+
+class Stats:
+    """Lookup of (mean, std, n) by (backbone, method, selection, metric) for one dataset."""
+
+    def __init__(self, summary: pl.DataFrame):
+        self._rows = {(r["backbone"], r["method"], r["selection"]): r for r in summary.iter_rows(named=True)}
+
+    def get(self, backbone: str, method: str, selection: str, metric: str) -> Optional[tuple[float, Optional[float], int]]:
+        row = self._rows.get((backbone, method, selection))
+        if row is None or row.get(metric) is None or _nan(row[metric]):
+            return None
+        std = row.get(f"{metric}_std")
+        return row[metric], (None if std is None or _nan(std) or row["n"] < 2 else std), row["n"]
+
+
+def _nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+# ----------------------------------------------------------------------------- cells
+def fmt(value: Optional[tuple], bold: bool = False, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    mean, std, _ = value
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+    return f"**{text}**" if bold else text
+
+
+def best(values: list[Optional[tuple]], lower: bool) -> Optional[float]:
+    """The best mean, rounded as displayed (ties are all bold)."""
+    means = [round(v[0], 1) for v in values if v is not None]
+    return (min(means) if lower else max(means)) if means else None
+
+
+class Column:
+    """One table column: how to get a method's value, and whether lower is better."""
+
+    def __init__(self, title: str, value: Callable[[str], Optional[tuple]], lower: bool = False):
+        self.title, self.value, self.lower = title, value, lower
+
+
+def build(title: str, columns: list[Column], methods: list[str], caption: str) -> Table:
+    """Rows: group headers, methods, the WSOL average (before the fully-supervised group); the best
+    WSOL value of each column in bold."""
+    groups = grouped_methods(methods)
+    wsol = [m for kind, ms in groups if kind in WSOL_KINDS for m in ms]
+    values = {m: [c.value(m) for c in columns] for kind, ms in groups for m in ms}
+    average = [_average([values[m][j] for m in wsol]) for j in range(len(columns))]
+    bests = [best([values[m][j] for m in wsol], c.lower) for j, c in enumerate(columns)]
+    rows = []
+    for kind, ms in groups:
+        if kind == "fully-supervised" and len(wsol) > 1:
+            rows.append(_row(f"*{AVERAGE}*", average, [None] * len(columns)))
+        rows.append([f"*{KIND_TITLES[kind]}*"] + [""] * len(columns))
+        for m in ms:
+            rows.append(_row(m, values[m], bests if m in wsol else [None] * len(columns)))
+    if len(wsol) > 1 and "fully-supervised" not in dict(groups):
+        rows.append(_row(f"*{AVERAGE}*", average, [None] * len(columns)))
+    return Table(title, ["method"] + [c.title for c in columns], rows, caption)
+
+
+def _average(values: list[Optional[tuple]]) -> Optional[tuple]:
+    means = [v[0] for v in values if v is not None]
+    return (_mean(means), None, len(means)) if means else None
+
+
+def _row(label: str, values: list[Optional[tuple]], bests: list[Optional[float]]) -> list[str]:
+    return [label] + [fmt(v, bold=v is not None and b is not None and round(v[0], 1) == b)
+                      for v, b in zip(values, bests)]
+
+
+# ----------------------------------------------------------------------------- the tables
+def _backbone_mean(stats: Stats, backbones: list[str], selection: str, metric: str):
+    def value(method: str) -> Optional[tuple]:
+        means = [v[0] for b in backbones if (v := stats.get(b, method, selection, metric)) is not None]
+        return (_mean(means), None, len(means)) if means else None
+
+    return value
+
+
+def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+    """PxAP, B-LOC, method × backbone, with the mean over backbones."""
+    columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", "pxap")) for b in backbones]
+    columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", "pxap")))
+    return build(f"PxAP, B-LOC selection (survey Table 1), `{dataset}`", columns, methods,
+                 "Test PxAP (%); mean ± std over folds/seeds where there are several; "
+                 "best WSOL value per column in bold.")
+
+
+def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+    """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
+    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_IS_BETTER)
+               for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
+    return build(f"Confusion components, B-LOC selection (survey Tables 2–3), `{dataset}`", columns, methods,
+                 "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
+                 "averaged over the thresholds (survey eqs. 21–24). Bold: best WSOL value (lowest for FN*, FP*). "
+                 "High FN* = under-activation, high FP* = over-activation.")
+
+
+def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str) -> Table:
+    """``metric`` under B-LOC / B-CL side by side (survey Table 4: PxAP, Table 5: accuracy)."""
+    rules = ("b-loc", "b-cl")
+    columns = [Column(f"{backbone_title(b)} {r.upper()}", lambda m, b=b, r=r: stats.get(b, m, r, metric))
+               for b in backbones for r in rules]
+    columns += [Column(f"mean {r.upper()}", _backbone_mean(stats, backbones, r, metric)) for r in rules]
+    table = build("", columns, methods, "")
+    header = ["method"] + [f"{backbone_title(b)}" for b in backbones] + ["mean over backbones"]
+    rows = [[row[0]] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)] for row in table.rows]
+    name, number = ("PxAP", 4) if metric == "pxap" else ("Classification accuracy", 5)
+    return Table(f"{name}, B-LOC / B-CL selection (survey Table {number}), `{dataset}`", header, rows,
+                 f"Test {name.lower() if number == 5 else name} (%) of the model selected by B-LOC (best validation PxAP) / by B-CL (best "
+                 "validation accuracy). Bold: best WSOL value per column and rule.")
+
+
+def _pair(left: str, right: str) -> str:
+    if left == right and left in ("", "–"):  # a group header row, or no value under either rule
+        return left
+    return f"{left} / {right}"
+
+
+def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
+    """[(dataset, [Table 1, Tables 2-3, Table 4, Table 5])] for every dataset of ``results``."""
+    out = []
+    for dataset in ordered(results["dataset"].unique(), DATASETS):
+        rows = results.filter(pl.col("dataset") == dataset)
+        stats = Stats(summarise(rows))
+        backbones = ordered(rows["backbone"].unique(), list(BACKBONES))
+        methods = rows["method"].unique().to_list()
+        tables = [table1(stats, backbones, methods, dataset), confusion_table(stats, backbones, methods, dataset),
+                  pair_table(stats, backbones, methods, dataset, "pxap")]
+        if "cl_acc" in rows.columns:
+            tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
+        out.append((dataset, tables))
+    return out
