@@ -3,6 +3,7 @@ import json
 from importlib.metadata import EntryPoint
 
 import polars as pl
+import pytest
 import torch
 
 from wsolctl import plugins
@@ -26,18 +27,23 @@ class FromCAM(CAM):
         model.load_state_dict(state)
 
 
-def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, monkeypatch):
+@pytest.fixture
+def from_cam_installed(monkeypatch):
+    """Register FromCAM as if a package had installed it."""
     real = plugins.registered
     extra = EntryPoint("from-cam", "tests.test_prerequisite:FromCAM", "wsolctl.methods")
     monkeypatch.setattr(plugins, "registered",
                         lambda kind: {**real(kind), "from-cam": extra} if kind == "methods" else real(kind))
     plugins.load.cache_clear()
-    try:
-        text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - name: from-cam\n")
-        (tmp_path / "r.yaml").write_text(text.replace("  - name: cam\n", ""))
-        out = pipeline.run(tmp_path / "r.yaml", tmp_path / "out", quiet=True).parent
-    finally:
-        plugins.load.cache_clear()
+    RECEIVED.clear()
+    yield
+    plugins.load.cache_clear()
+
+
+def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, from_cam_installed):
+    text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - name: from-cam\n")
+    (tmp_path / "r.yaml").write_text(text.replace("  - name: cam\n", ""))
+    out = pipeline.run(tmp_path / "r.yaml", tmp_path / "out", quiet=True).parent
     runs = pl.read_parquet(out / "runs.parquet")
     assert sorted(runs["phase"]) == ["prerequisite", "search"]
     prereq_id = runs.filter(pl.col("phase") == "prerequisite")["run_id"].item()
@@ -51,24 +57,15 @@ def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, mon
     assert set(results["method"]) == {"from-cam"}  # the prerequisite is not itself reported
 
 
-def test_prerequisite_reuses_an_identical_run_of_the_recipe(tiny_recipe, monkeypatch):
-    RECEIVED.clear()
+def test_prerequisite_reuses_an_identical_run_of_the_recipe(tiny_recipe, from_cam_installed):
     from wsolctl.engine.plan import plan_runs
     from wsolctl.recipe import load_recipe
 
-    real = plugins.registered
-    extra = EntryPoint("from-cam", "tests.test_prerequisite:FromCAM", "wsolctl.methods")
-    monkeypatch.setattr(plugins, "registered",
-                        lambda kind: {**real(kind), "from-cam": extra} if kind == "methods" else real(kind))
-    plugins.load.cache_clear()
-    try:
-        text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - {name: from-cam, backbones: [resnet18-wsol]}\n")
-        tiny_recipe.write_text(text.replace("  - name: cam\n", "  - {name: cam, backbones: [resnet18-wsol]}\n"))
-        runs = {r.methods[0].label: r for r in plan_runs(load_recipe(tiny_recipe))}
-        assert runs["from-cam"].prerequisite[1].run_id == runs["cam"].run_id  # trained once, used twice
-        out = pipeline.run(tiny_recipe, tiny_recipe.parent / "out", quiet=True).parent
-    finally:
-        plugins.load.cache_clear()
+    text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - {name: from-cam, backbones: [resnet18-wsol]}\n")
+    tiny_recipe.write_text(text.replace("  - name: cam\n", "  - {name: cam, backbones: [resnet18-wsol]}\n"))
+    runs = {r.methods[0].label: r for r in plan_runs(load_recipe(tiny_recipe))}
+    assert runs["from-cam"].prerequisite[1].run_id == runs["cam"].run_id  # trained once, used twice
+    out = pipeline.run(tiny_recipe, tiny_recipe.parent / "out", quiet=True).parent
     study = pl.read_parquet(out / "runs.parquet")
     assert len(study) == 2 and set(study["phase"]) == {"search"}
     assert set(pl.read_parquet(out / "results.parquet")["method"]) == {"cam", "from-cam"}

@@ -104,20 +104,14 @@ def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
         assert lr == config_lr
 
 
-def test_local_pool_gives_identical_results(sequential_sweep, tmp_path):
+@pytest.mark.parametrize("executor", [["executor.workers=2"], ["executor.name=ray"]], ids=["local-pool", "ray"])
+def test_other_executors_give_identical_results(sequential_sweep, tmp_path, executor):
+    if "ray" in executor[0]:
+        pytest.importorskip("ray")
     path, out = sequential_sweep
-    pooled = pipeline.run(path, tmp_path / "pool", ["executor.workers=2", "executor.threads=1"], quiet=True).parent
+    other = pipeline.run(path, tmp_path / "other", executor + ["executor.threads=1"], quiet=True).parent
     a = pl.read_parquet(out / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
-    b = pl.read_parquet(pooled / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
-    assert a.equals(b)
-
-
-def test_ray_gives_identical_results(sequential_sweep, tmp_path):
-    pytest.importorskip("ray")
-    path, out = sequential_sweep
-    on_ray = pipeline.run(path, tmp_path / "ray", ["executor.name=ray", "executor.threads=1"], quiet=True).parent
-    a = pl.read_parquet(out / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
-    b = pl.read_parquet(on_ray / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
+    b = pl.read_parquet(other / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
     assert a.equals(b)
 
 
