@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from wsolctl._lazy import F, torch
+from wsolctl._lazy import F
+from wsolctl.methods.ops import select
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -113,4 +114,4 @@ class Method:
     def cams(self, model: "WSOLModel", images: "Tensor", targets: "Tensor") -> "Tensor":
         """Default: the head's class map of each image's target class."""
         output = model(images)
-        return output.class_maps[torch.arange(len(targets), device=targets.device), targets]
+        return select(output.class_maps, targets)

@@ -21,26 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Batch, Method, Output
 from wsolctl.methods.cam import CAM
+from wsolctl.methods.ops import minmax, select
 
 # The survey's WSOL backbones, whose stage structure ADL and SPG rely on.
 WSOL_BACKBONES = ("resnet18-wsol", "resnet50-wsol", "vgg16-wsol", "inceptionv3-wsol")
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def minmax(maps: "torch.Tensor", eps: float = 1e-12) -> "torch.Tensor":
-    """Min-max normalise each map over its last two dims to [0, 1]; a constant map becomes 0
-    (the reference divides by max − min and gets NaN there)."""
-    flat = maps.flatten(-2)
-    low = flat.min(dim=-1, keepdim=True).values
-    high = flat.max(dim=-1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(eps)).view_as(maps)
-
-
-def select(maps: "torch.Tensor", classes: "torch.Tensor") -> "torch.Tensor":
-    """``maps[i, classes[i]]`` for (N, C, h, w) maps → (N, h, w)."""
-    return maps[torch.arange(len(classes), device=maps.device), classes]
-
-
 def backbone_family(backbone: "nn.Module") -> Optional[str]:
     """'resnet', 'vgg' or 'inception' from the stage names of a wsolctl WSOL backbone."""
     names = {name for name, _ in backbone.named_children()}

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
+from wsolctl.methods.ops import minmax
 
 
 class MaxMinParams(BaseModel):
@@ -98,13 +99,6 @@ def _wildcat_head(in_channels: int, num_classes: int, modalities: int):
             return maps.reshape(n, num_classes, modalities, h, w).mean(dim=2)
 
     return WildcatHead()
-
-
-def minmax(maps, eps: float = 1e-8):
-    """Per-image min-max normalisation of (N, H, W) maps."""
-    flat = maps.flatten(1)
-    low, high = flat.min(dim=1).values, flat.max(dim=1).values
-    return (maps - low[:, None, None]) / (high - low + eps)[:, None, None]
 
 
 class MAXMIN(Method):

@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
-from wsolctl.methods.maxmin import elb, minmax
+from wsolctl.methods.maxmin import elb
+from wsolctl.methods.ops import minmax
 from wsolctl.methods.unet import decoder_head, skip_layout
 from wsolctl.models.deit import DEIT_NAMES
 

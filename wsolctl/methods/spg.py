@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
-from wsolctl.methods.erasing import WSOL_BACKBONES, backbone_family, minmax, select, vgg_feature_index
+from wsolctl.methods.erasing import WSOL_BACKBONES, backbone_family, vgg_feature_index
+from wsolctl.methods.ops import minmax, select
 
 MIN_FOREGROUND = 30  # pixels; below it the fg seed threshold falls back to 0.7 × max (reference)
 IGNORE = -1.0

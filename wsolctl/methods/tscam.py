@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from wsolctl._lazy import nn, torch
 from wsolctl.methods.base import Method, Output
+from wsolctl.methods.ops import select
 from wsolctl.models.deit import DEIT_NAMES
 
 
@@ -81,5 +82,5 @@ class TSCAM(Method):
 
     def cams(self, model, images, targets):
         attention, output = self.attention(model, images)
-        maps = output.class_maps[torch.arange(len(targets), device=targets.device), targets]
+        maps = select(output.class_maps, targets)
         return maps * attention
