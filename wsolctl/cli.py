@@ -42,7 +42,9 @@ def _guard(fn, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
-    except (RecipeError, InputError, UnknownPlugin, FileNotFoundError, ValidationError) as exc:
+    except ValidationError as exc:  # options checked by a params model: one line per problem
+        _fail("\n".join(f"error: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)))
+    except (RecipeError, InputError, UnknownPlugin, FileNotFoundError) as exc:
         _fail(f"error: {exc}" if not isinstance(exc, RecipeError) else str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume", 130)
