@@ -316,11 +316,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) 
     thresholds = otsu_thresholds(overview)
     bar = progress.task(f"  {entry.name}: rows of the tumour box", None)
 
-    def on_row(done: int, total: int) -> None:
-        if bar.bar is not None:
-            bar.bar.update(bar.task_id, completed=done, total=total)
-
-    found = tumor_candidates(slide, annotations, thresholds, p.patch_size, p.p0, p.pt, on_row=on_row)
+    found = tumor_candidates(slide, annotations, thresholds, p.patch_size, p.p0, p.pt, on_row=bar.update)
     bar.close()
     result = {"patches": [{"x": c.x, "y": c.y, "tissue": c.tissue, "tumor": c.tumor} for c in found],
               "ignored_groups": annotations.ignored_groups}

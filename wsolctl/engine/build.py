@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class Data:
     valcl: DataLoader
     valpx: DataLoader
     test: DataLoader
+    baseline_pxap: dict[int, float] = field(default_factory=dict)  # per threshold count, filled by select
 
 
 def prepare_dataset(recipe: Recipe) -> object:

@@ -26,13 +26,16 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
     meters = {label: LocalizationMeter(thresholds) for label in methods} if localize else {}
     correct = total = 0
     task = progress.task(description, len(loader)) if progress else None
+    needs_prediction = accuracy or cam_target == "predicted"  # valpx with ground-truth targets: no
     for images, labels, masks in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.no_grad():
-            predicted = model(images).logits.argmax(dim=1)
-        correct += int((predicted == labels).sum())
-        total += len(labels)
-        targets = labels if cam_target == "ground-truth" else predicted
+        targets = labels
+        if needs_prediction:
+            with torch.no_grad():
+                predicted = model(images).logits.argmax(dim=1)
+            correct += int((predicted == labels).sum())
+            total += len(labels)
+            targets = labels if cam_target == "ground-truth" else predicted
         for label, method in methods.items():
             if localize:
                 with torch.no_grad():

@@ -15,6 +15,10 @@ class Task:
         if self.bar is not None:
             self.bar.advance(self.task_id, n)
 
+    def update(self, completed: int, total: Optional[int] = None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task_id, completed=completed, total=total)
+
     def describe(self, text: str) -> None:
         if self.bar is not None:
             self.bar.update(self.task_id, description=text)

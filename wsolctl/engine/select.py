@@ -55,11 +55,14 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
 
 
 def trivial_pxap(data: Data, thresholds: int) -> float:
-    """PxAP of an all-foreground (constant) map on the test set: the fraction of ROI pixels, in %."""
-    meter = LocalizationMeter(thresholds)
-    for _, _, masks in data.test:
-        meter.update(torch.zeros(masks.shape), masks)
-    return meter.compute().pxap
+    """PxAP of an all-foreground (constant) map on the test set: the fraction of ROI pixels, in %.
+    Computed once per data set (runs sharing it share the value)."""
+    if thresholds not in data.baseline_pxap:
+        meter = LocalizationMeter(thresholds)
+        for _, _, masks in data.test:
+            meter.update(torch.zeros(masks.shape), masks)
+        data.baseline_pxap[thresholds] = meter.compute().pxap
+    return data.baseline_pxap[thresholds]
 
 
 def _example_batch(data: Data, per_class: int, path: Path):

@@ -27,6 +27,11 @@ from wsolctl.methods.ops import minmax, select
 WSOL_BACKBONES = ("resnet18-wsol", "resnet50-wsol", "vgg16-wsol", "inceptionv3-wsol")
 
 
+def wsol_backbone_only(backbone: str, why: str) -> Optional[str]:
+    """``unsupported`` reason for methods that reach into the WSOL backbones' named stages."""
+    return None if backbone in WSOL_BACKBONES else f"{why} ({', '.join(WSOL_BACKBONES)})"
+
+
 # ----------------------------------------------------------------------------- shared helpers
 def backbone_family(backbone: "nn.Module") -> Optional[str]:
     """'resnet', 'vgg' or 'inception' from the stage names of a wsolctl WSOL backbone."""
@@ -228,9 +233,7 @@ class ADL(_TrainsOwnCAM):
 
     @classmethod
     def unsupported(cls, backbone):
-        if backbone not in WSOL_BACKBONES:
-            return f"ADL is inserted at fixed stages of the WSOL backbones ({', '.join(WSOL_BACKBONES)})"
-        return None
+        return wsol_backbone_only(backbone, "ADL is inserted at fixed stages of the WSOL backbones")
 
     def adapt_backbone(self, backbone):
         layer = _adl_layer_class()
