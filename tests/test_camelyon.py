@@ -9,7 +9,8 @@ from matplotlib.path import Path as MplPath
 from PIL import Image
 
 from wsolctl.data.camelyon import Camelyon16, Camelyon16Params, SamplingParams, read_reference, sample_camelyon16
-from wsolctl.data.folds import DataError, read_encoding, read_split
+from wsolctl.data.folds import read_encoding, read_split
+from wsolctl.errors import DataError
 from wsolctl.wsi.annotations import asap_xml, parse_asap, rasterize
 from wsolctl.wsi.sampling import calibrate
 from wsolctl.wsi.slide import Slide

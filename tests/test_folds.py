@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsolctl.data.folds import (DataError, FoldFormatError, Sample, read_encoding, read_split, safe_join,
+from wsolctl.data.folds import (Sample, read_encoding, read_split, safe_join,
                                 write_encoding, write_split)
 from wsolctl.data.synthetic import SyntheticCamelyon, SyntheticGlaS
+from wsolctl.errors import DataError, FoldFormatError
 
 
 def test_round_trip_with_instances_and_empty_masks(tmp_path):

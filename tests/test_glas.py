@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsolctl.data.folds import DataError, Sample, read_encoding, read_split
+from wsolctl.data.folds import Sample, read_encoding, read_split
 from wsolctl.data.glas import GlaS, GlaSParams
+from wsolctl.errors import DataError
 
 HEADER = "name, patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)\n"
 

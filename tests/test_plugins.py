@@ -7,6 +7,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from wsolctl import plugins
+from wsolctl.errors import PluginWarning, UnknownPlugin
 
 
 def test_builtins_register_through_entry_points():
@@ -22,7 +23,7 @@ def test_broken_plugin_is_skipped_with_a_warning(monkeypatch):
     monkeypatch.setattr(plugins, "registered", lambda kind: {**good, "broken": broken} if kind == "methods" else {})
     plugins.load.cache_clear()
     try:
-        with pytest.warns(plugins.PluginWarning, match="broken.*failed to import"):
+        with pytest.warns(PluginWarning, match="broken.*failed to import"):
             loaded = plugins.load_all("methods")
         assert "broken" not in loaded and {"cam", "gradcam"} <= set(loaded)
     finally:
@@ -30,14 +31,14 @@ def test_broken_plugin_is_skipped_with_a_warning(monkeypatch):
 
 
 def test_unknown_name_suggests():
-    with pytest.raises(plugins.UnknownPlugin, match="did you mean 'gradcam'"):
+    with pytest.raises(UnknownPlugin, match="did you mean 'gradcam'"):
         plugins.load("methods", "grad-cam")
 
 
 def test_any_timm_cnn_is_a_backbone_and_typos_are_caught():
     backbone = plugins.load("backbones", "resnet10t")
     assert backbone.Params().output_stride == 32
-    with pytest.raises(plugins.UnknownPlugin, match="neither a wsolctl plugin nor a timm model"):
+    with pytest.raises(UnknownPlugin, match="neither a wsolctl plugin nor a timm model"):
         plugins.load("backbones", "resnet18-wsl")
 
 
@@ -61,7 +62,7 @@ def test_plugin_api_version_is_checked(monkeypatch):
     monkeypatch.setattr(cls, "api_version", 99)
     plugins.load.cache_clear()
     try:
-        with pytest.raises(plugins.UnknownPlugin, match="targets plugin API version 99"):
+        with pytest.raises(UnknownPlugin, match="targets plugin API version 99"):
             plugins.load("methods", "cam")
     finally:
         plugins.load.cache_clear()

@@ -7,12 +7,13 @@ from rich.console import Console
 from rich.table import Table
 
 from wsolctl import plugins
+from wsolctl.errors import PluginWarning
 
 
 def method_catalog() -> list[dict]:
     """One dict per importable method plugin; broken plugins are warned about (stderr) and skipped."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", plugins.PluginWarning)
+        warnings.simplefilter("always", PluginWarning)
         loaded = plugins.load_all("methods")
     for warning in caught:
         Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")

@@ -36,9 +36,7 @@ def _guard(fn, *args, **kwargs):
     """Run a library call, mapping known user errors to exit 2 and anything else to exit 1."""
     from pydantic import ValidationError
 
-    from wsolctl.errors import InputError, RunsFailed
-    from wsolctl.plugins import UnknownPlugin
-    from wsolctl.recipe import RecipeError
+    from wsolctl.errors import InputError, RecipeError, RunsFailed, UnknownPlugin
 
     try:
         return fn(*args, **kwargs)
@@ -154,7 +152,7 @@ def compare(baseline: Path, candidate: Path,
     outcome = _guard(run_compare, baseline, candidate, tolerance)
     typer.echo(outcome.markdown)
     if output:
-        from wsolctl.results.io import write_text
+        from wsolctl.io import write_text
 
         write_text(output, outcome.markdown)
     raise typer.Exit(1 if outcome.failed else 0)

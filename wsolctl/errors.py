@@ -1,10 +1,47 @@
-"""Errors caused by what the user gave us (files, options, data): the CLI prints them on one line
-and exits with code 2, without a traceback."""
+"""Every exception wsolctl raises on purpose, in one place (the lowest layer: imports nothing).
+
+Errors caused by what the user gave us (files, options, data) — :class:`InputError` and its
+subclasses, :class:`RecipeError`, :class:`UnknownPlugin` — print on one line on the command line and
+exit with code 2, without a traceback. (:class:`RecipeError` is not a ``ValueError`` on purpose:
+pydantic would turn a ``ValueError`` raised inside a validator into a validation error.)
+"""
+from __future__ import annotations
+
+from typing import Sequence
 
 
 class InputError(ValueError):
     """Bad user input; the message names the file/option and what is wrong."""
 
 
+class RecipeError(Exception):
+    """One or more problems with a recipe; ``str()`` gives one line per problem
+    (``SOURCE: dotted.path: message``, see :mod:`wsolctl.recipe.problems`)."""
+
+    def __init__(self, problems: Sequence[object]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UnknownPlugin(LookupError):
+    """Raised for a name that no installed plugin provides; the message suggests close matches."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be imported and was skipped."""
+
+
+class DataError(InputError):
+    """Bad or inconsistent dataset input (exit code 2 on the command line)."""
+
+
+class FoldFormatError(DataError):
+    """A fold file is missing or malformed; the message names the file and line."""
+
+
 class RunsFailed(RuntimeError):
     """Some runs failed; the others finished. The message lists each failure and its log."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""

@@ -3,6 +3,12 @@
 Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``. Names are listed from package
 metadata without importing anything; a plugin is imported only when a recipe or command needs it.
 A plugin that fails to import is skipped with a warning; the others keep working.
+
+The registry knows no kind's special case. What differs per kind is declared: the plugin API
+version a kind's plugins must target (:data:`KINDS`), and an optional *fallback* for names no
+plugin registers, itself an entry point of the ``wsolctl.fallbacks`` group named after the kind
+(e.g. ``backbones = "wsolctl.models.timm_cnn:timm_backbone"``: any timm CNN). A fallback is called
+with the name and returns a plugin class, or raises :class:`~wsolctl.errors.UnknownPlugin`.
 """
 from __future__ import annotations
 
@@ -11,17 +17,22 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Callable, Optional
 
-KINDS = ("methods", "datasets", "backbones")
+from wsolctl.errors import PluginWarning, UnknownPlugin
 
-
-class UnknownPlugin(LookupError):
-    """Raised for a name that no installed plugin provides; the message suggests close matches."""
+API_VERSION = 1  # of the method plugin interface (wsolctl.methods.base.Method)
 
 
-class PluginWarning(UserWarning):
-    """A plugin could not be imported and was skipped."""
+@dataclass(frozen=True)
+class Kind:
+    """What the registry checks of one kind's plugins."""
+
+    api_version: Optional[int] = None  # plugins must declare this ``api_version``; None: unchecked
+
+
+KINDS: dict[str, Kind] = {"methods": Kind(api_version=API_VERSION), "datasets": Kind(), "backbones": Kind()}
+FALLBACKS = "wsolctl.fallbacks"
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class PluginInfo:
 def registered(kind: str) -> dict[str, EntryPoint]:
     """Entry points of one kind, by name (nothing imported)."""
     if kind not in KINDS:
-        raise ValueError(f"unknown plugin kind {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown plugin kind {kind!r}; expected one of {tuple(KINDS)}")
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=f"wsolctl.{kind}"):
         # Editable installs can expose the same distribution twice; the first one wins.
@@ -65,11 +76,10 @@ def load(kind: str, name: str) -> Any:
     """Import and return the plugin class registered under ``name``."""
     eps = registered(kind)
     if name not in eps:
-        fallback = _fallback(kind, name)
+        fallback = fallback_of(kind)
         if fallback is not None:
-            return fallback
-        singular = kind[:-1]
-        raise UnknownPlugin(f"unknown {singular} {name!r}{suggest(name, _name_choices(kind))}")
+            return fallback(name)
+        raise UnknownPlugin(f"unknown {kind[:-1]} {name!r}{suggest(name, _name_choices(kind))}")
     try:
         plugin = eps[name].load()
     except Exception as exc:  # a broken third-party plugin must not take the others down
@@ -80,23 +90,19 @@ def load(kind: str, name: str) -> Any:
 
 
 def _check_api(kind: str, name: str, plugin: Any) -> None:
-    if kind != "methods":
-        return
-    from wsolctl.methods.base import API_VERSION
-
+    expected = KINDS[kind].api_version
     version = getattr(plugin, "api_version", None)
-    if version != API_VERSION:
-        raise UnknownPlugin(f"method {name!r} targets plugin API version {version}; "
-                            f"this wsolctl provides version {API_VERSION}")
+    if expected is not None and version != expected:
+        raise UnknownPlugin(f"{kind[:-1]} {name!r} targets plugin API version {version}; "
+                            f"this wsolctl provides version {expected}")
 
 
-def _fallback(kind: str, name: str) -> Any:
-    """Backbones not registered by name may be any timm CNN (checked lazily: this imports timm)."""
-    if kind != "backbones":
-        return None
-    from wsolctl.models.timm_cnn import timm_backbone
-
-    return timm_backbone(name)
+@lru_cache(maxsize=None)
+def fallback_of(kind: str) -> Optional[Callable[[str], Any]]:
+    """The function that resolves names of ``kind`` no plugin registers (entry point group
+    ``wsolctl.fallbacks``, named after the kind), or None."""
+    found = [ep for ep in entry_points(group=FALLBACKS) if ep.name == kind]
+    return found[0].load() if found else None
 
 
 def load_all(kind: str) -> dict[str, Any]:

@@ -37,8 +37,9 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wsolctl.data.folds import DataError, FoldDataset, Sample, read_encoding, write_encoding, write_split
-from wsolctl.results.io import atomic_directory
+from wsolctl.data.folds import FoldDataset, Sample, read_encoding, write_encoding, write_split
+from wsolctl.errors import DataError
+from wsolctl.io import atomic_directory
 
 STAMP = "wsolctl-camelyon16.json"
 CLASSES = {"normal": 0, "tumor": 1}
@@ -215,7 +216,7 @@ class _Cache:
         return None
 
     def put(self, kind: str, slide: str, key: str, data: dict) -> None:
-        from wsolctl.results.io import write_json
+        from wsolctl.io import write_json
 
         write_json(self.dir / f"{kind}-{slide}.json", {"key": key, **data})
 
@@ -224,8 +225,8 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
                       params: Optional[SamplingParams] = None, quiet: bool = False) -> dict:
     """Sample CAMELYON16 into ``out`` (resumable; a finished identical run returns at once).
     Returns the stamp (params, counts, skipped slides, warnings); the caller shows the warnings."""
-    from wsolctl.engine.progress import Progress
-    from wsolctl.results.io import write_json
+    from wsolctl.progress import Progress
+    from wsolctl.io import write_json
 
     p = params or SamplingParams()
     out = Path(out)
@@ -488,7 +489,7 @@ def _write_tables(out: Path, rows: list[dict], folds: list[dict[int, str]], skip
                   p: SamplingParams) -> None:
     import polars as pl
 
-    from wsolctl.results.io import write_parquet
+    from wsolctl.io import write_parquet
 
     data = {
         "slide": [r["slide"] for r in rows], "set": [r["set"] for r in rows],

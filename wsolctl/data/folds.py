@@ -22,17 +22,9 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl.errors import InputError
+from wsolctl.errors import DataError, FoldFormatError
 
 SPLITS = ("train", "valcl", "valpx", "test")
-
-
-class DataError(InputError):
-    """Bad or inconsistent dataset input (exit code 2 on the command line)."""
-
-
-class FoldFormatError(DataError):
-    """A fold file is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl.data.folds import DataError, FoldDataset, Sample, write_encoding, write_split
-from wsolctl.results.io import atomic_directory
+from wsolctl.data.folds import FoldDataset, Sample, write_encoding, write_split
+from wsolctl.errors import DataError
+from wsolctl.io import atomic_directory
 
 STAMP = "wsolctl-glas.json"
 CLASSES = {"benign": 0, "malignant": 1}

@@ -15,8 +15,9 @@ from typing import Callable, ClassVar, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl.data.folds import DataError, FoldDataset, Sample, write_encoding, write_split
-from wsolctl.results.io import atomic_directory
+from wsolctl.data.folds import FoldDataset, Sample, write_encoding, write_split
+from wsolctl.errors import DataError
+from wsolctl.io import atomic_directory
 
 STAMP = "wsolctl-dataset.json"
 

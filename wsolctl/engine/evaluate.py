@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsolctl.engine.model import WSOLModel
-from wsolctl.engine.progress import Progress
+from wsolctl.progress import Progress
 from wsolctl.methods.base import Method
 from wsolctl.metrics import LocalizationMeter, LocalizationResult, prepare_cams
 

@@ -13,9 +13,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
-from wsolctl.engine.progress import Progress
+from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Executor
-from wsolctl.results.io import write_json
+from wsolctl.io import write_json
 
 
 @dataclass(frozen=True)

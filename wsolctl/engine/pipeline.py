@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence, Union
 import yaml
 
 from wsolctl.recipe import Recipe, load_recipe
-from wsolctl.results.io import write_text
+from wsolctl.io import write_text
 
 RESOLVED = "recipe.resolved.yaml"
 log = logging.getLogger("wsolctl")
@@ -47,7 +47,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     resume. Raises :class:`~wsolctl.errors.RunsFailed` after the others finished."""
     from wsolctl.engine import study
     from wsolctl.engine.build import resolve_device
-    from wsolctl.engine.progress import Progress
+    from wsolctl.progress import Progress
     from wsolctl.engine.sweep import final_variants, search_variants
     from wsolctl.errors import RunsFailed
 
@@ -108,7 +108,7 @@ def select(out: Path, quiet: bool = False) -> Path:
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import plan_runs
-    from wsolctl.engine.progress import Progress
+    from wsolctl.progress import Progress
     from wsolctl.engine.select import select_run
     from wsolctl.engine.study import run_dir
     from wsolctl.recipe.loader import validate_data

@@ -10,11 +10,11 @@ import torch
 from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import Run, instantiate
-from wsolctl.engine.progress import Progress
+from wsolctl.progress import Progress
 from wsolctl.engine.train import best_epochs
 from wsolctl.metrics import LocalizationMeter
 from wsolctl.recipe.schema import Recipe
-from wsolctl.results.io import write_json
+from wsolctl.io import write_json
 
 
 def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch.device,

@@ -92,7 +92,7 @@ def save(out: Path, planned: list[Planned], chosen: dict[str, str], durations: d
     appears once, under the phase it ran in."""
     import polars as pl
 
-    from wsolctl.results.io import write_json, write_parquet
+    from wsolctl.io import write_json, write_parquet
 
     entries, rows = [], []
     for p in planned:

@@ -137,7 +137,7 @@ def _group_of(recipe: Recipe, variant: Variant) -> list[int]:
 
 def check_values(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
     """(recipe path, message) for sweep values that would give an invalid recipe."""
-    from wsolctl.recipe.errors import RecipeError
+    from wsolctl.errors import RecipeError
 
     base = recipe.resolved_dict()
     folds, seeds, search_fold = folds_and_seeds(recipe)

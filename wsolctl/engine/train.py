@@ -16,14 +16,11 @@ import torch
 from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, seed_everything
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RULES, Run, instantiate
-from wsolctl.engine.progress import Progress
+from wsolctl.errors import NonFiniteLoss
+from wsolctl.progress import Progress
 from wsolctl.methods.base import Batch
 from wsolctl.recipe.schema import Recipe
-from wsolctl.results.io import torch_save, write_json
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+from wsolctl.io import torch_save, write_json
 
 
 def best_epochs(history: list[dict], label: str) -> dict[str, int]:

@@ -23,19 +23,17 @@ See docs/plugins.md for a worked example.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
+from wsolctl.plugins import API_VERSION
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from wsolctl.engine.model import WSOLModel
-
-API_VERSION = 1
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
 
 
@@ -63,6 +61,18 @@ class Output:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class Model(Protocol):
+    """What a method sees of the model it is part of (the engine's ``WSOLModel``: the adapted
+    backbone, the method's head, and the method itself)."""
+
+    backbone: "nn.Module"
+    head: "nn.Module"
+    method: "Method"
+    cam_layer: str
+
+    def __call__(self, images: "Tensor", labels: Optional["Tensor"] = None) -> Output: ...
+
+
 class Method:
     api_version: ClassVar[int] = API_VERSION
     kind: ClassVar[Kind] = "bottom-up"
@@ -87,8 +97,8 @@ class Method:
         trained on the same data, backbone and settings; None when it needs none."""
         return None
 
-    def load_prerequisite(self, model: "WSOLModel", state: dict) -> None:
-        """Receive the prerequisite's selected state dict (keys of its own WSOLModel) before training."""
+    def load_prerequisite(self, model: "Model", state: dict) -> None:
+        """Receive the prerequisite's selected state dict (keys of its own model) before training."""
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch's training and evaluation (and with the selected epoch before
@@ -104,14 +114,14 @@ class Method:
         """Training-only change of a batch (the engine never calls it during evaluation)."""
         return batch
 
-    def forward(self, model: "WSOLModel", images: "Tensor", labels: Optional["Tensor"] = None) -> Output:
+    def forward(self, model: "Model", images: "Tensor", labels: Optional["Tensor"] = None) -> Output:
         """``labels`` is given during training only; use ``model.backbone`` and ``model.head``."""
         raise NotImplementedError
 
     def loss(self, output: Output, batch: Batch) -> "Tensor":
         return F.cross_entropy(output.logits, batch.labels)
 
-    def cams(self, model: "WSOLModel", images: "Tensor", targets: "Tensor") -> "Tensor":
+    def cams(self, model: "Model", images: "Tensor", targets: "Tensor") -> "Tensor":
         """Default: the head's class map of each image's target class."""
         output = model(images)
         return select(output.class_maps, targets)

@@ -15,7 +15,8 @@ class TimmParams(BaseModel):
 def timm_backbone(name: str) -> type[Backbone]:
     import timm
 
-    from wsolctl.plugins import UnknownPlugin, registered, suggest
+    from wsolctl.errors import UnknownPlugin
+    from wsolctl.plugins import registered, suggest
 
     if name not in timm.list_models():
         choices = sorted(registered("backbones")) + timm.list_models("resnet*")

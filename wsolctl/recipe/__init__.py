@@ -2,7 +2,7 @@
 
 Public entry point: :func:`load_recipe`. Nothing here imports torch.
 """
-from wsolctl.recipe.errors import RecipeError
+from wsolctl.errors import RecipeError
 from wsolctl.recipe.loader import load_recipe
 from wsolctl.recipe.schema import Recipe
 

@@ -8,7 +8,8 @@ from typing import Any, Iterable, Optional, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from wsolctl.recipe.errors import Problem, RecipeError, Source, dotted
+from wsolctl.errors import RecipeError, UnknownPlugin
+from wsolctl.recipe.problems import Problem, Source, dotted
 from wsolctl.recipe.schema import Recipe
 from wsolctl.recipe.yamlpos import Positions, load_yaml
 
@@ -205,7 +206,7 @@ def _check_plugins(data: Any, positions: Positions, default: Source, problems: l
             continue  # the schema reports it
         try:
             plugin = plugins.load(kind, spec["name"])
-        except plugins.UnknownPlugin as exc:
+        except UnknownPlugin as exc:
             where = path + ("name",)
             problems.append(Problem(locate(positions, where, default), dotted(where), str(exc)))
             continue

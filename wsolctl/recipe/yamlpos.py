@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from wsolctl.recipe.errors import Problem, RecipeError, Source, dotted
+from wsolctl.errors import RecipeError
+from wsolctl.recipe.problems import Problem, Source, dotted
 
 Positions = dict[tuple, Source]
 

@@ -148,7 +148,7 @@ def _save(fig, path: Path, dpi: int = 100) -> Path:
 
     from PIL import Image
 
-    from wsolctl.results.io import atomic_path
+    from wsolctl.io import atomic_path
 
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from wsolctl.results.report import Block, Bullets, Heading, Image, Text
-from wsolctl.results.survey import Table
+from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; color: #222; }

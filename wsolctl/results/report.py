@@ -15,39 +15,14 @@ import polars as pl
 import yaml
 
 from wsolctl.results import figures, survey
-from wsolctl.results.io import write_text
-from wsolctl.results.survey import Table
+from wsolctl.io import write_text
+from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
            ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
 RULES = {"b-loc": "B-LOC", "b-cl": "B-CL"}
 FORMATS = ("md", "html")
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Text:
-    text: str
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-@dataclass
-class Image:
-    alt: str
-    path: str  # relative to the report's folder
-
-
-Block = Union[Heading, Text, Bullets, Table, Image]
 
 
 # ----------------------------------------------------------------------------- inputs

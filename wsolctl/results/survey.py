@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import polars as pl
 
+from wsolctl.results.blocks import Table
+
 ORDER = {
     "bottom-up": ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl",
                   "cutmix", "tscam", "maxmin", "negev"],
@@ -29,17 +31,6 @@ DATASETS = ["glas", "synthetic-glas", "camelyon16", "synthetic-camelyon"]
 METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]
 LOWER_IS_BETTER = {"fn", "fp"}
 AVERAGE = "WSOL average"
-
-
-@dataclass
-class Table:
-    """A titled table of Markdown cells (``**bold**``, ``*italic*``, ``` `code` ```), rendered to
-    Markdown or HTML by the report."""
-
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    caption: str = ""
 
 
 # ----------------------------------------------------------------------------- ordering

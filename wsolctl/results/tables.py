@@ -8,7 +8,7 @@ import polars as pl
 
 from wsolctl.engine.plan import Run, method_labels
 from wsolctl.recipe.schema import Recipe
-from wsolctl.results.io import write_parquet
+from wsolctl.io import write_parquet
 
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",
                   "pxap", "tp", "fn", "fp", "tn", "threshold", "miou", "cl_acc"]

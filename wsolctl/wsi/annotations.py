@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from wsolctl.data.folds import DataError
+from wsolctl.errors import DataError
 
 TUMOR_GROUPS = frozenset({"_0", "_1", "tumor"})
 EXCLUSION_GROUPS = frozenset({"_2", "exclusion"})

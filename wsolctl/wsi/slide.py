@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsolctl.data.folds import DataError
+from wsolctl.errors import DataError
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 

@@ -1,4 +1,5 @@
-"""Recipe errors that carry a source position for every problem.
+"""Source positions of recipe problems (the exception itself, :class:`~wsolctl.errors.RecipeError`, is in
+:mod:`wsolctl.errors`).
 
 Every problem prints as ``SOURCE: dotted.path: message`` where SOURCE is ``file:line:col`` (1-based)
 or ``--set KEY=VALUE`` for command-line overrides.
@@ -28,14 +29,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.source}: {self.path}: {self.message}" if self.path else f"{self.source}: {self.message}"
-
-
-class RecipeError(Exception):
-    """One or more problems with a recipe; ``str()`` gives one line per problem."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def dotted(path: tuple) -> str:
