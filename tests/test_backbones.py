@@ -1,4 +1,6 @@
 """The survey's WSOL backbones: output stride 8, expected channels, CAM layer present, local weights."""
+import pickle
+
 import pytest
 import torch
 
@@ -36,7 +38,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     module = plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "w.pth"))
     assert torch.equal(module.conv1.weight, reference.conv1.weight)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "bad.pth"))
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="no parameter matches"):

@@ -236,7 +236,7 @@ def test_recipe_reads_sampled_output(camelyon, tmp_path):
         "  params: {size: 64, train_per_class: 6, test_per_class: 3, folds: 2, valpx_per_class: 1}\n", "  fold: 2\n")
     (tmp_path / "r.yaml").write_text(text)
     recipe = load_recipe(tmp_path / "r.yaml")
-    dataset = Camelyon16(recipe.dataset.resolved_params)
+    dataset = Camelyon16(recipe.dataset.params)
     dataset.prepare(out, recipe.dataset.fold)
     assert len(read_split(dataset.folds_dir(out), 2, "train")) > 0
     with pytest.raises(DataError, match="fold 3 does not exist"):

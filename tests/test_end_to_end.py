@@ -136,8 +136,9 @@ def test_select_and_report_run_alone(finished, tmp_path):
 def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
     out = tmp_path / "out"
     out.mkdir()
-    from wsolctl.recipe import load_recipe
     import yaml
+
+    from wsolctl.recipe import load_recipe
 
     (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(load_recipe(tiny_recipe).resolved_dict()))
     with pytest.raises(FileNotFoundError, match="run `wsolctl train` first"):

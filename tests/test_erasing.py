@@ -3,7 +3,6 @@ import copy
 import math
 
 import polars as pl
-import pytest
 import torch
 from torch import nn
 
@@ -12,8 +11,18 @@ from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.model import WSOLModel
 from wsolctl.methods.base import Batch
 from wsolctl.methods.cam import CAM
-from wsolctl.methods.erasing import (ACoL, ADL, HaS, CutMix, _adl_layer_class, adl_drop_mask, cutmix_box,
-                                     erase_mask, hide_patches, minmax)
+from wsolctl.methods.erasing import (
+    ADL,
+    ACoL,
+    CutMix,
+    HaS,
+    _adl_layer_class,
+    adl_drop_mask,
+    cutmix_box,
+    erase_mask,
+    hide_patches,
+    minmax,
+)
 from wsolctl.methods.spg import IGNORE, SPG, run_with_taps, seed_bce, seed_targets
 
 

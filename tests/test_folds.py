@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsolctl.data.folds import (Sample, read_encoding, read_split, safe_join,
-                                write_encoding, write_split)
+from wsolctl.data.folds import Sample, read_encoding, read_split, safe_join, write_encoding, write_split
 from wsolctl.data.synthetic import SyntheticCamelyon, SyntheticGlaS
 from wsolctl.errors import DataError, FoldFormatError
 

@@ -97,6 +97,6 @@ def test_recipe_with_glas_validates(tmp_path):
         "params: {size: 64, train_per_class: 6, test_per_class: 3, folds: 2, valpx_per_class: 1}", "params: {folds: 2}")
     (tmp_path / "r.yaml").write_text(text)
     recipe = load_recipe(tmp_path / "r.yaml")
-    dataset = GlaS(recipe.dataset.resolved_params)
+    dataset = GlaS(recipe.dataset.params)
     dataset.prepare(root, 1)
     assert len(read_split(dataset.folds_dir(root), 1, "test")) == 6

@@ -9,9 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from wsolctl.methods import pooling
-from wsolctl.methods.pooling import (GAP, LSE, PRM, WILDCAT, DeepMIL, MaxPool, find_peaks, lse_pool,
-                                     peak_stimulation, region_count, wildcat_pool)
+from wsolctl.methods.pooling import (
+    GAP,
+    LSE,
+    PRM,
+    WILDCAT,
+    DeepMIL,
+    MaxPool,
+    find_peaks,
+    lse_pool,
+    peak_stimulation,
+    region_count,
+    wildcat_pool,
+)
 
 # A 5×5 map whose 3×3 local maxima are 9 at (1, 1), 8 at (2, 4) and 5 at (4, 0); median 2.
 PEAKY = torch.tensor([[1., 2, 3, 2, 1],

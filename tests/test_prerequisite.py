@@ -58,13 +58,14 @@ def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, fro
 
 
 def test_prerequisite_reuses_an_identical_run_of_the_recipe(tiny_recipe, from_cam_installed):
-    from wsolctl.engine.plan import plan_runs
+    from wsolctl.engine.plan import study_runs
     from wsolctl.recipe import load_recipe
+    from wsolctl.recipe.sweep import search_variants
 
     text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - {name: from-cam, backbones: [resnet18-wsol]}\n")
     tiny_recipe.write_text(text.replace("  - name: cam\n", "  - {name: cam, backbones: [resnet18-wsol]}\n"))
-    runs = {r.methods[0].label: r for r in plan_runs(load_recipe(tiny_recipe))}
-    assert runs["from-cam"].prerequisite[1].run_id == runs["cam"].run_id  # trained once, used twice
+    runs = {r.labels[0]: r for r in study_runs(search_variants(load_recipe(tiny_recipe)))}
+    assert runs["from-cam"].prerequisite.run_id == runs["cam"].run_id  # trained once, used twice
     out = pipeline.run(tiny_recipe, tiny_recipe.parent / "out", quiet=True).parent
     study = pl.read_parquet(out / "runs.parquet")
     assert len(study) == 2 and set(study["phase"]) == {"search"}

@@ -41,7 +41,7 @@ def test_defaults_follow_the_survey(tmp_path):
     assert recipe.train.optimizer.weight_decay == 1e-4
     assert recipe.evaluation.thresholds == 1000 and recipe.image_size == 224
     assert recipe.selection == ["b-loc", "b-cl"]
-    assert recipe.dataset.resolved_params.valpx_per_class == 3  # survey: 3 per class on GlaS
+    assert recipe.dataset.params.valpx_per_class == 3  # survey: 3 per class on GlaS
 
 
 def test_base_deep_merge_and_list_replace(tmp_path):
@@ -199,15 +199,49 @@ def test_cli_validate_does_not_import_torch(tmp_path):
 
 def test_methods_can_be_restricted_to_some_backbones(tmp_path, monkeypatch):
     from wsolctl import plugins
-    from wsolctl.engine.plan import plan_runs
+    from wsolctl.engine.plan import study_runs
+    from wsolctl.recipe.sweep import search_variants
 
     text = BASE.replace("  - name: resnet18-wsol\n", "  - name: resnet18-wsol\n  - name: resnet50-wsol\n")
     text = text.replace("  - name: cam\n", "  - name: cam\n  - {name: gradcam, backbones: [resnet50-wsol]}\n")
-    runs = plan_runs(load_recipe(write(tmp_path, "r.yaml", text)))
-    assert sorted((r.backbone_index, tuple(m.label for m in r.methods)) for r in runs) == [
+    runs = study_runs(search_variants(load_recipe(write(tmp_path, "r.yaml", text))))
+    assert sorted((r.backbone_index, r.labels) for r in runs) == [
         (0, ("cam",)), (1, ("cam", "gradcam"))]
     gradcam = plugins.load("methods", "gradcam")
     monkeypatch.setattr(gradcam, "unsupported", classmethod(lambda cls, b: "no" if b == "resnet18-wsol" else None))
     load_recipe(tmp_path / "r.yaml")  # the refused combination is not requested: valid
     bad = write(tmp_path, "b.yaml", text.replace("backbones: [resnet50-wsol]", "backbones: [vgg16-wsol]"))
     assert "names backbones not in the recipe: ['vgg16-wsol']" in problems(bad)[0]
+
+
+def test_per_method_train_overrides_are_validated_merged_and_own_a_run(tmp_path):
+    from wsolctl.engine.build import build_model, build_optimizer
+    from wsolctl.engine.plan import study_runs
+    from wsolctl.recipe.sweep import search_variants
+
+    def runs(text):
+        return study_runs(search_variants(load_recipe(write(tmp_path, "o.yaml", text))))
+
+    shared = runs(BASE.replace("  - name: cam\n", "  - name: cam\n  - name: gradcam\n"))
+    assert [r.labels for r in shared] == [("cam", "gradcam")]
+    text = BASE.replace("  - name: cam\n", "  - {name: cam, train: {optimizer: {lr_classifier_ratio: 1}}}\n  - name: gradcam\n")
+    recipe = load_recipe(write(tmp_path, "o.yaml", text))
+    cam, gradcam = recipe.methods
+    assert recipe.train_of(cam).optimizer.lr_classifier_ratio == 1
+    assert recipe.train_of(cam).optimizer.momentum == 0.5 and recipe.train_of(cam).epochs == 2  # merged over train
+    assert recipe.train_of(gradcam) == recipe.train
+    split = runs(text)
+    assert sorted(r.labels for r in split) == [("cam",), ("gradcam",)]  # different training: not shared
+    by_label = {r.labels: r for r in split}
+    assert by_label[("gradcam",)].run_id != shared[0].run_id and by_label[("cam",)].run_id != shared[0].run_id
+    assert by_label[("cam",)].identity()["train"]["optimizer"]["lr_classifier_ratio"] == 1
+    noop = runs(BASE.replace("  - name: cam\n", "  - {name: cam, train: {optimizer: {lr_classifier_ratio: 10}}}\n"
+                                                "  - name: gradcam\n"))
+    assert [r.run_id for r in noop] == [shared[0].run_id]  # the same effective settings: the same run
+    spec = by_label[("cam",)]
+    optimizer = build_optimizer(spec.train, build_model(spec, 2))
+    assert {g["lr"] for g in optimizer.param_groups} == {spec.train.lr}  # one lr for every parameter
+    assert problems(write(tmp_path, "bad.yaml", BASE.replace(
+        "  - name: cam\n", "  - name: cam\n    train: {optimizer: {lr_classifier_ratio: 0}, epoks: 3}\n"))) == [
+        f"{tmp_path / 'bad.yaml'}:9:25: methods[0].train.optimizer.lr_classifier_ratio: Input should be greater than 0",
+        f"{tmp_path / 'bad.yaml'}:9:50: methods[0].train.epoks: unknown field (did you mean 'epochs'?)"]

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 
 from wsolctl.engine import pipeline
-from wsolctl.engine.study import plan
+from wsolctl.engine.plan import study_runs
 from wsolctl.errors import RunsFailed
-from wsolctl.engine.sweep import search_variants
 from wsolctl.recipe import RecipeError, load_recipe
+from wsolctl.recipe.sweep import search_variants
 
 SWEEP = """
 sweep:
@@ -31,14 +31,14 @@ def sweep_recipe(tiny_recipe):
 
 def test_expansion_and_stable_run_ids(sweep_recipe):
     recipe = load_recipe(sweep_recipe())
-    search = plan(search_variants(recipe), "search")
+    search = study_runs(search_variants(recipe))
     assert len(search) == 2  # 2 learning rates × 1 backbone × 1 method group (cam + gradcam share)
-    assert [p.variant.swept for p in search] == [{"train.lr": 0.01}, {"train.lr": 0.001}]
-    assert all(p.variant.recipe.dataset.fold == 0 for p in search)
-    again = plan(search_variants(load_recipe(sweep_recipe())), "search")
-    assert [p.run.run_id for p in search] == [p.run.run_id for p in again]
-    changed = plan(search_variants(load_recipe(sweep_recipe("[0.01, 0.003]"))), "search")
-    assert changed[0].run.run_id == search[0].run.run_id and changed[1].run.run_id != search[1].run.run_id
+    assert [r.variant.swept for r in search] == [{"train.lr": 0.01}, {"train.lr": 0.001}]
+    assert all(r.recipe.dataset.fold == 0 for r in search)
+    again = study_runs(search_variants(load_recipe(sweep_recipe())))
+    assert [r.run_id for r in search] == [r.run_id for r in again]
+    changed = study_runs(search_variants(load_recipe(sweep_recipe("[0.01, 0.003]"))))
+    assert changed[0].run_id == search[0].run_id and changed[1].run_id != search[1].run_id
 
 
 def test_method_search_spaces_and_random_search(sweep_recipe):
@@ -61,6 +61,21 @@ def test_bad_sweep_values_point_at_the_sweep(sweep_recipe):
     bad_key.write_text(sweep_recipe().read_text().replace("{train.lr:", "{methods.0.name:"))
     with pytest.raises(RecipeError, match="cannot be swept here"):
         load_recipe(bad_key)
+
+
+@pytest.mark.parametrize("key,owner", [("seed", "seeds"), ("dataset.fold", "folds")])
+def test_grid_over_a_key_that_seeds_or_folds_set_is_refused_in_one_line(sweep_recipe, key, owner):
+    # it used to plan the same run id twice, and `run` then died: "no finished run to select from"
+    path = sweep_recipe(extra="").parent / "g.yaml"
+    path.write_text(sweep_recipe().read_text().replace("{train.lr: [0.01, 0.001]}",
+                                                       f"{{train.lr: [0.01, 0.001], {key}: [0, 1]}}"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    (problem,) = info.value.problems
+    assert str(problem) == (f"{path}:22:3: sweep.grid: '{key}' cannot be a grid key: sweep.{owner} sets it for "
+                            f"every run (use sweep.{owner}: [...])")
+    result = subprocess.run([sys.executable, "-m", "wsolctl", "validate", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip() == str(problem)
 
 
 def test_show_runs_lists_without_running(sweep_recipe, tmp_path):
@@ -99,7 +114,7 @@ def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
     assert len(results) == 2 * 2 * 2  # folds × methods × rules, each from its chosen configuration
     chosen = json.loads((out / "study.json").read_text())["chosen"]
     for row in results.iter_rows(named=True):
-        lr = json.loads((out / "runs" / row["run_id"] / "recipe.json").read_text())["train"]["lr"]
+        lr = json.loads((out / "runs" / row["run_id"] / "spec.json").read_text())["recipe"]["train"]["lr"]
         config_lr = runs.filter((pl.col("config_id") == chosen[f"{row['backbone']}|{row['method']}|{row['selection']}"]))["train.lr"][0]
         assert lr == config_lr
 

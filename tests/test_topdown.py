@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from wsolctl.topdown import METHODS, cams
+from wsolctl.topdown import cams, methods
 
 GRADIENT = ["gradcam", "gradcampp", "xgradcam", "layercam"]
 
@@ -246,7 +246,10 @@ def test_wsolmodel_default_layer_and_bad_inputs():
 def test_plugins_share_cams_training_key_and_are_torch_free_classes():
     from wsolctl.methods.cam import CAM
 
-    for name, cls in METHODS.items():
+    found = methods()
+    assert set(found) == {"gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "scorecam", "sscam",
+                          "iscam", "ablationcam"}
+    for name, cls in found.items():
         assert cls().training_key() == CAM().training_key(), name
         assert cls.kind == "top-down"
         assert cls.unsupported("resnet50-wsol") is None and cls.unsupported("deit-small") is not None

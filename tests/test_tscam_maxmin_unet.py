@@ -167,7 +167,8 @@ def test_maxmin_trains_all_parts_and_priors_act():
         assert cams.shape == (2, 32, 32)
 
     # size prior: a mask that covers everything (or nothing) costs more than a half mask
-    def size_term(area: float, labels=torch.tensor([1, 1]), params=None):
+    def size_term(area: float, labels=None, params=None):
+        labels = torch.tensor([1, 1]) if labels is None else labels
         m = MAXMIN(params or MAXMIN.Params())
         fake = Output(torch.zeros(2, 2), extras={"mask": torch.full((2, 4, 4), area),
                                                  "mask_logits": torch.full((2, 4, 4), 3.0),

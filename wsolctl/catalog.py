@@ -43,27 +43,26 @@ def print_catalog(rows: list[dict]) -> None:
 
 def print_runs(recipe) -> None:
     """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
-    from wsolctl.engine.study import plan
-    from wsolctl.engine.sweep import folds_and_seeds, search_variants
+    from wsolctl.engine.plan import study_runs
+    from wsolctl.recipe.sweep import folds_and_seeds, search_variants
 
-    search = plan(search_variants(recipe), "search")
+    search = study_runs(search_variants(recipe))
     table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
-    swept = sorted({k for p in search for k in p.variant.swept})
+    swept = sorted({k for run in search for k in run.variant.swept})
     for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
         table.add_column(column)
-    for p in search:
-        table.add_row(p.run.run_id, p.backbone, ", ".join(r.label for r in p.run.methods),
-                      str(p.variant.recipe.dataset.fold), str(p.variant.recipe.seed),
-                      *(repr(p.variant.swept.get(k)) for k in swept))
+    for run in search:
+        table.add_row(run.run_id, run.backbone.name, ", ".join(run.labels), str(run.recipe.dataset.fold),
+                      str(run.recipe.seed), *(repr(run.variant.swept.get(k)) for k in swept))
     console = Console()
     console.print(table)
     folds, seeds, search_fold = folds_and_seeds(recipe)
     configs: dict[tuple, set] = {}
-    for p in search:  # per (backbone, method group): how many configurations compete
-        configs.setdefault((p.backbone, tuple(r.label for r in p.run.methods)), set()).add(p.variant.config_id)
+    for run in search:  # per (backbone, method group): how many configurations compete
+        configs.setdefault((run.backbone.name, run.labels), set()).add(run.variant.config_id)
     # each pair keeps at most one B-LOC and one B-CL configuration
     final_max = sum(min(2, len(c)) for c in configs.values()) * len(folds) * len(seeds)
-    n_configs = len({p.variant.config_id for p in search})
+    n_configs = len({run.variant.config_id for run in search})
     console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
                   f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
                   "those already run in the search reused")

@@ -10,7 +10,8 @@ Example::
     maps = cams(model, images, targets=[0, 1, 0, 1, 1, 0, 0, 1], method="gradcampp", layer="layer4")
     maps.shape  # (8, 7, 7): the layer's resolution, ReLU applied, not normalised
 
-``method`` is one of :data:`METHODS`; extra keyword arguments are that method's parameters (validated,
+``method`` is the name of an installed top-down method plugin (:func:`methods`: the built-in ones
+and any third party's); extra keyword arguments are that method's parameters (validated,
 e.g. ``n=4, sigma=0.3`` for ``smoothgradcampp``, ``chunk_size=32`` for ``scorecam``, ``layers=[...]``
 for ``layercam``). ``layer`` is a dotted module name (looked up in ``model``, then in
 ``model.backbone`` for a wsolctl WSOLModel), a module, or a list of them (LayerCAM fusion); ``None``
@@ -33,14 +34,8 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from wsolctl.methods.gradcam import LayerCAM, GradCAM, GradCAMPP, SmoothGradCAMPP, XGradCAM
-from wsolctl.methods.scorecam import AblationCAM, ISCAM, SSCAM, ScoreCAM
+from wsolctl import plugins
 from wsolctl.methods.topdown import TopDownMethod, forward_func_of, resolve_layer
-
-METHODS: dict[str, type[TopDownMethod]] = {
-    "gradcam": GradCAM, "gradcampp": GradCAMPP, "smoothgradcampp": SmoothGradCAMPP, "xgradcam": XGradCAM,
-    "layercam": LayerCAM, "scorecam": ScoreCAM, "sscam": SSCAM, "iscam": ISCAM, "ablationcam": AblationCAM,
-}
 
 Layer = Union[str, nn.Module]
 
@@ -48,10 +43,9 @@ Layer = Union[str, nn.Module]
 def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gradcampp",
          layer: Union[Layer, Sequence[Layer], None] = "layer4", **params) -> torch.Tensor:
     """(N, h, w) maps of ``targets`` (int, sequence or tensor of class indices) for ``images``."""
-    try:
-        cls = METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(METHODS)}") from None
+    cls = method_class(method)
+    if cls is None:
+        raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(methods())}")
     if layer is None:
         layer = getattr(model, "cam_layer", None) or "layer4"
     chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
@@ -63,8 +57,21 @@ def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gr
     return instance.explain(forward_func_of(model), modules, images, targets)
 
 
+def methods() -> dict[str, type[TopDownMethod]]:
+    """The installed top-down method plugins, by name."""
+    return {name: cls for name, cls in plugins.load_all("methods").items() if _top_down(cls)}
+
+
 def method_class(name: str) -> Optional[type[TopDownMethod]]:
-    return METHODS.get(name)
+    """The top-down method plugin of that name, or None."""
+    if name not in plugins.registered("methods"):
+        return None
+    cls = plugins.load("methods", name)
+    return cls if _top_down(cls) else None
 
 
-__all__ = ["cams", "METHODS", "method_class"]
+def _top_down(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, TopDownMethod)
+
+
+__all__ = ["cams", "methods", "method_class"]

@@ -80,7 +80,8 @@ class Camelyon16Params(BaseModel):
     annotations: Optional[str] = Field(None, description="folder of the ASAP XML files (with slides)")
     reference: Optional[str] = Field(None, description="the challenge's reference CSV of test labels")
     sampling: SamplingParams = Field(default_factory=SamplingParams, description="used only with slides")
-    quiet: bool = Field(False, description="no progress display while sampling")
+    quiet: bool = Field(False, description="no progress display while sampling",
+                        json_schema_extra={"display_only": True})  # not in run ids
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,8 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
                       params: Optional[SamplingParams] = None, quiet: bool = False) -> dict:
     """Sample CAMELYON16 into ``out`` (resumable; a finished identical run returns at once).
     Returns the stamp (params, counts, skipped slides, warnings); the caller shows the warnings."""
-    from wsolctl.progress import Progress
     from wsolctl.io import write_json
+    from wsolctl.progress import Progress
 
     p = params or SamplingParams()
     out = Path(out)
@@ -438,7 +439,7 @@ def _assign_folds(rows: list[dict], p: SamplingParams) -> list[dict[int, str]]:
     for fold in range(p.folds):
         rng = np.random.default_rng([p.seed, fold, 2])
         val_slides: set[str] = set()
-        for label, slides in train_slides.items():
+        for slides in train_slides.values():
             n = len(slides)
             n_val = min(max(1, round(n * p.valcl_fraction)), n - 1) if n >= 2 else 0
             val_slides |= {slides[i] for i in rng.permutation(n)[:n_val]}
@@ -521,6 +522,7 @@ class Camelyon16(FoldDataset):
 
     Params = Camelyon16Params
     name = "camelyon16"
+    survey_rank = 3
 
     def __init__(self, params: Optional[Camelyon16Params] = None):
         self.params = params or Camelyon16Params()

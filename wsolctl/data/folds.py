@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl.errors import DataError, FoldFormatError
+from wsolctl.errors import FoldFormatError
 
 SPLITS = ("train", "valcl", "valpx", "test")
 
@@ -138,6 +138,7 @@ class FoldDataset:
 
     Params = FoldParams
     name = "folds"
+    survey_rank: ClassVar[int] = 1000  # order of the datasets in the report (the survey's); others follow by name
 
     def __init__(self, params: Optional[FoldParams] = None):
         self.params = params or FoldParams()

@@ -90,6 +90,7 @@ class GlaS(FoldDataset):
 
     Params = GlaSParams
     name = "glas"
+    survey_rank = 1
 
     def __init__(self, params: Optional[GlaSParams] = None):
         self.params = params or GlaSParams()

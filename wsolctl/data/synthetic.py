@@ -117,6 +117,7 @@ class SyntheticGlaS(_Synthetic):
     """Benign (regular round glands) vs malignant (irregular crowded glands); mask = glands."""
 
     classes = ("benign", "malignant")
+    survey_rank = 2
 
     def renderer(self):
         from wsolctl.data.histology import render_glas
@@ -133,6 +134,7 @@ class SyntheticCamelyon(_Synthetic):
 
     Params = CamelyonParams
     classes = ("normal", "tumor")
+    survey_rank = 4
 
     def renderer(self):
         from wsolctl.data.histology import render_camelyon

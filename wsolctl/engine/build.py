@@ -1,20 +1,23 @@
-"""Build what a run needs from its recipe: device, data loaders, model, optimizer, scheduler."""
+"""Build what a run needs from its :class:`~wsolctl.engine.plan.RunSpec`: device, data loaders, model,
+optimizer, scheduler; and rebuild a trained model from a run directory (:func:`load_trained`)."""
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from wsolctl import plugins
 from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
-from wsolctl.engine.plan import Run, instantiate
-from wsolctl.recipe.schema import Recipe
+from wsolctl.engine.plan import RunSpec
+from wsolctl.errors import InputError
+from wsolctl.recipe.schema import Recipe, Train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,19 +51,20 @@ class Data:
 
 
 def prepare_dataset(recipe: Recipe) -> object:
-    dataset = plugins.load("datasets", recipe.dataset.name)(recipe.dataset.resolved_params)
+    dataset = recipe.dataset.instantiate()
     dataset.prepare(Path(recipe.dataset.root), recipe.dataset.fold)
     return dataset
 
 
-def build_data(recipe: Recipe, device: torch.device) -> Data:
+def build_data(spec: RunSpec, device: torch.device) -> Data:
+    recipe = spec.recipe
     dataset = prepare_dataset(recipe)
     root, fold = Path(recipe.dataset.root), recipe.dataset.fold
     folds_dir = dataset.folds_dir(root)
-    size, train_cfg, eval_cfg = recipe.image_size, recipe.train, recipe.evaluation
+    size, train_cfg, eval_cfg = recipe.image_size, spec.train, recipe.evaluation
     pin = device.type == "cuda"
     # Training masks are loaded only when some method is trained on them (fully supervised).
-    train_masks = any(plugins.load("methods", m.name).needs_masks for m in recipe.methods)
+    train_masks = any(m.plugin.needs_masks for m in recipe.methods)
 
     def loader(split: str, train: bool = False) -> DataLoader:
         samples = read_split(folds_dir, fold, split)
@@ -72,16 +76,47 @@ def build_data(recipe: Recipe, device: torch.device) -> Data:
     return Data(root, read_encoding(folds_dir), loader("train", train=True), loader("valcl"), loader("valpx"), loader("test"))
 
 
-def build_model(recipe: Recipe, run: Run, num_classes: int) -> WSOLModel:
-    spec = recipe.backbones[run.backbone_index]
-    backbone = plugins.load("backbones", spec.name)(spec.resolved_params)
-    trainer = instantiate(recipe, run.methods[0].index)  # all methods of a run share its classifier
-    module = backbone.build(spec.pretrained)
+def build_model(spec: RunSpec, num_classes: int) -> WSOLModel:
+    """The run's model, freshly initialised (load a checkpoint's state dict into it to get the
+    trained one; see :func:`load_trained`)."""
+    backbone = spec.backbone.instantiate()
+    trainer = spec.methods[0].instantiate()  # all methods of a run share its classifier
+    module = backbone.build(spec.backbone.pretrained)
     return WSOLModel(module, trainer, num_classes, backbone.cam_layer, backbone.classifier_prefixes)
 
 
-def build_optimizer(recipe: Recipe, model: WSOLModel) -> torch.optim.Optimizer:
-    opt, lr = recipe.train.optimizer, recipe.train.lr
+def finished(run_dir: Path) -> dict:
+    """A finished run's ``done.json``: ``classes`` (name -> index, from the data's encoding.yaml) and
+    per method the ``best`` epoch of each selection rule."""
+    path = Path(run_dir) / "done.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir}: the run has not finished (no done.json)")
+    return json.loads(path.read_text())
+
+
+def checkpoint(run_dir: Path, method: str, rule: str = "b-loc") -> Path:
+    """The checkpoint of a finished run that selection ``rule`` (b-loc / b-cl) picked for ``method``
+    (one of the run's labels, e.g. ``cam``)."""
+    best = finished(run_dir)["best"]
+    if method not in best or rule not in best[method]:
+        raise InputError(f"{run_dir}: no {rule} checkpoint of method {method!r}; the run has {sorted(best)}")
+    return Path(run_dir) / "ckpt" / f"epoch-{best[method][rule]:04d}.pt"
+
+
+def load_trained(run_dir: Path, method: Optional[str] = None, rule: str = "b-loc",
+                 device: Union[str, torch.device] = "cpu") -> tuple[WSOLModel, RunSpec]:
+    """Rebuild the trained model of a finished run directory (``OUT/runs/<id>``), with the checkpoint
+    that ``rule`` selected for ``method`` (default: the run's first method), in eval mode on
+    ``device``. ``spec.methods`` / ``spec.labels`` give the methods whose maps the model explains."""
+    spec = RunSpec.load(run_dir)
+    method = method or spec.labels[0]
+    model = build_model(spec, len(finished(run_dir)["classes"]))
+    model.load_state_dict(torch.load(checkpoint(run_dir, method, rule), map_location="cpu", weights_only=True))
+    return model.to(device).eval(), spec
+
+
+def build_optimizer(train: Train, model: WSOLModel) -> torch.optim.Optimizer:
+    opt, lr = train.optimizer, train.lr
     groups = model.param_groups(lr, opt.lr_classifier_ratio)
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0,
@@ -90,9 +125,9 @@ def build_optimizer(recipe: Recipe, model: WSOLModel) -> torch.optim.Optimizer:
     return cls(groups, lr=lr, weight_decay=opt.weight_decay)
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
+def build_scheduler(train: Train, optimizer: torch.optim.Optimizer):
     """Per-epoch schedule; the survey's step decay never goes below ``min_lr``."""
-    sched, epochs = recipe.train.scheduler, max(recipe.train.epochs, 1)
+    sched, epochs = train.scheduler, max(train.epochs, 1)
     base = [g["lr"] for g in optimizer.param_groups]
 
     def factor(epoch: int, base_lr: float) -> float:

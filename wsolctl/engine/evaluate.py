@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsolctl.engine.model import WSOLModel
-from wsolctl.progress import Progress
 from wsolctl.methods.base import Method
 from wsolctl.metrics import LocalizationMeter, LocalizationResult, prepare_cams
+from wsolctl.progress import Progress
 
 
 @dataclass

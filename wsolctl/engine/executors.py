@@ -1,5 +1,5 @@
 """Executors schedule training runs; the work itself is always :func:`run_task` (same code for
-every executor). ``local`` runs in this process (workers = 1) or in a pool of spawned processes,
+every executor), given a run directory whose ``spec.json`` says what to train. ``local`` runs in this process (workers = 1) or in a pool of spawned processes,
 one device per worker; ``ray`` submits one task per run to a Ray cluster (optional dependency)."""
 from __future__ import annotations
 
@@ -8,61 +8,52 @@ import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
+from wsolctl.errors import InputError
+from wsolctl.io import write_json
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Executor
-from wsolctl.io import write_json
 
 
-@dataclass(frozen=True)
-class Task:
-    recipe: dict  # the variant's resolved recipe
-    run_id: str
-    run_dir: str
-
-
-def run_task(task: Task, device_name: str, progress: Optional[Progress] = None, threads: Optional[int] = None) -> dict:
-    """Train one run; never raises for a failing run: the failure is recorded and returned."""
+def run_task(run_dir: Path, device_name: str, progress: Optional[Progress] = None, threads: Optional[int] = None) -> dict:
+    """Train the run of ``run_dir`` (its ``spec.json``); never raises for a failing run: the failure
+    is recorded and returned."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
 
     from wsolctl.engine.build import build_data, resolve_device
-    from wsolctl.engine.plan import plan_runs
+    from wsolctl.engine.plan import RunSpec
     from wsolctl.engine.train import train_run
-    from wsolctl.recipe.loader import validate_data
 
-    run_dir = Path(task.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    run_id = run_dir.name
     (run_dir / "failed.json").unlink(missing_ok=True)
-    write_json(run_dir / "recipe.json", task.recipe)
     began = time.perf_counter()
     try:
-        recipe = validate_data(task.recipe)
+        spec = RunSpec.load(run_dir)
         device = resolve_device(device_name)
-        run = next(r for r in plan_runs(recipe) if r.run_id == task.run_id)
-        data = build_data(recipe, device)
-        train_run(recipe, run, data, run_dir, device, progress or Progress(quiet=True))
-        return {"run_id": task.run_id, "status": "done", "error": None, "duration_s": time.perf_counter() - began}
+        data = build_data(spec, device)
+        train_run(spec, data, run_dir, device, progress or Progress(quiet=True))
+        return {"run_id": run_id, "status": "done", "error": None, "duration_s": time.perf_counter() - began}
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # isolate: one bad run must not stop the others
         error = f"{type(exc).__name__}: {exc}"
         (run_dir / "train.log").write_text(traceback.format_exc())
         write_json(run_dir / "failed.json", {"error": error, "log": str(run_dir / "train.log")})
-        return {"run_id": task.run_id, "status": "failed", "error": error, "duration_s": time.perf_counter() - began}
+        return {"run_id": run_id, "status": "failed", "error": error, "duration_s": time.perf_counter() - began}
     finally:
         if device_name.startswith("cuda"):
             torch.cuda.empty_cache()
 
 
-def execute(tasks: list[Task], config: Executor, default_device: str, progress: Progress) -> list[dict]:
-    """Run every task; returns one status dict per task (in order)."""
+def execute(tasks: list[Path], config: Executor, default_device: str, progress: Progress) -> list[dict]:
+    """Run every task (a run directory holding its spec.json); returns one status dict per task (in order)."""
     if not tasks:
         return []
     if config.name == "ray":
@@ -89,7 +80,7 @@ class _Board:
         self.task.describe("runs: " + " · ".join(f"{k} {v}" for k, v in self.counts.items()))
 
 
-def _sequential(tasks: list[Task], device: str, progress: Progress, threads: Optional[int]) -> list[dict]:
+def _sequential(tasks: list[Path], device: str, progress: Progress, threads: Optional[int]) -> list[dict]:
     import torch
 
     board, out, before = _Board(progress, len(tasks)), [], torch.get_num_threads()
@@ -114,11 +105,11 @@ def _init_worker(devices, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _pool_task(task: Task) -> dict:
+def _pool_task(task: Path) -> dict:
     return run_task(task, _WORKER_DEVICE)
 
 
-def _pool(tasks: list[Task], config: Executor, default_device: str, progress: Progress) -> list[dict]:
+def _pool(tasks: list[Path], config: Executor, default_device: str, progress: Progress) -> list[dict]:
     ctx = get_context("spawn")  # fork is unsafe with torch threads and CUDA
     devices = ctx.Manager().Queue()
     for i in range(config.workers):
@@ -136,27 +127,25 @@ def _pool(tasks: list[Task], config: Executor, default_device: str, progress: Pr
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 task = pending.pop(future)
-                results[task.run_id] = _result_or_crash(future.result, task)
-                board.update(started=1 if board.counts["queued"] else 0, finished=results[task.run_id]["status"])
-    return [results[t.run_id] for t in tasks]
+                results[task.name] = _result_or_crash(future.result, task)
+                board.update(started=1 if board.counts["queued"] else 0, finished=results[task.name]["status"])
+    return [results[t.name] for t in tasks]
 
 
-def _result_or_crash(get: Callable[[], dict], task: Task) -> dict:
+def _result_or_crash(get: Callable[[], dict], task: Path) -> dict:
     """A worker process that died (OOM killer, segfault) is a failed run, not a failed sweep."""
     try:
         return get()
     except Exception as exc:
         error = f"worker died: {type(exc).__name__}: {exc}"
-        write_json(Path(task.run_dir) / "failed.json", {"error": error})
-        return {"run_id": task.run_id, "status": "failed", "error": error, "duration_s": None}
+        write_json(task / "failed.json", {"error": error})
+        return {"run_id": task.name, "status": "failed", "error": error, "duration_s": None}
 
 
-def _ray(tasks: list[Task], config: Executor, default_device: str, progress: Progress) -> list[dict]:
+def _ray(tasks: list[Path], config: Executor, default_device: str, progress: Progress) -> list[dict]:
     try:
         import ray
     except ImportError:
-        from wsolctl.errors import InputError
-
         raise InputError("executor 'ray' needs Ray: pip install 'wsolctl[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
@@ -173,9 +162,9 @@ def _ray(tasks: list[Task], config: Executor, default_device: str, progress: Pro
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         task = refs[ready[0]]
-        results[task.run_id] = _result_or_crash(lambda: ray.get(ready[0]), task)
-        board.update(finished=results[task.run_id]["status"])
-    return [results[t.run_id] for t in tasks]
+        results[task.name] = _result_or_crash(lambda ref=ready[0]: ray.get(ref), task)
+        board.update(finished=results[task.name]["status"])
+    return [results[t.name] for t in tasks]
 
 
 def read_status(run_dir: Path) -> dict:

@@ -5,7 +5,7 @@ elsewhere)::
 
     OUT/recipe.resolved.yaml   the fully resolved recipe (select/report read it back)
     OUT/wsolctl.log            log of every command run on OUT
-    OUT/runs/<run_id>/         spec.json, state.pt, ckpt/, done.json, test.json
+    OUT/runs/<run_id>/         spec.json (the RunSpec), state.pt, ckpt/, done.json, test.json
     OUT/epochs.parquet, results.parquet, curves.parquet, report.md, figures/
 """
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Iterable, Optional, Sequence, Union
 
 import yaml
 
-from wsolctl.recipe import Recipe, load_recipe
+from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_text
+from wsolctl.recipe import Recipe, load_recipe
 
 RESOLVED = "recipe.resolved.yaml"
 log = logging.getLogger("wsolctl")
@@ -47,58 +48,63 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     resume. Raises :class:`~wsolctl.errors.RunsFailed` after the others finished."""
     from wsolctl.engine import study
     from wsolctl.engine.build import resolve_device
-    from wsolctl.progress import Progress
-    from wsolctl.engine.sweep import final_variants, search_variants
+    from wsolctl.engine.plan import study_runs
     from wsolctl.errors import RunsFailed
+    from wsolctl.progress import Progress
+    from wsolctl.recipe.sweep import final_variants, search_variants
 
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
     resolve_device(recipe.device)  # fail before anything is written
-    search = study.plan(search_variants(recipe), "search")
+    search = study_runs(search_variants(recipe))
     _start(out, recipe, "train")
     durations: dict[str, float] = {}
-    ran: dict[str, study.Planned] = {}  # run id -> planned run, each run once, in execution order
+    ran: dict[str, RunSpec] = {}  # run id -> run, each run once, in execution order
+    phases: dict[str, str] = {}  # run id -> the phase it ran in: prerequisite, search or final
     with Progress(quiet=quiet) as progress:
-        failed = _execute_phase(recipe, search, ran, out, progress, durations)
+        failed = _execute_phase(recipe, search, "search", ran, phases, out, progress, durations)
         chosen = study.choose(search, out)
-        final = study.plan(final_variants(recipe, study.chosen_variants(search, chosen)), "final")
-        failed += _execute_phase(recipe, final, ran, out, progress, durations)
-        study.save(out, list(ran.values()), chosen, durations)
+        final = study_runs(final_variants(recipe, study.chosen_variants(search, chosen)))
+        failed += _execute_phase(recipe, final, "final", ran, phases, out, progress, durations)
+        study.save(out, list(ran.values()), phases, chosen, durations)
     if failed:
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
 
 
-def _execute_phase(recipe: Recipe, planned: list, ran: dict, out: Path, progress, durations: dict) -> list[dict]:
-    """The prerequisites of ``planned``, then ``planned``, skipping runs this study already ran."""
+def _execute_phase(recipe: Recipe, runs: list[RunSpec], phase: str, ran: dict, phases: dict, out: Path, progress,
+                   durations: dict) -> list[dict]:
+    """The prerequisites of ``runs``, then ``runs``, skipping runs this study already ran."""
     from wsolctl.engine.study import prerequisites
 
     failed = []
-    for batch in (prerequisites(planned), planned):
-        todo = [p for p in batch if p.run.run_id not in ran]
-        ran.update((p.run.run_id, p) for p in todo)
-        failed += _execute(recipe, todo, out, progress, durations)
+    for batch, batch_phase in ((prerequisites(runs), "prerequisite"), (runs, phase)):
+        todo = list({r.run_id: r for r in batch if r.run_id not in ran}.values())
+        ran.update((r.run_id, r) for r in todo)
+        phases.update((r.run_id, batch_phase) for r in todo)
+        failed += _execute(recipe, todo, batch_phase, out, progress, durations)
     # a study run that was trained early as another's prerequisite is still a study run
-    ran.update((p.run.run_id, p) for p in planned if ran[p.run.run_id].phase == "prerequisite")
+    phases.update((r.run_id, phase) for r in runs if phases[r.run_id] == "prerequisite")
     return failed
 
 
-def _execute(recipe: Recipe, planned: list, out: Path, progress, durations: dict) -> list[dict]:
-    """Run planned runs with the recipe's executor; returns the failures."""
+def _execute(recipe: Recipe, runs: list[RunSpec], phase: str, out: Path, progress, durations: dict) -> list[dict]:
+    """Run ``runs`` with the recipe's executor (each from its spec.json); returns the failures."""
     from wsolctl.engine import study
     from wsolctl.engine.build import prepare_dataset
     from wsolctl.engine.executors import execute
 
     prepared = set()
-    for p in planned:
-        dataset = p.variant.recipe.dataset
+    for run in runs:
+        dataset = run.recipe.dataset
         if (dataset.name, dataset.root, dataset.fold) not in prepared:  # here, so workers never race
-            prepare_dataset(p.variant.recipe)
+            prepare_dataset(run.recipe)
             prepared.add((dataset.name, dataset.root, dataset.fold))
-        log.info("%s run %s: backbone=%s methods=%s config=%s fold=%s seed=%s", p.phase, p.run.run_id, p.backbone,
-                 ",".join(r.label for r in p.run.methods), p.variant.swept, dataset.fold, p.variant.recipe.seed)
-    results = execute([study.task(p, out) for p in planned], recipe.executor, recipe.device, progress)
+        run.save(study.run_dir(out, run.run_id))
+        log.info("%s run %s: backbone=%s methods=%s config=%s fold=%s seed=%s", phase, run.run_id, run.backbone.name,
+                 ",".join(run.labels), run.variant.swept, dataset.fold, run.recipe.seed)
+    results = execute([study.run_dir(out, r.run_id) for r in runs], recipe.executor, recipe.device, progress)
     durations.update({r["run_id"]: r["duration_s"] for r in results})
     return [r for r in results if r["status"] == "failed"]
 
@@ -107,11 +113,9 @@ def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
     from wsolctl.engine.build import build_data, resolve_device
-    from wsolctl.engine.plan import plan_runs
-    from wsolctl.progress import Progress
     from wsolctl.engine.select import select_run
     from wsolctl.engine.study import run_dir
-    from wsolctl.recipe.loader import validate_data
+    from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables
 
     out = Path(out)
@@ -128,13 +132,13 @@ def select(out: Path, quiet: bool = False) -> Path:
     with Progress(quiet=quiet) as progress:
         for entry in finals:
             directory = run_dir(out, entry["run_id"])
-            recipe = validate_data(json.loads((directory / "recipe.json").read_text()))
+            spec = RunSpec.load(directory)
+            recipe = spec.recipe
             device = resolve_device(recipe.device)
             key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)
-            data = datasets[key] = datasets.get(key) or build_data(recipe, device)
-            run = next(r for r in plan_runs(recipe) if r.run_id == entry["run_id"])
-            selected = select_run(recipe, run, data, directory, device, progress)
-            scored.append((recipe, run, _keep_chosen(selected, entry, study["chosen"])))
+            data = datasets[key] = datasets.get(key) or build_data(spec, device)
+            selected = select_run(spec, data, directory, device, progress)
+            scored.append((spec, _keep_chosen(selected, entry, study["chosen"])))
     write_tables(out, scored)
     return out
 

@@ -1,37 +1,129 @@
-"""Expand a recipe into training runs (torch-free).
+"""Training runs (torch-free): :class:`RunSpec`, one per backbone and group of methods that share a
+classifier, under one concrete recipe.
 
-Methods whose ``training_key()`` is equal share one training run on each backbone ("train once,
-explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier. A run's id is
-a stable hash of everything that determines its numbers.
+Methods with equal :func:`~wsolctl.recipe.sweep.shared_key` share one training run on each backbone
+("train once, explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier.
+A run's id is a stable hash of everything that determines its numbers; settings marked
+``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) are left out of it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
 
-from wsolctl import plugins
-from wsolctl.recipe.schema import Recipe
+from pydantic import BaseModel
 
+from wsolctl.errors import InputError
+from wsolctl.io import write_json
+from wsolctl.recipe.schema import BackboneSpec, MethodSpec, Recipe, Train
+from wsolctl.recipe.sweep import Variant, shared_key
 
 RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
-TEST_ONLY = {"examples_per_class"}  # evaluation settings that do not change a training run
+SPEC = "spec.json"
 
 
 @dataclass(frozen=True)
-class MethodRef:
-    label: str  # unique within the recipe: the name, or name[i] when listed twice
-    index: int  # position in recipe.methods
+class RunSpec:
+    """One training run: a backbone and the methods that share its classifier, under a variant's
+    concrete recipe, optionally built on a prerequisite run (trained first). Immutable; written to
+    ``runs/<run_id>/spec.json`` before the run starts, and read back by workers, ``select`` and
+    ``predict`` (:meth:`load`)."""
 
-
-@dataclass(frozen=True)
-class Run:
-    run_id: str
+    variant: Variant
     backbone_index: int
-    methods: tuple[MethodRef, ...]
-    spec: dict  # resolved training spec; hashed into run_id
-    prerequisite: Optional[tuple[dict, "Run"]] = None  # (its recipe, its run) when the method needs one
+    method_indices: tuple[int, ...]
+    prerequisite: Optional[RunSpec] = None
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.variant.recipe
+
+    @property
+    def backbone(self) -> BackboneSpec:
+        return self.recipe.backbones[self.backbone_index]
+
+    @property
+    def methods(self) -> tuple[MethodSpec, ...]:
+        return tuple(self.recipe.methods[i] for i in self.method_indices)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The methods' names in results: the name, or ``name[i]`` when the recipe lists it twice."""
+        labels = method_labels(self.recipe)
+        return tuple(labels[i] for i in self.method_indices)
+
+    @property
+    def train(self) -> Train:
+        """The run's training settings (the recipe's, with its methods' overrides; all equal)."""
+        return self.recipe.train_of(self.methods[0])
+
+    @cached_property
+    def run_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def identity(self) -> dict:
+        """What determines the run's numbers (hashed into :attr:`run_id`)."""
+        recipe, first = self.recipe, self.methods[0]
+        identity = {
+            "dataset": numbers(recipe.dataset), "backbone": numbers(self.backbone),
+            "training_key": first.instantiate().training_key(),
+            # a method's `backbones` restriction is already expressed by the run's backbone, and its
+            # `train` overrides by the run's `train`
+            "methods": [numbers(m, exclude={"backbones", "train"}) for m in self.methods],
+            "seed": recipe.seed, "image_size": recipe.image_size, "train": numbers(self.train),
+            "evaluation": numbers(recipe.evaluation),
+        }
+        if self.prerequisite is not None:
+            identity["prerequisite"] = self.prerequisite.run_id  # a new prerequisite means a new run
+        return identity
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``spec.json`` (the prerequisite's own spec.json sits in its run directory)."""
+        write_json(Path(run_dir) / SPEC, {
+            "run_id": self.run_id, "recipe": self.recipe.resolved_dict(), "swept": self.variant.swept,
+            "config_id": self.variant.config_id, "backbone_index": self.backbone_index,
+            "method_indices": list(self.method_indices),
+            "prerequisite": self.prerequisite.run_id if self.prerequisite else None})
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunSpec:
+        """The run of ``run_dir`` from its ``spec.json``."""
+        run_dir = Path(run_dir)
+        path = run_dir / SPEC
+        if not path.is_file():
+            raise InputError(f"{path}: not found; is {run_dir} a wsolctl run directory (OUT/runs/<id>)?")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        prerequisite = cls.load(run_dir.parent / data["prerequisite"]) if data["prerequisite"] else None
+        variant = Variant(Recipe.model_validate(data["recipe"]), data["swept"], data["config_id"])
+        spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), prerequisite)
+        if spec.run_id != data["run_id"]:
+            raise InputError(f"{path}: describes run {spec.run_id}, not {data['run_id']} (written by another "
+                             "wsolctl version or edited by hand)")
+        return spec
+
+
+def numbers(model: BaseModel, exclude: set[str] = frozenset()) -> Any:
+    """``model`` as JSON data without its display-only fields, at any depth."""
+    dump = model.model_dump(mode="json", exclude=set(exclude))
+    _drop_display_only(model, dump)
+    return dump
+
+
+def _drop_display_only(value: Any, dump: Any) -> None:
+    if isinstance(value, BaseModel) and isinstance(dump, dict):
+        for name, field in type(value).model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and extra.get("display_only"):
+                dump.pop(name, None)
+            elif name in dump:
+                _drop_display_only(getattr(value, name), dump[name])
+    elif isinstance(value, (list, tuple)) and isinstance(dump, list):
+        for item, item_dump in zip(value, dump):
+            _drop_display_only(item, item_dump)
 
 
 def method_labels(recipe: Recipe) -> list[str]:
@@ -39,47 +131,31 @@ def method_labels(recipe: Recipe) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}[{i}]" for i, n in enumerate(names)]
 
 
-def instantiate(recipe: Recipe, index: int):
-    spec = recipe.methods[index]
-    return plugins.load("methods", spec.name)(spec.resolved_params)
-
-
-def plan_runs(recipe: Recipe) -> list[Run]:
-    data = recipe.resolved_dict()
-    labels = method_labels(recipe)
+def plan_runs(variant: Variant) -> list[RunSpec]:
+    """The runs of one concrete recipe: per backbone, one per group of methods sharing a classifier."""
+    recipe = variant.recipe
     runs = []
-    for b, backbone in enumerate(data["backbones"]):
+    for b, backbone in enumerate(recipe.backbones):
         groups: dict[str, list[int]] = {}
         for i, method in enumerate(recipe.methods):
-            if method.backbones is not None and backbone["name"] not in method.backbones:
-                continue
-            key = json.dumps(instantiate(recipe, i).training_key(), sort_keys=True)
-            groups.setdefault(key, []).append(i)
-        for key, indices in groups.items():
-            spec = {
-                "dataset": data["dataset"], "backbone": backbone, "training_key": json.loads(key),
-                # a method's `backbones` restriction is already expressed by the run's backbone
-                "methods": [{k: v for k, v in data["methods"][i].items() if k != "backbones"} for i in indices],
-                "seed": data["seed"], "image_size": data["image_size"], "train": data["train"],
-                # what only the final test uses does not make a new run
-                "evaluation": {k: v for k, v in data["evaluation"].items() if k not in TEST_ONLY},
-            }
-            prerequisite = _prerequisite(recipe, data, indices[0], b)
-            if prerequisite:
-                spec["prerequisite"] = prerequisite[1].run_id  # a new prerequisite means a new run
-            run_id = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-            runs.append(Run(run_id, b, tuple(MethodRef(labels[i], i) for i in indices), spec, prerequisite))
+            if method.backbones is None or backbone.name in method.backbones:
+                groups.setdefault(shared_key(recipe, method), []).append(i)
+        for indices in groups.values():
+            runs.append(RunSpec(variant, b, tuple(indices), _prerequisite(variant, b, recipe.methods[indices[0]])))
     return runs
 
 
-def _prerequisite(recipe: Recipe, data: dict, index: int, backbone_index: int) -> Optional[tuple[dict, Run]]:
-    """The run that trains what method ``index`` builds on: same data, backbone and settings."""
-    from wsolctl.recipe.loader import validate_data
-
-    spec = instantiate(recipe, index).prerequisite()
-    if spec is None:
+def _prerequisite(variant: Variant, backbone_index: int, method: MethodSpec) -> Optional[RunSpec]:
+    """The run that trains what ``method`` builds on: same data, backbone and recipe settings."""
+    needed = method.instantiate().prerequisite()
+    if needed is None:
         return None
-    needed = dict(data, methods=[spec], backbones=[data["backbones"][backbone_index]], sweep=None)
-    needed_recipe = validate_data(needed)
-    (run,) = plan_runs(needed_recipe)
-    return needed_recipe.resolved_dict(), run
+    recipe = variant.recipe
+    fields = {**dict(recipe), "methods": [MethodSpec.model_validate(needed)],
+              "backbones": [recipe.backbones[backbone_index]], "sweep": None}
+    (run,) = plan_runs(Variant(Recipe(**fields), {}, "prerequisite"))
+    return run
+
+
+def study_runs(variants: list[Variant]) -> list[RunSpec]:
+    return [run for variant in variants for run in plan_runs(variant)]

@@ -7,43 +7,41 @@ from pathlib import Path
 
 import torch
 
-from wsolctl.engine.build import Data, build_model
+from wsolctl.engine.build import Data, build_model, finished
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import Run, instantiate
-from wsolctl.progress import Progress
-from wsolctl.engine.train import best_epochs
-from wsolctl.metrics import LocalizationMeter
-from wsolctl.recipe.schema import Recipe
+from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_json
+from wsolctl.metrics import LocalizationMeter
+from wsolctl.progress import Progress
 
 
-def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch.device,
-               progress: Progress) -> dict:
+def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> dict:
     """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
     cache = run_dir / "test.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    done = json.loads((run_dir / "done.json").read_text())
-    model = build_model(recipe, run, len(data.classes)).to(device)
+    recipe = spec.recipe
+    best = finished(run_dir)["best"]
+    model = build_model(spec, len(data.classes)).to(device)
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
     out: dict = {"results": [], "curves": []}
     by_epoch: dict[int, list[tuple[str, str]]] = {}
-    for ref in run.methods:
-        for rule, epoch in done["best"][ref.label].items():
+    for label in spec.labels:
+        for rule, epoch in best[label].items():
             if rule in recipe.selection:
-                by_epoch.setdefault(epoch, []).append((ref.label, rule))
+                by_epoch.setdefault(epoch, []).append((label, rule))
     examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
         labels = {label for label, _ in picks}
-        methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods if ref.label in labels}
+        methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods) if label in labels}
         for method in (model.method, *methods.values()):
             method.set_epoch(epoch)
         _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
-                          progress=progress, description=f"run {run.run_id}: test @ epoch {epoch}")
+                          progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}")
         for label, rule in picks:
             result = scores.localization[label]
             out["results"].append({"method": label, "selection": rule, "epoch": epoch, **result.as_dict(),

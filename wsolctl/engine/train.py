@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, seed_everything
+from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RULES, Run, instantiate
+from wsolctl.engine.plan import RULES, RunSpec
 from wsolctl.errors import NonFiniteLoss
-from wsolctl.progress import Progress
-from wsolctl.methods.base import Batch
-from wsolctl.recipe.schema import Recipe
 from wsolctl.io import torch_save, write_json
+from wsolctl.methods.base import Batch
+from wsolctl.progress import Progress
+from wsolctl.recipe.schema import Evaluation
 
 
 def best_epochs(history: list[dict], label: str) -> dict[str, int]:
@@ -36,33 +36,32 @@ def best_epochs(history: list[dict], label: str) -> dict[str, int]:
 
 def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:
     """State dict of a finished run's checkpoint chosen by ``rule`` (its only method's)."""
-    done_path = run_dir / "done.json"
-    if not done_path.is_file():
+    if not (run_dir / "done.json").is_file():
         raise RuntimeError(f"prerequisite run {run_dir.name} has not finished")
-    (best,) = json.loads(done_path.read_text())["best"].values()
-    return torch.load(run_dir / "ckpt" / f"epoch-{best[rule]:04d}.pt", map_location=device, weights_only=True)
+    (label,) = RunSpec.load(run_dir).labels
+    return torch.load(checkpoint(run_dir, label, rule), map_location=device, weights_only=True)
 
 
-def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> None:
+def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> None:
     if (run_dir / "done.json").is_file():
         return
+    recipe, train = spec.recipe, spec.train
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "spec.json", {"run_id": run.run_id, **run.spec})
     seed_everything(recipe.seed)  # model initialisation
-    model = build_model(recipe, run, len(data.classes)).to(device)
-    if run.prerequisite is not None:
-        model.method.load_prerequisite(model, selected_state(run_dir.parent / run.prerequisite[1].run_id,
+    model = build_model(spec, len(data.classes)).to(device)
+    if spec.prerequisite is not None:
+        model.method.load_prerequisite(model, selected_state(run_dir.parent / spec.prerequisite.run_id,
                                                              model.method.prerequisite_rule, device))
-    optimizer = build_optimizer(recipe, model)
-    scheduler = build_scheduler(recipe, optimizer)
-    methods = {ref.label: instantiate(recipe, ref.index) for ref in run.methods}
+    optimizer = build_optimizer(train, model)
+    scheduler = build_scheduler(train, optimizer)
+    methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
     history, start = _resume(run_dir, model, optimizer, scheduler, device)
-    use_amp = device.type == "cuda" if recipe.train.amp == "auto" else bool(recipe.train.amp)
+    use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
 
-    epochs = progress.task(f"run {run.run_id}: epochs", recipe.train.epochs + 1)
+    epochs = progress.task(f"run {spec.run_id}: epochs", train.epochs + 1)
     epochs.advance(start)
-    for epoch in range(start, recipe.train.epochs + 1):
+    for epoch in range(start, train.epochs + 1):
         began = time.perf_counter()
         for method in (model.method, *methods.values()):
             method.set_epoch(epoch)
@@ -71,14 +70,15 @@ def train_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torch
             seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only
             loss = _train_epoch(model, data, optimizer, scaler, device, use_amp, progress)
             scheduler.step()
-        rows = _evaluate_epoch(recipe, model, methods, data, device, progress, epoch)
+        rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch)
         for row in rows:
             row.update(train_loss=loss, lr=optimizer.param_groups[0]["lr"], duration_s=time.perf_counter() - began)
         history += rows
         _save(run_dir, model, optimizer, scheduler, history, epoch, methods)
         epochs.advance()
     epochs.close()
-    write_json(run_dir / "done.json", {"epochs": recipe.train.epochs, "best": {m: best_epochs(history, m) for m in methods}})
+    write_json(run_dir / "done.json", {"epochs": train.epochs, "classes": data.classes,
+                                       "best": {m: best_epochs(history, m) for m in methods}})
 
 
 def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, progress) -> float:
@@ -111,8 +111,7 @@ def train_step(model, batch: Batch, optimizer, scaler, use_amp: bool) -> float:
     return value
 
 
-def _evaluate_epoch(recipe: Recipe, model, methods, data: Data, device, progress, epoch: int) -> list[dict]:
-    ev = recipe.evaluation
+def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int) -> list[dict]:
     valcl = evaluate(model, {}, data.valcl, device, accuracy=True, localize=False,
                      progress=progress, description=f"epoch {epoch}: valcl")
     valpx = evaluate(model, methods, data.valpx, device, accuracy=False, localize=True, thresholds=ev.thresholds,

@@ -17,13 +17,15 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
 - ``unsupported(backbone_name)``: a reason string when it cannot run on a backbone.
+- ``kind`` and ``survey_rank``: the report's grouping (bottom-up / top-down / fully supervised) and
+  order within the group (the survey's; other plugins come after, by name).
 
 See docs/plugins.md for a worked example.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class NoParams(BaseModel):
@@ -75,7 +78,8 @@ class Model(Protocol):
 
 class Method:
     api_version: ClassVar[int] = API_VERSION
-    kind: ClassVar[Kind] = "bottom-up"
+    kind: ClassVar[Kind] = "bottom-up"  # the report's method groups, in this order: KINDS
+    survey_rank: ClassVar[int] = 1000  # rank in the survey's tables within its kind; others follow by name
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""  # set from the entry-point name when loaded
     needs_masks: ClassVar[bool] = False

@@ -8,6 +8,7 @@ from wsolctl.methods.base import Method, Output
 
 
 class CAM(Method):
+    survey_rank = 4
     kind = "bottom-up"
 
     def training_key(self) -> dict:

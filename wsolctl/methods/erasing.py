@@ -106,6 +106,7 @@ def hide_patches(images: "torch.Tensor", grid_size: int, drop_rate: float) -> "t
 class HaS(_TrainsOwnCAM):
     """Hide-and-Seek: random grid cells of each training image are hidden; CAM head."""
 
+    survey_rank = 5
     kind = "bottom-up"
     Params = HaSParams
 
@@ -141,6 +142,7 @@ class ACoL(Method):
     A's map of the ground-truth class (predicted class at inference / CAM target in ``cams``) is
     erased. Loss CE(A) + CE(B); class maps max(minmax(A), minmax(B))."""
 
+    survey_rank = 7
     kind = "bottom-up"
     Params = ACoLParams
 
@@ -228,6 +230,7 @@ def adl_positions(backbone: "nn.Module") -> list[str]:
 class ADL(_TrainsOwnCAM):
     """Attention-based Dropout Layer inserted at three backbone positions; CAM head."""
 
+    survey_rank = 11
     kind = "bottom-up"
     Params = ADLParams
 
@@ -262,6 +265,7 @@ class CutMix(_TrainsOwnCAM):
     """CutMix: a box from a shuffled partner is pasted into each image; the loss mixes the two
     labels by the exact kept area λ; CAM head."""
 
+    survey_rank = 12
     kind = "bottom-up"
     Params = CutMixParams
 

@@ -29,6 +29,8 @@ from wsolctl.methods.topdown import (
 
 
 class GradCAM(GradientMethod):
+    survey_rank = 1
+
     def compute(self, forward_func, layers, images, targets):
         from captum.attr import LayerGradCam
 
@@ -47,6 +49,8 @@ def gradcampp_weights(g, g2, g3, a, g_for_relu):
 
 
 class GradCAMPP(GradientMethod):
+    survey_rank = 2
+
     def weights(self, g, a):
         return gradcampp_weights(g, g * g, g * g * g, a, g)
 
@@ -84,6 +88,7 @@ def _gradient_powers_class():
 
 
 class SmoothGradCAMPP(GradientMethod):
+    survey_rank = 3
     Params = SmoothParams
 
     def compute(self, forward_func, layers, images, targets):
@@ -100,6 +105,8 @@ class SmoothGradCAMPP(GradientMethod):
 
 
 class XGradCAM(GradientMethod):
+    survey_rank = 4
+
     def weights(self, g, a):
         return safe_div((g * a).sum(dim=(2, 3)), a.sum(dim=(2, 3)))
 
@@ -111,6 +118,7 @@ class LayerCAMParams(LayerParams):
 
 
 class LayerCAM(GradientMethod):
+    survey_rank = 5
     Params = LayerCAMParams
     multi_layer = True
 

@@ -102,6 +102,7 @@ def _wildcat_head(in_channels: int, num_classes: int, modalities: int):
 
 
 class MAXMIN(Method):
+    survey_rank = 14
     kind = "bottom-up"
     Params = MaxMinParams
 

@@ -138,6 +138,7 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
 
 
 class NEGEV(Method):
+    survey_rank = 15
     kind = "bottom-up"
     Params = NegevParams
     prerequisite_rule = "b-loc"  # one checkpoint for both the classifier and the seed CAMs

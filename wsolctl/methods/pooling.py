@@ -168,12 +168,16 @@ class ClassMapPooling(Method):
 class GAP(ClassMapPooling):
     """GAP (Lin et al., 2013): the class score is the spatial mean of the class map."""
 
+    survey_rank = 1
+
     def pool(self, maps):
         return maps.mean(dim=(2, 3))
 
 
 class MaxPool(ClassMapPooling):
     """MAX-Pool (Oquab et al., 2015): the class score is the spatial maximum of the class map."""
+
+    survey_rank = 2
 
     def pool(self, maps):
         return maps.amax(dim=(2, 3))
@@ -182,6 +186,7 @@ class MaxPool(ClassMapPooling):
 class LSE(ClassMapPooling):
     """LSE (Sun et al., 2016): log-sum-exp pooling, a smooth max of sharpness ``r``."""
 
+    survey_rank = 3
     Params = LSEParams
 
     def pool(self, maps):
@@ -192,6 +197,7 @@ class WILDCAT(ClassMapPooling):
     """WILDCAT (Durand et al., 2017): several modality maps per class, averaged; class score =
     mean of the top kmax regions + α · mean of the bottom kmin regions."""
 
+    survey_rank = 6
     Params = WILDCATParams
 
     @property
@@ -207,6 +213,7 @@ class PRM(ClassMapPooling):
     """PRM (Zhou et al., 2018): peak stimulation, the class score is the mean of the local maxima
     of the class response map; gradients flow through the peaks only."""
 
+    survey_rank = 10
     Params = PRMParams
 
     def pool(self, maps):
@@ -220,6 +227,7 @@ class DeepMIL(Method):
     convs), softmax over the positions → A_c (the CAM, sums to 1), bag feature z_c = Σ_i A_c(i) f_i,
     logit_c = θ_c · z_c + b_c (one linear classifier per class)."""
 
+    survey_rank = 9
     kind = "bottom-up"
     Params = DeepMILParams
 

@@ -46,6 +46,7 @@ def channel_masks(a: "torch.Tensor", size) -> "torch.Tensor":
 
 
 class ScoreCAM(TopDownMethod):
+    survey_rank = 6
     Params = ScoreParams
 
     def transforms(self, images):
@@ -84,6 +85,7 @@ class ScoreCAM(TopDownMethod):
 
 
 class SSCAM(ScoreCAM):
+    survey_rank = 7
     Params = SSCAMParams
 
     def transforms(self, images):
@@ -94,6 +96,7 @@ class SSCAM(ScoreCAM):
 
 
 class ISCAM(ScoreCAM):
+    survey_rank = 8
     Params = ISCAMParams
 
     def transforms(self, images):
@@ -102,6 +105,7 @@ class ISCAM(ScoreCAM):
 
 
 class AblationCAM(TopDownMethod):
+    survey_rank = 9
     Params = ScoreParams
 
     def compute(self, forward_func, layers, images, targets):

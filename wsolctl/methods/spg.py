@@ -99,6 +99,7 @@ def seed_bce(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
 
 
 class SPG(Method):
+    survey_rank = 8
     kind = "bottom-up"
     Params = SPGParams
 

@@ -56,6 +56,7 @@ def captured_attention(backbone):
 
 
 class TSCAM(Method):
+    survey_rank = 13
     kind = "bottom-up"
 
     @classmethod

@@ -91,6 +91,7 @@ def decoder_head(in_channels: int, num_classes: int, skips: list[tuple[str, int]
 
 
 class UNet(Method):
+    survey_rank = 1
     kind = "fully-supervised"
     Params = UNetParams
     needs_masks = True

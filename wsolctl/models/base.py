@@ -21,6 +21,8 @@ class Backbone:
 
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # the report's column title (default: the name)
+    survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
     cam_layer: ClassVar[str] = ""
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
 

@@ -31,9 +31,9 @@ class _Grid:
 
 
 def _stages(net, grid: _Grid):
+    import torch
     from timm.layers import resample_abs_pos_embed
     from torch import nn
-    import torch
 
     class Embed(nn.Module):
         def __init__(self):
@@ -84,14 +84,17 @@ class _DeiT(Backbone):
 
 class DeiTTiny(_DeiT):
     arch = "deit_tiny_patch16_224"
+    title, survey_rank = "DeiT-T", 5
 
 
 class DeiTSmall(_DeiT):
     arch = "deit_small_patch16_224"
+    title, survey_rank = "DeiT-S", 6
 
 
 class DeiTBase(_DeiT):
     arch = "deit_base_patch16_224"
+    title, survey_rank = "DeiT-B", 7
 
 
 DEIT_NAMES = ("deit-tiny", "deit-small", "deit-base")

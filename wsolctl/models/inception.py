@@ -33,6 +33,7 @@ def _extra(in_ch: int) -> "nn.Sequential":
 
 
 class InceptionV3WSOL(Backbone):
+    title, survey_rank = "InceptionV3", 2
     cam_layer = "SPG_A3_2b.2"
     classifier_prefixes = ("SPG_A3_1b", "SPG_A3_2b")
 

@@ -20,9 +20,11 @@ class _ResNetWSOL(Backbone):
 
 class ResNet50WSOL(_ResNetWSOL):
     arch = "resnet50"
+    title, survey_rank = "ResNet50", 3
 
 
 class ResNet18WSOL(_ResNetWSOL):
     """A small CPU-friendly member of the same family (not in the survey)."""
 
     arch = "resnet18"
+    title, survey_rank = "ResNet18", 4

@@ -7,6 +7,7 @@ from wsolctl.models.base import Backbone, sequential, timm_model
 
 
 class VGG16WSOL(Backbone):
+    title, survey_rank = "VGG16", 1
     cam_layer = "relu6"
     classifier_prefixes = ("conv6",)
 

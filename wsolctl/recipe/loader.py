@@ -3,45 +3,31 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Optional, get_args, get_origin
+from typing import Any, Iterable, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from wsolctl.errors import RecipeError, UnknownPlugin
-from wsolctl.recipe.problems import Problem, Source, dotted
-from wsolctl.recipe.schema import Recipe
+from wsolctl.errors import RecipeError
+from wsolctl.recipe.problems import Problem, Source, dotted, location, message
+from wsolctl.recipe.schema import PluginSpec, Recipe
+from wsolctl.recipe.sweep import check_sweep
 from wsolctl.recipe.yamlpos import Positions, load_yaml
 
 BASE_KEY = "_base_"
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
-    """Load, merge and validate a recipe. Raises :class:`RecipeError` listing every problem found."""
+    """Load, merge and validate a recipe, every sweep value included. Raises
+    :class:`~wsolctl.errors.RecipeError` listing every problem found, each at its file:line:col."""
     data, positions = _load_with_bases(Path(path), stack=())
     for text in overrides:
         _apply_override(data, positions, text)
-    return validate_data(data, positions, Source(str(path), 1, 1))
-
-
-def validate_data(data: Any, positions: Optional[Positions] = None,
-                  default: Source = Source("<recipe>", 1, 1)) -> Recipe:
-    """Validate an already-parsed recipe (e.g. a sweep variant or a run's stored recipe)."""
-    positions = positions if positions is not None else {}
-    problems, recipe = [], None
-    try:
-        recipe = _validate(Recipe, data, positions, (), default)
-    except RecipeError as exc:
-        problems += exc.problems
-    resolved = _check_plugins(data, positions, default, problems)
-    if recipe is not None and not problems:
-        _assign_params(recipe, resolved)
-        problems += _check_support(recipe, positions, default)
-    if recipe is not None and recipe.sweep is not None and not problems:
-        problems += _check_sweep(recipe, positions, default)
+    default = Source(str(path), 1, 1)
+    recipe = validate(Recipe, data, positions, (), default)
+    problems = [Problem(locate(positions, where, default), dotted(where), text) for where, text in check_sweep(recipe)]
     if problems:
-        raise RecipeError(sorted(problems, key=lambda p: (p.source.file, p.source.line, p.source.col)))
-    recipe._positions = positions
+        raise RecipeError(_in_order(problems))
     return recipe
 
 
@@ -142,38 +128,44 @@ def locate(positions: Positions, path: tuple, default: Source) -> Source:
     return default
 
 
-def _validate(model: type[BaseModel], data: Any, positions: Positions, prefix: tuple, default: Source):
+def validate(model: type[BaseModel], data: Any, positions: Positions, prefix: tuple, default: Source) -> Any:
+    """``model.model_validate(data)``; pydantic's errors become :class:`RecipeError` problems placed by
+    ``positions`` (``prefix``: where ``data`` sits in the recipe)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_problems(exc, model, positions, prefix, default)) from None
+        raise RecipeError(_in_order(_problems(exc, model, data, positions, prefix, default))) from None
 
 
-def _problems(exc: ValidationError, model: type[BaseModel], positions: Positions, prefix: tuple,
+def _in_order(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.source.file, p.source.line, p.source.col))
+
+
+def _problems(exc: ValidationError, model: type[BaseModel], data: Any, positions: Positions, prefix: tuple,
               default: Source) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        rel = tuple(p for p in err["loc"] if not _is_union_tag(p))
-        loc = prefix + rel
-        message = err["msg"].removeprefix("Value error, ")
+        rel = location(err)
+        text = message(err)
         if err["type"] == "extra_forbidden":
-            message = "unknown field" + _suggest(str(rel[-1]), _fields_at(model, rel[:-1]))
-        elif err["type"] == "missing":
-            message = "field required"
-        problems.append(Problem(locate(positions, loc, default), dotted(loc), message))
+            text = "unknown field" + _suggest(str(rel[-1]), _fields_at(model, rel[:-1], data))
+        problems.append(Problem(locate(positions, prefix + rel, default), dotted(prefix + rel), text))
     return problems
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic adds e.g. 'function-after[...]' or tagged-union names to loc; they aren't recipe keys.
-    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
-
-
-def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """Field names of the (nested) pydantic model found at ``loc``, for "did you mean" hints."""
+def _fields_at(model: Any, loc: tuple, data: Any) -> list[str]:
+    """Field names of the (nested) pydantic model found at ``loc``, for "did you mean" hints; the
+    ``params`` of a plugin spec are its plugin's ``Params`` (looked up by the ``name`` in ``data``)."""
     for part in loc:
+        node = data
+        data = data[part] if _has(data, part) else None
         if isinstance(part, int):
             model = next(iter(get_args(model)), None)
+        elif isinstance(model, type) and issubclass(model, PluginSpec) and part == "params":
+            try:
+                model = model.plugin_class(node.get("name")).Params
+            except Exception:  # unknown plugin: reported on its name
+                return []
         elif isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
             model = model.model_fields[part].annotation
         else:
@@ -186,68 +178,3 @@ def _fields_at(model: Any, loc: tuple) -> list[str]:
 def _suggest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-
-
-def _check_plugins(data: Any, positions: Positions, default: Source, problems: list[Problem]) -> dict:
-    """Resolve dataset/backbone/method names through the plugin registry and validate each one's
-    ``params`` with its own model. Works on the raw data so that these problems are reported
-    together with schema problems. Returns ``{path: validated params}``."""
-    from wsolctl import plugins
-
-    resolved: dict[tuple, BaseModel] = {}
-    if not isinstance(data, dict):
-        return resolved
-    specs = [("datasets", ("dataset",), data.get("dataset"))]
-    for key, kind in (("backbones", "backbones"), ("methods", "methods")):
-        items = data.get(key)
-        specs += [(kind, (key, i), item) for i, item in enumerate(items)] if isinstance(items, list) else []
-    for kind, path, spec in specs:
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            continue  # the schema reports it
-        try:
-            plugin = plugins.load(kind, spec["name"])
-        except UnknownPlugin as exc:
-            where = path + ("name",)
-            problems.append(Problem(locate(positions, where, default), dotted(where), str(exc)))
-            continue
-        try:
-            resolved[path] = plugin.Params.model_validate(spec.get("params") or {})
-        except ValidationError as exc:
-            problems.extend(_problems(exc, plugin.Params, positions, path + ("params",), default))
-    return resolved
-
-
-def _assign_params(recipe: Recipe, resolved: dict) -> None:
-    recipe.dataset.resolved_params = resolved[("dataset",)]
-    for i, backbone in enumerate(recipe.backbones):
-        backbone.resolved_params = resolved[("backbones", i)]
-    for i, method in enumerate(recipe.methods):
-        method.resolved_params = resolved[("methods", i)]
-
-
-def _check_support(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:
-    """Methods may refuse backbones they cannot run on: a validation error, not a crash mid-run."""
-    from wsolctl import plugins
-
-    problems = []
-    for i, method in enumerate(recipe.methods):
-        cls = plugins.load("methods", method.name)
-        for backbone in recipe.backbones:
-            if method.backbones is not None and backbone.name not in method.backbones:
-                continue
-            reason = cls.unsupported(backbone.name)
-            if reason:
-                path = ("methods", i, "name")
-                problems.append(Problem(locate(positions, path, default), dotted(path),
-                                        f"{method.name} does not support backbone {backbone.name!r}: {reason}"))
-    return problems
-
-
-def _check_sweep(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:
-    """Every value of the sweep must give a valid recipe; problems point at the sweep's lines."""
-    from wsolctl.engine.sweep import check_values
-
-    problems = []
-    for path, message in check_values(recipe):
-        problems.append(Problem(locate(positions, path, default), dotted(path), message))
-    return problems

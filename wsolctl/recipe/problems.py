@@ -37,3 +37,16 @@ def dotted(path: tuple) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def location(error: dict) -> tuple:
+    """The recipe path of a pydantic error (``error["loc"]`` without pydantic's own markers, e.g.
+    ``function-after[...]`` or tagged-union names, which are not recipe keys)."""
+    return tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def message(error: dict) -> str:
+    """A pydantic error's message in the recipe contract's words."""
+    if error["type"] == "missing":
+        return "field required"
+    return error["msg"].removeprefix("Value error, ")

@@ -7,39 +7,82 @@ decay, resize 256 → random crop 224 with flips and colour jitter, evaluation a
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from wsolctl import plugins
+from wsolctl.errors import UnknownPlugin
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Unresolved(BaseModel):
+    """Stands for the params of a plugin that could not be found (the validation fails anyway)."""
 
 
 class PluginSpec(Strict):
-    """A plugin reference: ``name`` plus ``params`` validated later by the plugin's own model."""
+    """A plugin reference: ``name`` (an entry point of the ``wsolctl.<kind>`` group) and ``params``,
+    validated by the plugin's own ``Params`` model: ``params`` *is* that model once validated."""
 
+    kind: ClassVar[str]  # the plugin kind, e.g. "methods"
     name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    _resolved: Optional[BaseModel] = PrivateAttr(default=None)
+    params: SerializeAsAny[BaseModel] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        try:
+            cls.plugin_class(name)
+        except UnknownPlugin as exc:
+            raise PydanticCustomError("unknown_plugin", str(exc)) from None
+        return name
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _plugin_params(cls, params: Any, info: ValidationInfo) -> Any:
+        if "name" not in info.data:  # unknown plugin: reported on `name`, the spec is invalid anyway
+            return _Unresolved()
+        return cls.plugin_class(info.data["name"]).Params.model_validate(params or {}, context=info.context)
+
+    @classmethod
+    def plugin_class(cls, name: str) -> Any:
+        return plugins.load(cls.kind, name)
 
     @property
-    def resolved_params(self) -> BaseModel:
-        """The plugin's validated params model (set by the loader)."""
-        return self._resolved
+    def plugin(self) -> Any:
+        """The plugin class this spec names (imported on first use)."""
+        return self.plugin_class(self.name)
 
-    @resolved_params.setter
-    def resolved_params(self, value: Optional[BaseModel]) -> None:
-        self._resolved = value
+    def instantiate(self) -> Any:
+        """The plugin, built with its validated params."""
+        return self.plugin(self.params)
 
 
 class DatasetSpec(PluginSpec):
+    kind: ClassVar[str] = "datasets"
     root: str = Field(min_length=1, description="Folder holding the fold files (created for synthetic data).")
     fold: int = Field(0, ge=0, description="Which fold-K folder to use.")
 
 
 class BackboneSpec(PluginSpec):
+    kind: ClassVar[str] = "backbones"
     pretrained: Union[bool, str] = Field(
         False, description="false, or the path of a local weights file (.pth/.pt/.safetensors); never a download.")
 
@@ -51,11 +94,6 @@ class BackboneSpec(PluginSpec):
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError(f"weights file not found: {value}")
         return value
-
-
-class MethodSpec(PluginSpec):
-    backbones: Optional[list[str]] = Field(
-        None, description="run this method only on these of the recipe's backbones (default: all)")
 
 
 class Optimizer(Strict):
@@ -92,17 +130,67 @@ class Train(Strict):
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
 
+class _Partial(Strict):
+    """Base of :func:`partial` models: only the fields a recipe sets are dumped."""
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: Any) -> dict:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+def partial(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with every field optional (default None) and nested models partial in turn: the
+    shape of an override that is deep-merged over a complete ``model`` (see :func:`merged`)."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = partial(annotation)
+        else:
+            annotation = Annotated[(annotation, *info.metadata)] if info.metadata else annotation
+        fields[name] = (Optional[annotation], Field(None, description=info.description))
+    return create_model(f"Partial{model.__name__}", __base__=_Partial, __doc__=model.__doc__, **fields)
+
+
+def merged(base: BaseModel, override: Optional[BaseModel]) -> BaseModel:
+    """``base`` with the fields ``override`` (a :func:`partial` model) sets, recursively."""
+    if override is None:
+        return base
+    update = {}
+    for name in type(override).model_fields:
+        value = getattr(override, name)
+        if value is not None:
+            current = getattr(base, name)
+            update[name] = merged(current, value) if isinstance(current, BaseModel) else value
+    return base.model_copy(update=update)
+
+
+TrainOverride = partial(Train)
+
+
+class MethodSpec(PluginSpec):
+    kind: ClassVar[str] = "methods"
+    backbones: Optional[list[str]] = Field(
+        None, description="run this method only on these of the recipe's backbones (default: all)")
+    train: Optional[TrainOverride] = Field(  # type: ignore[valid-type]
+        None, description="training settings of this method's runs, deep-merged over the recipe's `train`")
+
+
 class Evaluation(Strict):
     batch_size: int = Field(32, ge=1)
     thresholds: int = Field(1000, ge=2, le=100000, description="number of CAM thresholds in [0, 1)")
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
-    examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures")
+    examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures",
+                                    json_schema_extra={"display_only": True})  # figures only: not in run ids
 
 
 class RandomSearch(Strict):
     trials: int = Field(ge=1, description="configurations drawn (without replacement) from the grid")
     seed: int = Field(0, ge=0)
+
+
+OWNED = {"seed": "seeds", "dataset.fold": "folds"}  # grid keys that sweep.seeds / sweep.folds set
 
 
 class Sweep(Strict):
@@ -126,6 +214,9 @@ class Sweep(Strict):
         for key, values in grid.items():
             if key.split(".")[0] in ("methods", "sweep", "executor", "name"):
                 raise ValueError(f"{key!r} cannot be swept here (use sweep.params for method parameters)")
+            if key in OWNED:
+                raise ValueError(f"{key!r} cannot be a grid key: sweep.{OWNED[key]} sets it for every run "
+                                 f"(use sweep.{OWNED[key]}: [...])")
             if not values:
                 raise ValueError(f"{key!r} has no values")
         return grid
@@ -147,7 +238,10 @@ class Executor(Strict):
 
 
 class Recipe(Strict):
-    """A whole study: data × backbones × methods, trained and evaluated under one protocol."""
+    """A whole study: data × backbones × methods, trained and evaluated under one protocol.
+
+    Immutable and complete once validated: plugin ``params`` are the plugins' own validated models,
+    and every method supports every backbone it runs on."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = Field(0, ge=0)
@@ -161,7 +255,14 @@ class Recipe(Strict):
     selection: list[Literal["b-loc", "b-cl"]] = Field(["b-loc", "b-cl"], min_length=1)
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
-    _positions: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
+        keys = [json.dumps(m.model_dump(mode="json", exclude={"backbones"}), sort_keys=True) for m in methods]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same method with the same params is listed twice")
+        return methods
 
     @model_validator(mode="after")
     def _method_backbones_exist(self) -> "Recipe":
@@ -172,23 +273,29 @@ class Recipe(Strict):
                 raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
         return self
 
-    @field_validator("methods")
-    @classmethod
-    def _unique_methods(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
-        keys = [(m.name, repr(sorted(m.params.items()))) for m in methods]
-        if len(set(keys)) != len(keys):
-            raise ValueError("the same method with the same params is listed twice")
-        return methods
+    @model_validator(mode="after")
+    def _supported(self) -> "Recipe":
+        """Methods may refuse backbones they cannot run on: a validation error, not a crash mid-run."""
+        errors = []
+        for i, method in enumerate(self.methods):
+            for backbone in self.backbones_of(method):
+                reason = method.plugin.unsupported(backbone.name)
+                if reason:
+                    message = f"{method.name} does not support backbone {backbone.name!r}: {reason}"
+                    errors.append(InitErrorDetails(type=PydanticCustomError("unsupported", message),
+                                                   loc=("methods", i, "name"), input=method.name))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:
+        """The backbones ``method`` runs on."""
+        return [b for b in self.backbones if method.backbones is None or b.name in method.backbones]
+
+    def train_of(self, method: MethodSpec) -> Train:
+        """The training settings of ``method``'s runs: ``train`` with the method's own overrides."""
+        return merged(self.train, method.train)
 
     def resolved_dict(self) -> dict:
-        """The fully resolved recipe, plugin params with their defaults filled in."""
-        data = self.model_dump(mode="json")
-        specs = [("dataset", self.dataset)] + [("backbones", b) for b in self.backbones] + [("methods", m) for m in self.methods]
-        index = {"backbones": 0, "methods": 0}
-        for key, spec in specs:
-            target = data[key] if key == "dataset" else data[key][index[key]]
-            if key != "dataset":
-                index[key] += 1
-            if spec.resolved_params is not None:
-                target["params"] = spec.resolved_params.model_dump(mode="json")
-        return data
+        """The fully resolved recipe as plain data, plugin params with their defaults filled in."""
+        return self.model_dump(mode="json")

@@ -33,7 +33,7 @@ def _panels(n: int, width: float, height: float, cols: int = 1):
 
 
 def _datasets(frame: pl.DataFrame) -> list[str]:
-    return survey.ordered(frame["dataset"].unique(), survey.DATASETS) if "dataset" in frame.columns else [None]
+    return survey.ordered(frame["dataset"].unique(), "datasets") if "dataset" in frame.columns else [None]
 
 
 def _of(frame: pl.DataFrame, dataset) -> pl.DataFrame:

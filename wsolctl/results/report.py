@@ -7,6 +7,7 @@ The report is a list of blocks rendered to Markdown here or to one self-containe
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -14,8 +15,8 @@ from typing import Callable, Optional, Sequence, Union
 import polars as pl
 import yaml
 
-from wsolctl.results import figures, survey
 from wsolctl.io import write_text
+from wsolctl.results import figures, survey
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
@@ -173,37 +174,31 @@ def _figures(sources: Sources, out: Path) -> list[Block]:
     return blocks + _qualitative(sources, out)
 
 
-CLASS_NAMES = {"glas": ("benign", "malignant"), "synthetic-glas": ("benign", "malignant"),
-               "camelyon16": ("normal", "metastatic"), "synthetic-camelyon": ("normal", "tumour")}
-EXAMPLE_BACKBONES = ["resnet50-wsol", "resnet18-wsol", "vgg16-wsol", "inceptionv3-wsol", "deit-small", "deit-tiny",
-                     "deit-base"]
-
-
 def _qualitative(sources: Sources, out: Path) -> list[Block]:
     """Test images with ground-truth contours and each method's B-LOC CAM, per dataset and class
     (survey Figs. 12-15)."""
     blocks: list[Block] = []
-    for dataset in survey.ordered(sources.results["dataset"].unique(), survey.DATASETS):
+    for dataset in survey.ordered(sources.results["dataset"].unique(), "datasets"):
         examples = _examples(sources, dataset)
         if examples is None:
             blocks.append(Text(f"_qualitative grids of `{dataset}` skipped: no runs/<id>/examples/ with "
                                "images.npz and B-LOC CAMs found_"))
             continue
-        images, columns, note = examples
-        names = CLASS_NAMES.get(dataset, ())
+        images, columns, note, names = examples
         for label in sorted(set(images["labels"].tolist())):
-            name = names[label] if label < len(names) else f"class {label}"
+            name = names.get(label, f"class {label}")
             title = f"Qualitative results, `{dataset}`, {name} test images (survey Figs. 12–15)"
             blocks += _figure(out, f"qualitative-{dataset}-{label}.png", title, "qualitative grid",
-                              lambda p, label=label, name=name: figures.qualitative(images, columns, label, p,
-                                                                                   f"{dataset}: {name}"), "")
+                              lambda p, label=label, name=name, images=images, columns=columns, dataset=dataset:
+                              figures.qualitative(images, columns, label, p, f"{dataset}: {name}"), "")
         blocks.append(Text(note))
     return blocks
 
 
 def _examples(sources: Sources, dataset: str):
-    """(images.npz arrays, [(column title, CAMs)], note) for one dataset, or None. One fold and seed
-    (the first); per method the first backbone of ``EXAMPLE_BACKBONES`` it ran on; B-LOC models."""
+    """(images.npz arrays, [(column title, CAMs)], note, class names by label) for one dataset, or
+    None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
+    models. Class names are the data's (encoding.yaml, recorded in the run's done.json)."""
     import numpy as np
 
     rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
@@ -214,12 +209,13 @@ def _examples(sources: Sources, dataset: str):
     reference, columns, used = None, [], []
     for method in [m for _, ms in survey.grouped_methods(rows["method"].unique()) for m in ms]:
         mine = rows.filter(pl.col("method") == method)
-        backbone = survey.ordered(mine["backbone"].unique(), EXAMPLE_BACKBONES)[0]
+        backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
         folder = sources.run_dir(mine.filter(pl.col("backbone") == backbone).row(0, named=True)) / "examples"
         if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
             continue
         images = dict(np.load(folder / "images.npz"))
-        reference = images if reference is None else reference
+        if reference is None:
+            reference, names = images, _class_names(folder.parent)
         if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
             continue
         used += [backbone] if backbone not in used else []
@@ -228,10 +224,16 @@ def _examples(sources: Sources, dataset: str):
     if reference is None:
         return None
     note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
-            f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first of "
-            f"{', '.join(survey.backbone_title(b) for b in EXAMPLE_BACKBONES)} it ran on). Red: ground-truth "
-            "contour; colour: the min-max normalised CAM (jet, red = high).")
-    return reference, columns, note
+            f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first backbone of the tables it "
+            "ran on). Red: ground-truth contour; colour: the min-max normalised CAM (jet, red = high).")
+    return reference, columns, note, names
+
+
+def _class_names(run_dir: Path) -> dict[int, str]:
+    """Label -> class name of a finished run's data (empty for runs that did not record them)."""
+    done = run_dir / "done.json"
+    classes = json.loads(done.read_text()).get("classes", {}) if done.is_file() else {}
+    return {index: name for name, index in classes.items()}
 
 
 # ----------------------------------------------------------------------------- Markdown

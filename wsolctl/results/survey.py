@@ -8,26 +8,19 @@ better for FN* and FP*). Torch-free.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import polars as pl
 
+from wsolctl import plugins
+from wsolctl.errors import UnknownPlugin
 from wsolctl.results.blocks import Table
 
-ORDER = {
-    "bottom-up": ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl",
-                  "cutmix", "tscam", "maxmin", "negev"],
-    "top-down": ["gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "scorecam", "sscam", "iscam",
-                 "ablationcam"],
-    "fully-supervised": ["unet"],
-}
+UNRANKED = 1000  # the default survey_rank of plugins
+
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-BACKBONES = {"vgg16-wsol": "VGG16", "inceptionv3-wsol": "InceptionV3", "resnet50-wsol": "ResNet50",
-             "resnet18-wsol": "ResNet18", "deit-tiny": "DeiT-T", "deit-small": "DeiT-S", "deit-base": "DeiT-B"}
-DATASETS = ["glas", "synthetic-glas", "camelyon16", "synthetic-camelyon"]
 METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]
 LOWER_IS_BETTER = {"fn", "fp"}
 AVERAGE = "WSOL average"
@@ -39,40 +32,41 @@ def base_name(method: str) -> str:
     return method.split("[", 1)[0]
 
 
-def method_kind(method: str) -> str:
-    name = base_name(method)
-    for kind, names in ORDER.items():
-        if name in names:
-            return kind
-    from wsolctl import plugins
-
+def _plugin(kind: str, name: str) -> Any:
+    """The registered plugin class of that name, or None (not installed here, or a name only a
+    fallback resolves, e.g. a timm backbone: the table still renders, without importing timm)."""
+    if name not in plugins.registered(kind):
+        return None
     try:
-        return plugins.load("methods", name).kind
-    except Exception:  # not installed here: the table still renders
-        return "other"
+        return plugins.load(kind, name)
+    except UnknownPlugin:
+        return None
+
+
+def _rank(kind: str, name: str) -> tuple[int, str]:
+    """Survey order first (the plugin's ``survey_rank``), then by name."""
+    return getattr(_plugin(kind, name), "survey_rank", UNRANKED), name
+
+
+def method_kind(method: str) -> str:
+    return getattr(_plugin("methods", base_name(method)), "kind", "other")
 
 
 def grouped_methods(methods) -> list[tuple[str, list[str]]]:
-    """[(kind, methods in the survey's order, unknown ones after their kind's group)], non-empty groups."""
+    """[(kind, methods in the survey's order, others after, by name)], non-empty groups."""
     kinds = {m: method_kind(m) for m in set(methods)}
-
-    def key(m: str) -> tuple:
-        names = ORDER.get(kinds[m], [])
-        return (names.index(base_name(m)) if base_name(m) in names else len(names), m)
-
-    groups = [(kind, sorted((m for m in kinds if kinds[m] == kind), key=key))
-              for kind in (*ORDER, "other")]
+    groups = [(kind, sorted((m for m in kinds if kinds[m] == kind), key=lambda m: (_rank("methods", base_name(m)), m)))
+              for kind in KIND_TITLES]
     return [(kind, ms) for kind, ms in groups if ms]
 
 
-def ordered(values, preferred: list[str]) -> list[str]:
-    """Distinct values, those in ``preferred`` first (in its order), then the rest sorted."""
-    values = set(values)
-    return [v for v in preferred if v in values] + sorted(values - set(preferred))
+def ordered(values, kind: str) -> list[str]:
+    """Distinct plugin names of ``kind`` (datasets, backbones) in the survey's order, others after."""
+    return sorted(set(values), key=lambda v: _rank(kind, v))
 
 
 def backbone_title(name: str) -> str:
-    return BACKBONES.get(name, name)
+    return getattr(_plugin("backbones", name), "title", "") or name
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -210,10 +204,10 @@ def _pair(left: str, right: str) -> str:
 def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
     """[(dataset, [Table 1, Tables 2-3, Table 4, Table 5])] for every dataset of ``results``."""
     out = []
-    for dataset in ordered(results["dataset"].unique(), DATASETS):
+    for dataset in ordered(results["dataset"].unique(), "datasets"):
         rows = results.filter(pl.col("dataset") == dataset)
         stats = Stats(summarise(rows))
-        backbones = ordered(rows["backbone"].unique(), list(BACKBONES))
+        backbones = ordered(rows["backbone"].unique(), "backbones")
         methods = rows["method"].unique().to_list()
         tables = [table1(stats, backbones, methods, dataset), confusion_table(stats, backbones, methods, dataset),
                   pair_table(stats, backbones, methods, dataset, "pxap")]

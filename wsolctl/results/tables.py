@@ -6,8 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wsolctl.engine.plan import Run, method_labels
-from wsolctl.recipe.schema import Recipe
+from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_parquet
 
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",
@@ -15,28 +14,28 @@ RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "
 KEYS = ["dataset", "fold", "backbone", "method", "selection"]
 
 
-def _context(recipe: Recipe, run: Run) -> dict:
-    return {"run_id": run.run_id, "dataset": recipe.dataset.name, "fold": recipe.dataset.fold,
-            "backbone": recipe.backbones[run.backbone_index].name, "seed": recipe.seed}
+def _context(spec: RunSpec) -> dict:
+    recipe = spec.recipe
+    return {"run_id": spec.run_id, "dataset": recipe.dataset.name, "fold": recipe.dataset.fold,
+            "backbone": spec.backbone.name, "seed": recipe.seed}
 
 
-def _params(recipe: Recipe, run: Run) -> dict[str, str]:
-    labels = method_labels(recipe)
-    return {labels[ref.index]: json.dumps(recipe.methods[ref.index].resolved_params.model_dump(mode="json"),
-                                          sort_keys=True) for ref in run.methods}
+def _params(spec: RunSpec) -> dict[str, str]:
+    return {label: json.dumps(method.params.model_dump(mode="json"), sort_keys=True)
+            for label, method in zip(spec.labels, spec.methods)}
 
 
-def write_tables(out: Path, scored: list[tuple[Recipe, Run, dict]]) -> None:
-    """``scored``: (run's recipe, run, {"results": [...], "curves": [...]}) for every final run."""
+def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
+    """``scored``: (run, {"results": [...], "curves": [...]}) for every final run."""
     results, curves, epochs = [], [], []
-    for recipe, run, selected in scored:
-        context, params = _context(recipe, run), _params(recipe, run)
+    for spec, selected in scored:
+        context, params = _context(spec), _params(spec)
         for row in selected["results"]:
             results.append({**context, "params": params[row["method"]], **row})
         for row in selected["curves"]:
             curves.append(pl.DataFrame({k: v for k, v in row.items() if isinstance(v, list)})
                           .with_columns(**{k: pl.lit(v) for k, v in {**context, **row}.items() if not isinstance(v, list)}))
-        history = json.loads((out / "runs" / run.run_id / "epochs.json").read_text())
+        history = json.loads((out / "runs" / spec.run_id / "epochs.json").read_text())
         epochs += [{**context, **row} for row in history]
     frame = pl.DataFrame(results, infer_schema_length=None)
     write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
