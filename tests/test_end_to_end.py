@@ -65,6 +65,27 @@ def test_selection_follows_validation_history(finished):
             assert rows[rule] == hist.filter(pl.col(metric) == best)["epoch"].max()  # ties → later epoch
 
 
+def test_a_trained_model_comes_back_from_its_run_directory(finished):
+    import torch
+
+    from wsolctl.engine.build import build_data, checkpoint, load_trained
+    from wsolctl.engine.evaluate import evaluate
+
+    _, out = finished
+    row = pl.read_parquet(out / "results.parquet").filter(
+        (pl.col("method") == "gradcam") & (pl.col("selection") == "b-cl")).row(0, named=True)
+    run_dir = out / "runs" / row["run_id"]
+    model, spec = load_trained(run_dir, "gradcam", "b-cl")
+    assert spec.run_id == run_dir.name and spec.labels == ("cam", "gradcam") and not model.training
+    state = torch.load(checkpoint(run_dir, "gradcam", "b-cl"), weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    # the rebuilt model gives the numbers select recorded on test
+    data = build_data(spec, torch.device("cpu"))
+    scores = evaluate(model, {"gradcam": spec.methods[1].instantiate()}, data.test, torch.device("cpu"),
+                      accuracy=True, localize=True, thresholds=spec.recipe.evaluation.thresholds)
+    assert scores.accuracy == pytest.approx(row["cl_acc"]) and scores.localization["gradcam"].pxap == pytest.approx(row["pxap"])
+
+
 def test_rerun_skips_finished_work(finished):
     recipe, out = finished
     state = next((out / "runs").glob("*/state.pt"))

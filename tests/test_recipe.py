@@ -188,11 +188,12 @@ def test_cli_show_prints_resolved_recipe(tmp_path):
 
 
 def test_cli_validate_does_not_import_torch(tmp_path):
-    write(tmp_path, "base.yaml", BASE)
+    write(tmp_path, "base.yaml", BASE + "sweep: {grid: {train.lr: [0.1, 0.01]}, params: {cam: {}}}\n")
     code = ("import sys; from wsolctl.cli import app; "
             "sys.argv=['wsolctl','validate','base.yaml'];\n"
-            "try: app()\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+            "try: app()\nexcept SystemExit as exit: assert exit.code in (0, None), exit.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert not [m for m in sys.modules if m.startswith('wsolctl.engine')], 'engine imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -64,6 +64,8 @@ def _study(out, dataset="glas", methods=None, curves=True, epochs=True, examples
                                 masks=masks, labels=np.array([0, 0, 1, 1]), ids=np.array(["a", "b", "c", "d"]))
             np.savez_compressed(folder / f"{r['method']}__{r['selection']}.npz",
                                 cams=rng.integers(0, 255, (4, 16, 16), dtype=np.uint8))
+            # the class names a run records from its data's encoding.yaml
+            (folder.parent / "done.json").write_text('{"classes": {"gland-free": 0, "adenocarcinoma": 1}}')
     return out
 
 
@@ -142,6 +144,7 @@ def test_every_figure_rendered(full):
         assert f"(figures/{name})" in report
     assert "skipped" not in report
     assert "trivial baseline" in report and "B-LOC selection" in report
+    assert "`glas`, gland-free test images" in report and "`glas`, adenocarcinoma test images" in report
 
 
 def test_partial_set_of_methods(tmp_path):
@@ -230,6 +233,8 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     assert backbones["cam"] == ["vgg16-wsol", "inceptionv3-wsol", "resnet50-wsol"] == backbones["unet"]
     order = [m for _, ms in survey.grouped_methods(backbones) for m in ms]
     assert [m.name for m in recipe.methods] == order  # listed in the survey's order
+    tscam = next(m for m in recipe.methods if m.name == "tscam")
+    assert recipe.train_of(tscam).optimizer.lr_classifier_ratio == 1  # the reference: one lr for every parameter
 
 
 @pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon"])

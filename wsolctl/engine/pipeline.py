@@ -84,8 +84,10 @@ def _execute_phase(recipe: Recipe, runs: list[RunSpec], phase: str, ran: dict, p
         ran.update((r.run_id, r) for r in todo)
         phases.update((r.run_id, batch_phase) for r in todo)
         failed += _execute(recipe, todo, batch_phase, out, progress, durations)
-    # a study run that was trained early as another's prerequisite is still a study run
-    phases.update((r.run_id, phase) for r in runs if phases[r.run_id] == "prerequisite")
+    # a study run that was trained early as another's prerequisite is still a study run (of its configuration)
+    early = [r for r in runs if phases[r.run_id] == "prerequisite"]
+    ran.update((r.run_id, r) for r in early)
+    phases.update((r.run_id, phase) for r in early)
     return failed
 
 

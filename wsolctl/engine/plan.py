@@ -147,12 +147,11 @@ def plan_runs(variant: Variant) -> list[RunSpec]:
 
 def _prerequisite(variant: Variant, backbone_index: int, method: MethodSpec) -> Optional[RunSpec]:
     """The run that trains what ``method`` builds on: same data, backbone and recipe settings."""
-    needed = method.instantiate().prerequisite()
+    needed = method.prerequisite()
     if needed is None:
         return None
     recipe = variant.recipe
-    fields = {**dict(recipe), "methods": [MethodSpec.model_validate(needed)],
-              "backbones": [recipe.backbones[backbone_index]], "sweep": None}
+    fields = {**dict(recipe), "methods": [needed], "backbones": [recipe.backbones[backbone_index]], "sweep": None}
     (run,) = plan_runs(Variant(Recipe(**fields), {}, "prerequisite"))
     return run
 

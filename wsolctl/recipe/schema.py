@@ -175,6 +175,11 @@ class MethodSpec(PluginSpec):
     train: Optional[TrainOverride] = Field(  # type: ignore[valid-type]
         None, description="training settings of this method's runs, deep-merged over the recipe's `train`")
 
+    def prerequisite(self) -> Optional[MethodSpec]:
+        """The method whose trained model this one builds on (its plugin's ``prerequisite()``), or None."""
+        needed = self.instantiate().prerequisite()
+        return None if needed is None else MethodSpec.model_validate(needed)
+
 
 class Evaluation(Strict):
     batch_size: int = Field(32, ge=1)

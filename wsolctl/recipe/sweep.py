@@ -28,6 +28,7 @@ class Variant:
     recipe: Recipe
     swept: dict[str, Any]  # column name -> value, for runs.parquet
     config_id: str  # identifies the configuration (not the fold or seed)
+    group: tuple[int, ...] = ()  # its methods' indices in the swept recipe
 
 
 def shared_key(recipe: Recipe, method: MethodSpec) -> str:
@@ -73,9 +74,8 @@ def final_variants(recipe: Recipe, chosen: list[Variant]) -> list[Variant]:
         if variant.config_id in seen:
             continue
         seen.add(variant.config_id)
-        group = _group_of(recipe, variant)
-        space = _space(recipe, group)
-        out += [_variant(base, group, space, variant.swept, f, s) for f in folds for s in seeds]
+        space = _space(recipe, list(variant.group))
+        out += [_variant(base, list(variant.group), space, variant.swept, f, s) for f in folds for s in seeds]
     return out
 
 
@@ -152,12 +152,4 @@ def _variant(base: dict, group: list[int], space: dict, config: dict, fold: int,
     data["dataset"]["fold"], data["seed"] = fold, seed
     data["sweep"] = None
     config_id = hashlib.sha256(json.dumps([group, config], sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Variant(Recipe.model_validate(data), config, config_id)
-
-
-def _group_of(recipe: Recipe, variant: Variant) -> list[int]:
-    names = [m.name for m in variant.recipe.methods]
-    for group in method_groups(recipe):
-        if [recipe.methods[i].name for i in group] == names:
-            return group
-    raise LookupError(f"no method group {names}")
+    return Variant(Recipe.model_validate(data), config, config_id, tuple(group))
