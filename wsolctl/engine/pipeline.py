@@ -76,7 +76,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
 def _execute_phase(recipe: Recipe, runs: list[RunSpec], phase: str, ran: dict, phases: dict, out: Path, progress,
                    durations: dict) -> list[dict]:
     """The prerequisites of ``runs``, then ``runs``, skipping runs this study already ran."""
-    from wsolctl.engine.study import prerequisites
+    from wsolctl.engine.study import prerequisites, run_dir
 
     failed = []
     for batch, batch_phase in ((prerequisites(runs), "prerequisite"), (runs, phase)):
@@ -86,6 +86,8 @@ def _execute_phase(recipe: Recipe, runs: list[RunSpec], phase: str, ran: dict, p
         failed += _execute(recipe, todo, batch_phase, out, progress, durations)
     # a study run that was trained early as another's prerequisite is still a study run (of its configuration)
     early = [r for r in runs if phases[r.run_id] == "prerequisite"]
+    for run in early:
+        run.save(run_dir(out, run.run_id))  # the same run id: its spec as a study run
     ran.update((r.run_id, r) for r in early)
     phases.update((r.run_id, phase) for r in early)
     return failed
