@@ -16,7 +16,8 @@ from wsolctl.recipe.schema import Recipe
 
 
 RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
-TEST_ONLY = {"examples_per_class"}  # evaluation settings that do not change a training run
+# Evaluation settings that do not change a training run (validation scores PxAP only).
+TEST_ONLY = {"examples_per_class", "metrics", "box_thresholds", "faithfulness_steps"}
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from wsolctl.engine.build import Data, build_model
-from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import Run, instantiate
+from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
+from wsolctl.engine.plan import TEST_ONLY, Run, instantiate
 from wsolctl.engine.progress import Progress
 from wsolctl.engine.train import best_epochs
 from wsolctl.metrics import LocalizationMeter
@@ -21,12 +21,15 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
                progress: Progress) -> dict:
     """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
     cache = run_dir / "test.json"
+    settings = {k: v for k, v in recipe.evaluation.model_dump(mode="json").items() if k in TEST_ONLY}
     if cache.is_file():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
+            return cached
     done = json.loads((run_dir / "done.json").read_text())
     model = build_model(recipe, run, len(data.classes)).to(device)
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": []}
+    out: dict = {"results": [], "curves": [], "settings": settings}
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for ref in run.methods:
         for rule, epoch in done["best"][ref.label].items():
@@ -43,11 +46,14 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
         _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
-                          progress=progress, description=f"run {run.run_id}: test @ epoch {epoch}")
+                          progress=progress, description=f"run {run.run_id}: test @ epoch {epoch}",
+                          extra=lambda: extra_meters(recipe.evaluation, model))
         for label, rule in picks:
             result = scores.localization[label]
-            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **result.as_dict(),
-                                   "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+            columns = {k: v for k, v in result.as_dict().items()
+                       if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
+            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
+                                   **scores.extra[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
     write_json(cache, out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Optional, get_args, get_origin
 
@@ -159,6 +160,8 @@ def _problems(exc: ValidationError, model: type[BaseModel], positions: Positions
             message = "unknown field" + _suggest(str(rel[-1]), _fields_at(model, rel[:-1]))
         elif err["type"] == "missing":
             message = "field required"
+        elif err["type"] == "literal_error" and isinstance(err["input"], str):
+            message += _suggest(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
         problems.append(Problem(locate(positions, loc, default), dotted(loc), message))
     return problems
 

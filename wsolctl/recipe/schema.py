@@ -92,12 +92,28 @@ class Train(Strict):
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
 
+MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
+
+
 class Evaluation(Strict):
     batch_size: int = Field(32, ge=1)
     thresholds: int = Field(1000, ge=2, le=100000, description="number of CAM thresholds in [0, 1)")
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
     examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures")
+    # Test-time only (validation keeps PxAP for B-LOC): wsolctl/metrics_extra.py has the definitions.
+    metrics: list[MetricName] = Field(
+        ["pxap", "dice"], min_length=1,
+        description="localization metrics scored on test; deletion/insertion cost k+1 forward passes per image")
+    box_thresholds: int = Field(100, ge=2, le=1000, description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
+    faithfulness_steps: int = Field(16, ge=1, le=1024, description="deletion/insertion steps k (RISE)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[str]) -> list[str]:
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("a metric is listed twice")
+        return metrics
 
 
 class RandomSearch(Strict):
