@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 __all__ = ["MapMeter", "MaxBoxAccV2Meter", "PointingGameMeter", "FaithfulnessMeter", "contour_boxes",
-           "mask_boxes", "box_iou"]
+           "mask_boxes", "box_iou", "blurred"]
 
 IOU_THRESHOLDS = (30, 50, 70)  # δ in %, wsolevaluation's V2
 # Labelling structures acting inside each (H, W) slice of a (T, H, W) stack only.
@@ -226,9 +226,7 @@ class FaithfulnessMeter:
         if self.mode == "deletion":  # start: the image; the top pixels turn into the mean colour
             start, end = images, torch.zeros_like(images)
         else:  # start: the blurred image; the top pixels are put back
-            from torchvision.transforms.v2.functional import gaussian_blur
-
-            start, end = gaussian_blur(images, [BLUR_KERNEL] * 2, [BLUR_SIGMA] * 2), images
+            start, end = blurred(images), images
         pairs = torch.cartesian_prod(torch.arange(n, device=images.device), torch.arange(self.steps + 1, device=images.device))
         probs = torch.empty(len(pairs), device=images.device)
         with torch.no_grad():
@@ -240,6 +238,15 @@ class FaithfulnessMeter:
 
     def compute(self) -> dict[str, float]:
         return {f"{self.mode}_auc": 100.0 * self._sum / self._count if self._count else float("nan")}
+
+
+def blurred(images: torch.Tensor) -> torch.Tensor:
+    """RISE's insertion start: Gaussian blur, kernel 11 and σ 5 (reflect padding; the kernel shrinks
+    to the largest odd size the padding allows on images under 6 pixels)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    kernel = min(BLUR_KERNEL, 2 * min(images.shape[-2:]) - 1)
+    return gaussian_blur(images, [kernel] * 2, [BLUR_SIGMA] * 2)
 
 
 def _trapezoid_auc(curves: torch.Tensor) -> torch.Tensor:
