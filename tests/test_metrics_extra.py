@@ -246,3 +246,50 @@ def test_iou_fg_at_the_operating_point():
     # τ* = .8 (highest among the ties of the best mIoU): TP 3, FN 1, FP 1 → IoU 3/5, Dice 6/8
     assert result.threshold == pytest.approx(0.8)
     assert result.iou_fg == pytest.approx(60.0) and result.dice_fg == pytest.approx(75.0)
+
+
+# ----------------------------------------------------------------------------- recipes
+def test_metric_names_are_checked_with_a_suggestion(tmp_path, tiny_recipe):
+    from wsolctl.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tiny_recipe, ["evaluation.metrics=[pxap, maxboxacc_v2]"])
+    (problem,) = info.value.problems
+    assert str(problem).startswith("--set evaluation.metrics=[pxap, maxboxacc_v2]: evaluation.metrics[1]: Input should be")
+    assert str(problem).endswith("(did you mean 'maxboxacc-v2'?)")
+    text = tiny_recipe.read_text().replace("  thresholds: 100\n", "  thresholds: 100\n  metrics: [dice, pxap, dice]\n")
+    (tmp_path / "twice.yaml").write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "twice.yaml")
+    assert str(info.value) == f"{tmp_path / 'twice.yaml'}:20:3: evaluation.metrics: a metric is listed twice"
+
+
+def test_test_time_metrics_do_not_change_run_ids(tiny_recipe):
+    from wsolctl.engine.plan import plan_runs
+    from wsolctl.recipe import load_recipe
+
+    default = [r.run_id for r in plan_runs(load_recipe(tiny_recipe))]
+    chosen = load_recipe(tiny_recipe, [f"evaluation.metrics=[{', '.join(ALL)}]", "evaluation.box_thresholds=20",
+                                       "evaluation.faithfulness_steps=4"])
+    assert [r.run_id for r in plan_runs(chosen)] == default
+
+
+def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_recipe):
+    import polars as pl
+
+    from wsolctl.engine import pipeline
+
+    out = pipeline.run(tiny_recipe, tmp_path / "out", [f"evaluation.metrics=[{', '.join(ALL)}]",
+                                                       "evaluation.faithfulness_steps=4", "methods=[{name: cam}]"],
+                       quiet=True).parent
+    results = pl.read_parquet(out / "results.parquet")
+    columns = ["pxap", "dice_fg", "iou_fg", "maxboxacc_v2", "maxboxacc_v2_iou30", "maxboxacc_v2_iou50",
+               "maxboxacc_v2_iou70", "pointing_game", "deletion_auc", "insertion_auc"]
+    assert len(results) == 2  # cam × (B-LOC, B-CL)
+    for column in columns:
+        values = results[column].to_numpy()
+        assert np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 100)), column
+    report = (out / "report.md").read_text()
+    for title in ("Foreground Dice at τ*", "Foreground IoU at τ*", "MaxBoxAccV2, B-LOC", "Pointing game, B-LOC",
+                  "Deletion AUC, B-LOC", "Insertion AUC, B-LOC"):
+        assert title in report
