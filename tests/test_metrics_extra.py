@@ -279,9 +279,14 @@ def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_reci
 
     from wsolctl.engine import pipeline
 
-    out = pipeline.run(tiny_recipe, tmp_path / "out", [f"evaluation.metrics=[{', '.join(ALL)}]",
-                                                       "evaluation.faithfulness_steps=4", "methods=[{name: cam}]"],
-                       quiet=True).parent
+    out = tmp_path / "out"
+    pipeline.run(tiny_recipe, out, ["methods=[{name: cam}]"], quiet=True)
+    assert "pointing_game" not in pl.read_parquet(out / "results.parquet").columns  # default: pxap, dice
+    trained = sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/done.json"))
+    # asked for after training: the runs are kept (same ids), the test is scored again
+    pipeline.run(tiny_recipe, out, [f"evaluation.metrics=[{', '.join(ALL)}]", "evaluation.faithfulness_steps=4",
+                                    "methods=[{name: cam}]"], quiet=True)
+    assert sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")) == trained
     results = pl.read_parquet(out / "results.parquet")
     columns = ["pxap", "dice_fg", "iou_fg", "maxboxacc_v2", "maxboxacc_v2_iou30", "maxboxacc_v2_iou50",
                "maxboxacc_v2_iou70", "pointing_game", "deletion_auc", "insertion_auc"]

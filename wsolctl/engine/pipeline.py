@@ -107,7 +107,7 @@ def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
     from wsolctl.engine.build import build_data, resolve_device
-    from wsolctl.engine.plan import plan_runs
+    from wsolctl.engine.plan import plan_runs, test_settings
     from wsolctl.engine.progress import Progress
     from wsolctl.engine.select import select_run
     from wsolctl.engine.study import run_dir
@@ -115,7 +115,7 @@ def select(out: Path, quiet: bool = False) -> Path:
     from wsolctl.results.tables import write_tables
 
     out = Path(out)
-    recipe_of(out)  # a clear error if OUT is not an output directory
+    test_only = test_settings(recipe_of(out))  # also a clear error if OUT is not an output directory
     study_path = out / "study.json"
     if not study_path.is_file():
         raise FileNotFoundError(f"{study_path}: not found; run `wsolctl train` first")
@@ -128,7 +128,9 @@ def select(out: Path, quiet: bool = False) -> Path:
     with Progress(quiet=quiet) as progress:
         for entry in finals:
             directory = run_dir(out, entry["run_id"])
-            recipe = validate_data(json.loads((directory / "recipe.json").read_text()))
+            stored = json.loads((directory / "recipe.json").read_text())
+            # the study's current test-time settings (e.g. metrics added after training); same run id
+            recipe = validate_data({**stored, "evaluation": {**stored["evaluation"], **test_only}})
             device = resolve_device(recipe.device)
             key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)
             data = datasets[key] = datasets.get(key) or build_data(recipe, device)

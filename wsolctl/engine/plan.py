@@ -20,6 +20,11 @@ RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> valida
 TEST_ONLY = {"examples_per_class", "metrics", "box_thresholds", "faithfulness_steps"}
 
 
+def test_settings(recipe: Recipe) -> dict:
+    """The recipe's TEST_ONLY evaluation settings (JSON values)."""
+    return {k: v for k, v in recipe.evaluation.model_dump(mode="json").items() if k in TEST_ONLY}
+
+
 @dataclass(frozen=True)
 class MethodRef:
     label: str  # unique within the recipe: the name, or name[i] when listed twice

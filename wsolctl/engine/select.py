@@ -9,7 +9,7 @@ import torch
 
 from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
-from wsolctl.engine.plan import TEST_ONLY, Run, instantiate
+from wsolctl.engine.plan import Run, instantiate, test_settings
 from wsolctl.engine.progress import Progress
 from wsolctl.engine.train import best_epochs
 from wsolctl.metrics import LocalizationMeter
@@ -21,7 +21,7 @@ def select_run(recipe: Recipe, run: Run, data: Data, run_dir: Path, device: torc
                progress: Progress) -> dict:
     """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
     cache = run_dir / "test.json"
-    settings = {k: v for k, v in recipe.evaluation.model_dump(mode="json").items() if k in TEST_ONLY}
+    settings = test_settings(recipe)
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
