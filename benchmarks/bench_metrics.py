@@ -14,7 +14,6 @@ threshold) and does not depend on the model.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -23,18 +22,12 @@ from wsolctl.engine.model import WSOLModel
 from wsolctl.metrics import LocalizationMeter, prepare_cams
 from wsolctl.metrics_extra import FaithfulnessMeter, MaxBoxAccV2Meter, PointingGameMeter
 
+from timing import timed
+
 
 def seconds(fn, device: torch.device, repeats: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """The best of ``repeats`` timings."""
+    return min(timed(fn, device) for _ in range(repeats))
 
 
 def main() -> None:
