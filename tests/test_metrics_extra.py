@@ -298,3 +298,23 @@ def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_reci
     for title in ("Foreground Dice at τ*", "Foreground IoU at τ*", "MaxBoxAccV2, B-LOC", "Pointing game, B-LOC",
                   "Deletion AUC, B-LOC", "Insertion AUC, B-LOC"):
         assert title in report
+
+
+def test_report_tables_of_the_extra_metrics():
+    import polars as pl
+
+    from wsolctl.results import survey
+
+    rows = [{"dataset": "glas", "backbone": "resnet50-wsol", "method": method, "selection": "b-loc", "fold": 0,
+             "pxap": 50.0, "dice_fg": dice, "iou_fg": dice / 2, "deletion_auc": deletion, "insertion_auc": None}
+            for method, dice, deletion in (("cam", 60.0, 20.0), ("gradcam", 40.0, 10.0))]
+    ((_, tables),) = survey.dataset_tables(pl.DataFrame(rows))
+    titles = [t.title.split(",")[0] for t in tables]
+    # Dice and IoU right after Table 1; a metric without values (insertion) has no table
+    assert titles[:3] == ["PxAP", "Foreground Dice at τ*", "Foreground IoU at τ*"]
+    assert "Deletion AUC" in titles and "Insertion AUC" not in titles
+    dice, deletion = tables[1], tables[titles.index("Deletion AUC")]
+    cells = {row[0]: row[1] for t in (dice,) for row in t.rows}
+    assert cells["cam"] == "**60.0**" and cells["gradcam"] == "40.0"  # higher is better
+    cells = {row[0]: row[1] for row in deletion.rows}
+    assert cells["cam"] == "20.0" and cells["gradcam"] == "**10.0**"  # lower is better
