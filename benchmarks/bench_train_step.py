@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,8 @@ from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch
+
+from timing import timed
 
 
 def main() -> None:
@@ -51,21 +52,12 @@ def main() -> None:
     def engine() -> None:
         train_step(model, Batch(images, labels), optimizer, scaler, use_amp=False)
 
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     for _ in range(2):  # warm-up
         bare(), engine()
     times = {"bare": [], "engine": []}
     for _ in range(args.steps):
-        times["bare"].append(timed(bare))
-        times["engine"].append(timed(engine))
+        times["bare"].append(timed(bare, device))
+        times["engine"].append(timed(engine, device))
     b, e = statistics.median(times["bare"]), statistics.median(times["engine"])
     print(f"device={device} threads={torch.get_num_threads()} backbone={args.backbone} batch={args.batch} size={args.size}")
     print(f"bare timm step   : {b * 1000:8.1f} ms (median of {args.steps})")

@@ -18,7 +18,7 @@ survey (Rony et al., MELBA 2023, eqs. 13-24):
   ``IoU_fg = TP/(TP+FN+FP)`` and ``IoU_bg = TN/(TN+FN+FP)`` in pixel counts; ties go to the highest
   threshold, the same operating point the reference code picks. ``τ*`` is reported as the real
   threshold value; the survey's code reports it mirrored (ascending edges indexed with a
-  descending index).
+  descending index). Foreground Dice ``2TP/(2TP+FN+FP)`` and ``IoU_fg`` are reported at ``τ*``.
 
 Degenerate splits do not raise: without foreground pixels PxAP and the TP/FN components are NaN,
 without background pixels the FP/TN components are NaN.
@@ -66,9 +66,10 @@ class LocalizationResult:
     tn_at_threshold: float
     dice_fg: float  # at τ*
     dice_bg: float  # at τ*
+    iou_fg: float  # at τ*: TP / (TP + FN + FP) in pixel counts
     # One value per grid threshold: 'threshold'; 'precision' and 'recall' as fractions
     # (precision NaN where nothing is predicted); 'tp', 'fn', 'fp', 'tn', 'miou', 'dice_fg',
-    # 'dice_bg' in %.
+    # 'dice_bg', 'iou_fg' in %.
     curves: dict[str, np.ndarray]
 
     def as_dict(self) -> dict[str, float]:
@@ -179,7 +180,7 @@ class LocalizationMeter:
             threshold=at_best("threshold"), miou=at_best("miou"),
             tp_at_threshold=at_best("tp"), fn_at_threshold=at_best("fn"),
             fp_at_threshold=at_best("fp"), tn_at_threshold=at_best("tn"),
-            dice_fg=at_best("dice_fg"), dice_bg=at_best("dice_bg"), curves=curves)
+            dice_fg=at_best("dice_fg"), dice_bg=at_best("dice_bg"), iou_fg=at_best("iou_fg"), curves=curves)
 
 
 def _at_or_above(hist: np.ndarray) -> np.ndarray:
@@ -213,6 +214,7 @@ def _curves(thresholds: np.ndarray, tp, fn, fp, tn) -> dict[str, np.ndarray]:
             "miou": 100 * (iou_fg + iou_bg) / 2,
             "dice_fg": 100 * 2 * tp / (2 * tp + fn + fp),
             "dice_bg": 100 * 2 * tn / (2 * tn + fn + fp),
+            "iou_fg": 100 * iou_fg,
         }
 
 

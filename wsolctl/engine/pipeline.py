@@ -117,13 +117,14 @@ def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
     from wsolctl.engine.build import build_data, resolve_device
+    from wsolctl.engine.plan import test_settings, with_test_settings
     from wsolctl.engine.select import select_run
     from wsolctl.engine.study import run_dir
     from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables
 
     out = Path(out)
-    recipe_of(out)  # a clear error if OUT is not an output directory
+    test_only = test_settings(recipe_of(out))  # also a clear error if OUT is not an output directory
     study_path = out / "study.json"
     if not study_path.is_file():
         raise FileNotFoundError(f"{study_path}: not found; run `wsolctl train` first")
@@ -136,7 +137,8 @@ def select(out: Path, quiet: bool = False) -> Path:
     with Progress(quiet=quiet) as progress:
         for entry in finals:
             directory = run_dir(out, entry["run_id"])
-            spec = RunSpec.load(directory)
+            # the study's current test-time settings (e.g. metrics added after training); same run id
+            spec = with_test_settings(RunSpec.load(directory), test_only)
             recipe = spec.recipe
             device = resolve_device(recipe.device)
             key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)

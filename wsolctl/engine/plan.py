@@ -4,13 +4,14 @@ classifier, under one concrete recipe.
 Methods with equal :func:`~wsolctl.recipe.sweep.shared_key` share one training run on each backbone
 ("train once, explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier.
 A run's id is a stable hash of everything that determines its numbers; settings marked
-``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) are left out of it.
+``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) or ``{"test_only": True}``
+(what only the final test reads, e.g. ``evaluation.metrics``) are left out of it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
@@ -117,13 +118,26 @@ def _drop_display_only(value: Any, dump: Any) -> None:
     if isinstance(value, BaseModel) and isinstance(dump, dict):
         for name, field in type(value).model_fields.items():
             extra = field.json_schema_extra
-            if isinstance(extra, dict) and extra.get("display_only"):
+            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only")):
                 dump.pop(name, None)
             elif name in dump:
                 _drop_display_only(getattr(value, name), dump[name])
     elif isinstance(value, (list, tuple)) and isinstance(dump, list):
         for item, item_dump in zip(value, dump):
             _drop_display_only(item, item_dump)
+
+
+def test_settings(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's evaluation settings that only the final test reads (``test_only`` fields)."""
+    return {name: getattr(recipe.evaluation, name) for name, field in type(recipe.evaluation).model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("test_only")}
+
+
+def with_test_settings(spec: RunSpec, settings: dict[str, Any]) -> RunSpec:
+    """``spec`` scored with other test-time settings (e.g. metrics asked for after training): the same
+    run, the same id."""
+    recipe = spec.recipe.model_copy(update={"evaluation": spec.recipe.evaluation.model_copy(update=settings)})
+    return replace(spec, variant=replace(spec.variant, recipe=recipe))
 
 
 def method_labels(recipe: Recipe) -> list[str]:

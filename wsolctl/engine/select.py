@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from wsolctl.engine.build import Data, build_model, finished
-from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RunSpec
+from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
+from wsolctl.engine.plan import RunSpec, test_settings
 from wsolctl.io import write_json
 from wsolctl.metrics import LocalizationMeter
 from wsolctl.progress import Progress
@@ -18,13 +18,16 @@ from wsolctl.progress import Progress
 def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> dict:
     """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
     cache = run_dir / "test.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
     recipe = spec.recipe
+    settings = test_settings(recipe)
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
+            return cached
     best = finished(run_dir)["best"]
     model = build_model(spec, len(data.classes)).to(device)
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": []}
+    out: dict = {"results": [], "curves": [], "settings": settings}
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for label in spec.labels:
         for rule, epoch in best[label].items():
@@ -41,11 +44,14 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
-                          progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}")
+                          progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
+                          extra=lambda: extra_meters(recipe.evaluation, model))
         for label, rule in picks:
             result = scores.localization[label]
-            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **result.as_dict(),
-                                   "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+            columns = {k: v for k, v in result.as_dict().items()
+                       if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
+            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
+                                   **scores.extra[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
     write_json(cache, out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin
 
@@ -149,6 +150,8 @@ def _problems(exc: ValidationError, model: type[BaseModel], data: Any, positions
         text = message(err)
         if err["type"] == "extra_forbidden":
             text = "unknown field" + _suggest(str(rel[-1]), _fields_at(model, rel[:-1], data))
+        elif err["type"] == "literal_error" and isinstance(err["input"], str):
+            text += _suggest(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
         problems.append(Problem(locate(positions, prefix + rel, default), dotted(prefix + rel), text))
     return problems
 

@@ -181,13 +181,34 @@ class MethodSpec(PluginSpec):
         return None if needed is None else MethodSpec.model_validate(needed)
 
 
+MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
+# Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
+TEST_ONLY = {"test_only": True}
+
+
 class Evaluation(Strict):
     batch_size: int = Field(32, ge=1)
     thresholds: int = Field(1000, ge=2, le=100000, description="number of CAM thresholds in [0, 1)")
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
+    # Test-time only (validation keeps PxAP for B-LOC, so they are not in run ids; `select` applies the
+    # study's current values to finished runs): wsolctl/metrics_extra.py has the metric definitions.
     examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures",
-                                    json_schema_extra={"display_only": True})  # figures only: not in run ids
+                                    json_schema_extra=TEST_ONLY)
+    metrics: list[MetricName] = Field(
+        ["pxap", "dice"], min_length=1, json_schema_extra=TEST_ONLY,
+        description="localization metrics scored on test; deletion/insertion cost k+1 forward passes per image")
+    box_thresholds: int = Field(100, ge=2, le=1000, json_schema_extra=TEST_ONLY,
+                                description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
+    faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
+                                    description="deletion/insertion steps k (RISE)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[str]) -> list[str]:
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("a metric is listed twice")
+        return metrics
 
 
 class RandomSearch(Strict):

@@ -20,7 +20,9 @@ from wsolctl.results import figures, survey
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
-           ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("cl_acc", "accuracy")]
+           ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("dice_fg", "Dice@τ*"), ("iou_fg", "IoU@τ*"),
+           ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
+           ("insertion_auc", "insertion AUC"), ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
 RULES = {"b-loc": "B-LOC", "b-cl": "B-CL"}
 FORMATS = ("md", "html")
@@ -94,7 +96,9 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
             blocks.append(_metrics_table(rows, f"Test results, {title} selection"))
     blocks.append(Text("Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
-                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there."))
+                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there; Dice, IoU: "
+                       "of the foreground at τ*. MaxBoxAccV2, pointing game, deletion/insertion AUC: see the "
+                       "metric tables above (recipe `evaluation.metrics`)."))
     return blocks + _figures(sources, out)
 
 
@@ -130,7 +134,7 @@ def _recipe_lines(directory: Path) -> list[str]:
 
 def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
     """Every metric; mean ± std over folds/seeds when a group has several rows."""
-    metrics = [(m, t) for m, t in METRICS if m in rows.columns]
+    metrics = [(m, t) for m, t in METRICS if m in rows.columns and rows[m].is_not_null().any()]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
         *[pl.col(m).mean().alias(m) for m, _ in metrics],

@@ -21,8 +21,24 @@ UNRANKED = 1000  # the default survey_rank of plugins
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]
-LOWER_IS_BETTER = {"fn", "fp"}
+# Metrics beyond PxAP (wsolctl/metrics_extra.py), each a table when results.parquet has it:
+# column -> (title, caption, lower is better). Dice and IoU at τ* come right after Table 1.
+EXTRA = {
+    "dice_fg": ("Foreground Dice at τ*", "Dice = 2TP / (2TP + FN + FP) of the foreground at τ*, the test "
+                "threshold of best mIoU (%)", False),
+    "iou_fg": ("Foreground IoU at τ*", "IoU = TP / (TP + FN + FP) of the foreground at τ* (%)", False),
+    "maxboxacc_v2": ("MaxBoxAccV2", "wsolevaluation's MaxBoxAccV2: % of images with foreground whose best "
+                     "contour box has IoU ≥ δ with a ground-truth box (boxes of the mask's components), "
+                     "best threshold, mean over δ = 30, 50, 70 %", False),
+    "pointing_game": ("Pointing game", "% of images with foreground whose map maximum lies in the mask "
+                      "(ties count fractionally)", False),
+    "deletion_auc": ("Deletion AUC", "RISE deletion: area under the target-class probability as the "
+                     "top-ranked pixels are replaced by the mean colour (%); lower is better", True),
+    "insertion_auc": ("Insertion AUC", "RISE insertion: area under the target-class probability as the "
+                      "top-ranked pixels are put back onto a blurred image (%); higher is better", False),
+}
+METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch", *EXTRA]
+LOWER_IS_BETTER = {"fn", "fp", *(m for m, (_, _, lower) in EXTRA.items() if lower)}
 AVERAGE = "WSOL average"
 
 
@@ -161,13 +177,27 @@ def _backbone_mean(stats: Stats, backbones: list[str], selection: str, metric: s
     return value
 
 
+def metric_table(stats: Stats, backbones: list[str], methods: list[str], metric: str, title: str,
+                 caption: str) -> Table:
+    """One metric under B-LOC, method × backbone, with the mean over backbones."""
+    lower = metric in LOWER_IS_BETTER
+    columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", metric), lower) for b in backbones]
+    columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", metric), lower))
+    return build(title, columns, methods, caption + "; mean ± std over folds/seeds where there are several; "
+                 f"best WSOL value per column in bold{' (lowest)' if lower else ''}.")
+
+
 def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
     """PxAP, B-LOC, method × backbone, with the mean over backbones."""
-    columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", "pxap")) for b in backbones]
-    columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", "pxap")))
-    return build(f"PxAP, B-LOC selection (survey Table 1), `{dataset}`", columns, methods,
-                 "Test PxAP (%); mean ± std over folds/seeds where there are several; "
-                 "best WSOL value per column in bold.")
+    return metric_table(stats, backbones, methods, "pxap", f"PxAP, B-LOC selection (survey Table 1), `{dataset}`",
+                        "Test PxAP (%)")
+
+
+def extra_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
+                 present: set[str]) -> list[Table]:
+    """A table per metric beyond PxAP that the results hold (B-LOC selection)."""
+    return [metric_table(stats, backbones, methods, metric, f"{title}, B-LOC selection, `{dataset}`", caption)
+            for metric, (title, caption, _) in EXTRA.items() if metric in present]
 
 
 def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
@@ -202,16 +232,21 @@ def _pair(left: str, right: str) -> str:
 
 
 def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
-    """[(dataset, [Table 1, Tables 2-3, Table 4, Table 5])] for every dataset of ``results``."""
+    """[(dataset, [Table 1, Dice and IoU at τ*, Tables 2-3, Table 4, Table 5, the other metrics beyond
+    PxAP])] for every dataset of ``results`` (tables of metrics it lacks are left out)."""
     out = []
     for dataset in ordered(results["dataset"].unique(), "datasets"):
         rows = results.filter(pl.col("dataset") == dataset)
         stats = Stats(summarise(rows))
         backbones = ordered(rows["backbone"].unique(), "backbones")
         methods = rows["method"].unique().to_list()
-        tables = [table1(stats, backbones, methods, dataset), confusion_table(stats, backbones, methods, dataset),
-                  pair_table(stats, backbones, methods, dataset, "pxap")]
+        present = {c for c in EXTRA if c in rows.columns and rows[c].is_not_null().any()}
+        extra = extra_tables(stats, backbones, methods, dataset, present)
+        first_class = [t for t in extra if t.title.startswith(("Foreground Dice", "Foreground IoU"))]
+        tables = [table1(stats, backbones, methods, dataset), *first_class,
+                  confusion_table(stats, backbones, methods, dataset), pair_table(stats, backbones, methods, dataset, "pxap")]
         if "cl_acc" in rows.columns:
             tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
+        tables += [t for t in extra if t not in first_class]
         out.append((dataset, tables))
     return out
