@@ -22,7 +22,7 @@ KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "full
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
 # Metrics beyond PxAP (wsolctl/metrics_extra.py), each a table when results.parquet has it:
-# column -> (title, caption, lower is better). Dice and IoU at τ* come right after Table 1.
+# column -> (title, caption, lower is better).
 EXTRA = {
     "dice_fg": ("Foreground Dice at τ*", "Dice = 2TP / (2TP + FN + FP) of the foreground at τ*, the test "
                 "threshold of best mIoU (%)", False),
@@ -37,6 +37,7 @@ EXTRA = {
     "insertion_auc": ("Insertion AUC", "RISE insertion: area under the target-class probability as the "
                       "top-ranked pixels are put back onto a blurred image (%); higher is better", False),
 }
+FIRST_CLASS = ("dice_fg", "iou_fg")  # shown right after Table 1
 METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch", *EXTRA]
 LOWER_IS_BETTER = {"fn", "fp", *(m for m, (_, _, lower) in EXTRA.items() if lower)}
 AVERAGE = "WSOL average"
@@ -194,10 +195,10 @@ def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str)
 
 
 def extra_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
-                 present: set[str]) -> list[Table]:
-    """A table per metric beyond PxAP that the results hold (B-LOC selection)."""
-    return [metric_table(stats, backbones, methods, metric, f"{title}, B-LOC selection, `{dataset}`", caption)
-            for metric, (title, caption, _) in EXTRA.items() if metric in present]
+                 metrics: list[str]) -> list[Table]:
+    """A table per metric of ``EXTRA`` (B-LOC selection)."""
+    return [metric_table(stats, backbones, methods, m, f"{EXTRA[m][0]}, B-LOC selection, `{dataset}`", EXTRA[m][1])
+            for m in metrics]
 
 
 def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
@@ -240,13 +241,12 @@ def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
         stats = Stats(summarise(rows))
         backbones = ordered(rows["backbone"].unique(), "backbones")
         methods = rows["method"].unique().to_list()
-        present = {c for c in EXTRA if c in rows.columns and rows[c].is_not_null().any()}
-        extra = extra_tables(stats, backbones, methods, dataset, present)
-        first_class = [t for t in extra if t.title.startswith(("Foreground Dice", "Foreground IoU"))]
-        tables = [table1(stats, backbones, methods, dataset), *first_class,
+        present = [c for c in EXTRA if c in rows.columns and rows[c].is_not_null().any()]
+        first = [c for c in present if c in FIRST_CLASS]
+        tables = [table1(stats, backbones, methods, dataset), *extra_tables(stats, backbones, methods, dataset, first),
                   confusion_table(stats, backbones, methods, dataset), pair_table(stats, backbones, methods, dataset, "pxap")]
         if "cl_acc" in rows.columns:
             tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
-        tables += [t for t in extra if t not in first_class]
+        tables += extra_tables(stats, backbones, methods, dataset, [c for c in present if c not in first])
         out.append((dataset, tables))
     return out
