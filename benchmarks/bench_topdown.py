@@ -3,6 +3,7 @@ the same model, layer, inputs and targets, in the same process.
 
     python benchmarks/bench_topdown.py                       # gradient family, resnet50 @ 224
     python benchmarks/bench_topdown.py --family score        # Score-CAM / Ablation-CAM, resnet18 @ 64
+    python benchmarks/bench_topdown.py --family score --arch resnet50 --batches 8 --methods scorecam
 
 Model: timm ``--arch`` (pretrained=False, seed 0, eval). Targets: each image's argmax class, so that
 the maps are not trivially zero. Inputs: randn (seed 0); the batch-8 inputs start with the batch-1 one.
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the family's methods")
     args = parser.parse_args()
     import timm
     from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
@@ -75,6 +77,8 @@ def main() -> None:
     x_all = torch.randn(8, 3, size, size)
     methods = ({"scorecam": ScoreCAM, "ablationcam": AblationCAM} if score else
                {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM})
+    if args.methods:
+        methods = {name: methods[name] for name in args.methods.split(",")}
     print(f"arch={arch} size={size} layer={args.layer} threads={torch.get_num_threads()} torch={torch.__version__}")
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
