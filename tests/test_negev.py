@@ -6,18 +6,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from wsolctl import plugins
 from wsolctl.engine import pipeline
-from wsolctl.engine.model import WSOLModel
+from tests.conftest import build_model
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.negev import IGNORE, NEGEV, NegevParams, otsu_threshold, sample_seeds
-
-
-def _model(method, size=32, num_classes=2):
-    backbone = plugins.load("backbones", "resnet18-wsol")(None).build(False)
-    return WSOLModel(backbone, method, num_classes, "layer4", ("layer4",))
 
 
 def _blob_cam(n=3, size=32):
@@ -99,13 +93,13 @@ def test_negative_evidence_pushes_every_pixel_to_background():
 
 def test_load_prerequisite_copies_cam_and_frozen_parts_stay_frozen():
     torch.manual_seed(0)
-    cam_model = _model(CAM())
+    cam_model = build_model(CAM())
     cam_model.train()
     cam_model(torch.randn(4, 3, 32, 32))  # move BN statistics away from their init
     state = {k: v.clone() for k, v in cam_model.state_dict().items()}
 
     method = NEGEV(NegevParams(decoder_channels=[16, 8]))
-    model = _model(method)
+    model = build_model(method)
     method.load_prerequisite(model, state)
     for k, v in state.items():
         target = model.backbone if k.startswith("backbone.") else model.head.classifier

@@ -17,7 +17,8 @@ not an approximation). Constant channels all give the zero pattern (M_k = 0, as 
 eps-guarded division gives); post-ReLU channels with a single non-zero position give one-hot patterns.
 At ResNet-50's layer4 on 64-px inputs (2×2 maps) that leaves 56% of the (image, channel) pairs to
 score. The masked images of several images are batched together, built per chunk under
-``torch.inference_mode``, so no forward sees more than ``chunk_size`` images (memory bound).
+``torch.inference_mode`` and passed in channels-last layout, so no forward sees more than
+``chunk_size`` images (memory bound).
 For Ablation-CAM, channels that are zero in every image of the batch are ablated as one group (exact:
 zeroing a zero channel changes nothing, so their weight is 0).
 """
@@ -54,6 +55,12 @@ def channel_masks(a: "torch.Tensor", size) -> "torch.Tensor":
     return minmax_rows(up.flatten(1)).view_as(up)
 
 
+def channels_last(x: "torch.Tensor") -> "torch.Tensor":
+    """NHWC layout: oneDNN/cuDNN convolutions run faster on it for these many-image batches (measured
+    in benchmarks/README.md); the values are the same."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def distinct_patterns(a: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
     """(N, C, h, w) activations → (patterns (J, h, w), their image (J,), index (N, C) into patterns):
     the distinct min-maxed layer maps of each image, which determine the Score-CAM masks."""
@@ -87,8 +94,8 @@ class ScoreCAM(TopDownMethod):
                 i = img[start:start + chunk]
                 masks = channel_masks(patterns[start:start + chunk], size)
                 x, rows = images[i], torch.arange(len(i), device=i.device)
-                scores.append(sum(weight * forward_func(x * transform(masks, i))[rows, targets[i]].to(a.dtype)
-                                  for transform, weight in steps))
+                scores.append(sum(weight * forward_func(channels_last(x * transform(masks, i)))[rows, targets[i]]
+                                  .to(a.dtype) for transform, weight in steps))
         scores = torch.cat(scores).clone()  # a normal tensor again, outside inference mode
         return weighted_sum(torch.softmax(scores[index], dim=1), a)
 
