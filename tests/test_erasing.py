@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
-from tests.conftest import build_model
 from wsolctl.methods.base import Batch
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.erasing import (ACoL, ADL, HaS, CutMix, _adl_layer_class, adl_drop_mask, cutmix_box,

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 import torch
 
-from wsolctl import plugins
 from tests.conftest import build_model
+from wsolctl import plugins
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.maxmin import MAXMIN, elb, wildcat_pool
 from wsolctl.methods.tscam import TSCAM, captured_attention
@@ -140,6 +140,35 @@ def test_maxmin_mask_is_the_sharpened_minmax_of_the_weighted_cams():
     assert raw.min().item() == pytest.approx(-8 * 0.15, abs=1e-5)
     assert raw[0, 1, 1] == raw.max() and raw[0, 0, 0] == raw.min()  # class 0's peak wins
     assert method.mask_logits(class_maps, logits, (8, 8)).shape == (1, 8, 8)
+
+
+def test_maxmin_mask_and_cams_rank_the_object_first():
+    """A toy where the answer is known: the backbone is the identity and the localizer's class maps
+    are the image's first channel, which is bright on a square. The mask must be high (> 0.5) on the
+    square and low everywhere else, in the training forward and in ``cams`` alike."""
+    from torch import nn
+
+    backbone = nn.Identity()
+    backbone.out_channels = 3
+    method = MAXMIN(MAXMIN.Params(modalities=1))
+    model = build_model(method, backbone)
+    with torch.no_grad():
+        conv = model.head["localizer"].conv
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[:, 0] = 1.0
+    images = torch.zeros(2, 3, 12, 12)
+    images[0, 0, 2:6, 3:8] = 1.0
+    images[1, 0, 7:11, 1:4] = 1.0
+    inside = images[:, 0] > 0
+    with torch.no_grad():
+        mask = model.train()(images, torch.tensor([1, 1])).extras["mask"]
+        cams = method.cams(model.eval(), images, torch.tensor([1, 1]))
+    for m in (mask, cams):
+        assert (m[inside] > 0.5).all() and (m[~inside] < 0.5).all()
+        for i in range(2):
+            assert m[i][inside[i]].min() > m[i][~inside[i]].max()
+    torch.testing.assert_close(mask, cams)
 
 
 def test_maxmin_trains_all_parts_and_priors_act():
