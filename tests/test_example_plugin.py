@@ -54,31 +54,12 @@ def test_installed_example_plugin_trains_from_a_recipe(plugin_env, tmp_path, tin
     assert results.filter(pl.col("method") == "example-maxpool")["pxap"].is_finite().all()
 
 
-DATA_RECIPE = """\
-name: third-party-data
-seed: 0
-device: cpu
-image_size: 32
-dataset:
-  name: example-squares
-  root: data
-  params: {size: 32, per_class: 3}
-backbones:
-  - name: example-tinycnn
-methods:
-  - name: cam
-  - name: gradcam
-train:
-  epochs: 1
-  batch_size: 4
-  lr: 0.01
-evaluation:
-  thresholds: 50
-"""
-
-
-def test_installed_dataset_and_backbone_plugins_run_from_a_recipe(plugin_env, tmp_path):
-    (tmp_path / "data.yaml").write_text(DATA_RECIPE)
+def test_installed_dataset_and_backbone_plugins_run_from_a_recipe(plugin_env, tmp_path, tiny_recipe):
+    recipe = tiny_recipe.read_text().replace("image_size: 48", "image_size: 32")
+    recipe = recipe.replace("name: synthetic-glas", "name: example-squares").replace("name: resnet18-wsol", "name: example-tinycnn")
+    recipe = "\n".join("  params: {size: 32, per_class: 3}" if line.startswith("  params:") else line
+                       for line in recipe.splitlines())
+    (tmp_path / "data.yaml").write_text(recipe)
     bad = wsolctl(plugin_env, tmp_path, "validate", "data.yaml", "--set", "dataset.params.size=8")
     assert bad.returncode == 2 and "dataset.params.size" in bad.stderr and "Traceback" not in bad.stderr
     result = wsolctl(plugin_env, tmp_path, "run", "data.yaml", "--out", "out", "--quiet")
@@ -86,6 +67,6 @@ def test_installed_dataset_and_backbone_plugins_run_from_a_recipe(plugin_env, tm
     results = pl.read_parquet(tmp_path / "out" / "results.parquet")
     assert set(results["dataset"]) == {"example-squares"} and set(results["backbone"]) == {"example-tinycnn"}
     assert set(results["method"]) == {"cam", "gradcam"} and results["pxap"].is_finite().all()
-    # the plugin's data are what was evaluated: 3 of the 6 test images are squares covering 1/9 each
+    # the plugin's data are what was evaluated: 3 of the 6 test images have a 10×10 square (side // 3)
     assert abs(results["baseline_pxap"][0] - 100 * 0.5 * (10 * 10) / (32 * 32)) < 1e-6
     assert (tmp_path / "data" / "fold-0" / "test" / "image_ids.txt").read_text().count("\n") == 6

@@ -6,6 +6,8 @@ its own ``unsupported()`` hook accepts; a training forward pass gives logits, a 
 masks when ``needs_masks``) whose backward reaches the trainable parameters; and ``cams`` gives one
 finite (N, h, w) map per image. A method with a ``prerequisite()`` gets the state of a freshly built
 prerequisite model first, as the engine hands it over."""
+import json
+
 import pytest
 import torch
 
@@ -51,6 +53,9 @@ def test_method_contract(name):
     assert cls.Params.model_validate(params.model_dump()) == params
     assert cls.Params.model_validate_json(params.model_dump_json()) == params
     assert cls.Params.model_json_schema()["type"] == "object"
+
+    assert cls.kind in ("bottom-up", "top-down", "fully-supervised")
+    json.dumps(cls(params).training_key())  # it is hashed into run ids
 
     backbone = supported_backbone(cls)
     model = with_prerequisite(build_model(cls(params), backbone), backbone)
