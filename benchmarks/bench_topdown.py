@@ -3,6 +3,7 @@ the same model, layer, inputs and targets, in the same process.
 
     python benchmarks/bench_topdown.py                       # gradient family, resnet50 @ 224
     python benchmarks/bench_topdown.py --family score        # Score-CAM / Ablation-CAM, resnet18 @ 64
+    python benchmarks/bench_topdown.py --family score --arch resnet50 --batches 8 --methods scorecam
 
 Model: timm ``--arch`` (pretrained=False, seed 0, eval). Targets: each image's argmax class, so that
 the maps are not trivially zero. Inputs: randn (seed 0); the batch-8 inputs start with the batch-1 one.
@@ -55,9 +56,10 @@ def main() -> None:
     parser.add_argument("--arch", default=None, help="default: resnet50 (gradient), resnet18 (score)")
     parser.add_argument("--size", type=int, default=None, help="default: 224 (gradient), 64 (score)")
     parser.add_argument("--layer", default="layer4")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None, help="timed interleaved rounds; default 3 (gradient), 1 (score)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the family's methods")
     args = parser.parse_args()
     import timm
     from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
@@ -67,6 +69,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     score = args.family == "score"
+    args.rounds = args.rounds or (1 if score else 3)
     arch = args.arch or ("resnet18" if score else "resnet50")
     size = args.size or (64 if score else 224)
     torch.manual_seed(0)
@@ -75,6 +78,8 @@ def main() -> None:
     x_all = torch.randn(8, 3, size, size)
     methods = ({"scorecam": ScoreCAM, "ablationcam": AblationCAM} if score else
                {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM})
+    if args.methods:
+        methods = {name: methods[name] for name in args.methods.split(",")}
     print(f"arch={arch} size={size} layer={args.layer} threads={torch.get_num_threads()} torch={torch.__version__}")
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -109,13 +114,14 @@ def main() -> None:
             r = pearson_min(a, b)
             diff = float(np.abs(a - b).max())
             t_ours, t_theirs = [], []
-            for _ in range(args.rounds if not score else 1):
+            for _ in range(args.rounds):
                 t_ours.append(timed(ours, 1))
                 t_theirs.append(timed(theirs, 1))
             to, tt = statistics.median(t_ours), statistics.median(t_theirs)
             rows.append((name, batch, r, diff, batch / to, batch / tt, tt / to))
             print(f"  {name:12s} b{batch}: r_min={r:.6f} max|d|={diff:.2e}  wsolctl {batch / to:8.2f} img/s  "
-                  f"pgc {batch / tt:8.2f} img/s  speed-up {tt / to:.2f}x", flush=True)
+                  f"pgc {batch / tt:8.2f} img/s  speed-up {tt / to:.2f}x  "
+                  f"(per round: {', '.join(f'{b_ / a_:.2f}x' for a_, b_ in zip(t_ours, t_theirs))})", flush=True)
         if not score:
             def fwd_bwd():
                 model.zero_grad(set_to_none=True)

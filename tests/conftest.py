@@ -34,3 +34,20 @@ def tiny_recipe(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY.format(root=tmp_path / "data"))
     return path
+
+
+def build_model(method, backbone="resnet18-wsol", num_classes: int = 2, seed: int = 0):
+    """The engine's WSOLModel for a method instance, built the way the engine builds it: on a backbone
+    plugin (by name, no pretrained weights) with the backbone's CAM layer and classifier prefixes, or
+    on a given module with an ``out_channels`` attribute (e.g. an identity whose "features" are the
+    input; no CAM layer then). Seeded, so two builds are identical."""
+    import torch
+
+    from wsolctl import plugins
+    from wsolctl.engine.model import WSOLModel
+
+    torch.manual_seed(seed)
+    if not isinstance(backbone, str):
+        return WSOLModel(backbone, method, num_classes, cam_layer="")
+    spec = plugins.load("backbones", backbone)()
+    return WSOLModel(spec.build(False), method, num_classes, spec.cam_layer, spec.classifier_prefixes)

@@ -1,4 +1,5 @@
 """The survey's WSOL backbones: output stride 8, expected channels, CAM layer present, local weights."""
+import pathlib
 import pickle
 
 import pytest
@@ -38,8 +39,13 @@ def test_local_weights_file_is_loaded(tmp_path):
     module = plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "w.pth"))
     assert torch.equal(module.conv1.weight, reference.conv1.weight)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    # refused by torch's weights-only unpickler (never the full pickle loader)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "bad.pth"))
+    # a checkpoint that pickles an arbitrary object: the full unpickler would load it, this one must not
+    torch.save({"state_dict": reference.state_dict(), "note": pathlib.PurePosixPath("x")}, tmp_path / "unsafe.pth")
+    with pytest.raises(pickle.UnpicklingError, match="(?s)Weights only load failed.*Unsupported global.*PurePosixPath"):
+        plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "unsafe.pth"))
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="no parameter matches"):
         plugins.load("backbones", "resnet18-wsol")().build(str(tmp_path / "other.pth"))

@@ -85,3 +85,42 @@ def test_cli_exit_codes(tmp_path):
     (tmp_path / "junk.parquet").write_text("not parquet")
     assert run(str(base), str(tmp_path / "junk.parquet")).returncode == 2
     assert run(str(base), str(base), "--tolerance", "pxap=abc").returncode == 2
+
+
+def test_two_sided_modes_fail_on_a_better_candidate(tmp_path):
+    """A reproduction check must notice +20 PxAP everywhere; the regression mode must not."""
+    base = save(tmp_path, "a.parquet", results())
+    better = results().with_columns(pl.col("pxap") + 20.0)
+    cand = save(tmp_path, "b.parquet", better)
+    assert not compare(base, cand).failed
+    outcome = compare(base, cand, mode="within")
+    assert outcome.failed and "**yes**" in outcome.markdown and "Mode within" in outcome.markdown
+    assert compare(base, cand, ["pxap=25"], mode="within").failed is False
+    assert compare(base, cand, ["pxap=25"], mode="exact").failed  # exact ignores tolerances
+    assert not compare(base, base, mode="exact").failed
+
+
+@pytest.mark.parametrize("mode", ["within", "exact"])
+def test_two_sided_modes_small_and_nan_differences(tmp_path, mode):
+    base = save(tmp_path, "a.parquet", results({("cam", "pxap"): float("nan")}))
+    assert not compare(base, base, mode=mode).failed  # NaN reproduces NaN
+    nudged = save(tmp_path, "b.parquet", results({("gradcam", "fn"): 50.5}))
+    same = save(tmp_path, "c.parquet", results())
+    assert compare(same, nudged, mode="within").failed is False  # |Δ| 0.5 ≤ default 1.0
+    assert compare(same, nudged, mode="exact").failed is True
+    assert compare(same, base, mode=mode).failed  # a NaN candidate for a number
+
+
+def test_cli_mode(tmp_path):
+    base = save(tmp_path, "a.parquet", results())
+    better = save(tmp_path, "b.parquet", results().with_columns(pl.col("pxap") + 20.0))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "wsolctl", "compare", str(base), str(better), *args],
+                              capture_output=True, text=True)
+
+    assert run().returncode == 0
+    assert run("--mode", "within", "--tolerance", "pxap=0.5").returncode == 1
+    assert run("--mode", "exact").returncode == 1
+    bad = run("--mode", "sideways")
+    assert bad.returncode == 2 and "--mode 'sideways'" in bad.stderr and "Traceback" not in bad.stderr

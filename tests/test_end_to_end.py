@@ -127,10 +127,21 @@ def test_resume_after_interruption(finished, tmp_path, monkeypatch):
         pipeline.train(recipe, tmp_path / "resumed", ["train.epochs=2"], quiet=True)
     run_dir = next((tmp_path / "resumed" / "runs").iterdir())
     assert not (run_dir / "done.json").exists()
-    assert max(r["epoch"] for r in json.loads((run_dir / "epochs.json").read_text())) == 1
-    monkeypatch.setattr(train_module, "_train_epoch", real)
+    before = json.loads((run_dir / "epochs.json").read_text())
+    assert max(r["epoch"] for r in before) == 1
+    # The rerun must continue from the saved state: it trains the missing epoch only. Training is
+    # deterministic, so a restart from scratch would give the same history; count the epochs instead.
+    epochs_run = []
+
+    def counting(*args, **kwargs):
+        epochs_run.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", counting)
     pipeline.train(recipe, tmp_path / "resumed", ["train.epochs=2"], quiet=True)
+    assert len(epochs_run) == 1
     resumed = json.loads((run_dir / "epochs.json").read_text())
+    assert resumed[:len(before)] == before  # earlier rows untouched, their duration_s included
     strip = lambda rows: [{k: v for k, v in r.items() if k != "duration_s"} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(history)
 
@@ -164,3 +175,64 @@ def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
     (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(load_recipe(tiny_recipe).resolved_dict()))
     with pytest.raises(FileNotFoundError, match="run `wsolctl train` first"):
         pipeline.select(out, quiet=True)
+
+
+def test_baseline_pxap_is_the_test_sets_foreground_fraction(finished):
+    """The trivial all-foreground map's PxAP is the fraction of ROI pixels of the test masks, as
+    evaluated (resized to the recipe's image size), counted here independently of the meter."""
+    import torch
+
+    from wsolctl.data.folds import read_split
+    from wsolctl.data.images import FoldImages
+    from wsolctl.recipe import load_recipe
+
+    recipe, out = finished
+    parsed = load_recipe(recipe)
+    root = parsed.dataset.root
+    test = FoldImages(root, read_split(root, parsed.dataset.fold, "test"), parsed.image_size)
+    masks = torch.stack([test[i][2] for i in range(len(test))])
+    fraction = 100.0 * masks.double().mean().item()
+    assert 0 < fraction < 100
+    baseline = pl.read_parquet(out / "results.parquet")["baseline_pxap"].unique()
+    assert len(baseline) == 1 and baseline[0] == pytest.approx(fraction, rel=1e-9, abs=1e-9)
+
+
+def test_cam_target_predicted_explains_the_predicted_class():
+    """``evaluation.cam_target: predicted`` must change the maps: with a classifier that predicts
+    class 1 for every image of class 0, the maps are class 1's, not the label's."""
+    import torch
+
+    from tests.conftest import build_model
+    from wsolctl.engine.evaluate import evaluate
+    from wsolctl.methods.cam import CAM
+
+    model = build_model(CAM()).eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([-100.0, 100.0]))  # always predicts class 1
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(4, dtype=torch.long)
+    masks = torch.zeros(4, 32, 32, dtype=torch.bool)
+    masks[:, 8:20, 8:20] = True
+
+    class Spy(CAM):
+        def cams(self, model, images, targets):
+            maps = super().cams(model, images, targets)
+            self.seen.append((targets.clone(), maps.clone()))
+            return maps
+
+    seen = {}
+    for mode in ("ground-truth", "predicted"):
+        spy = Spy()
+        spy.seen = []
+        scores = evaluate(model, {"cam": spy}, [(images, labels, masks)], torch.device("cpu"), accuracy=True,
+                          localize=True, thresholds=100, cam_target=mode)
+        assert scores.accuracy == 0.0
+        (targets, maps), = spy.seen
+        seen[mode] = targets, maps, scores.localization["cam"].pxap
+    assert seen["ground-truth"][0].tolist() == [0, 0, 0, 0]
+    assert seen["predicted"][0].tolist() == [1, 1, 1, 1]
+    with torch.no_grad():
+        class_maps = model(images).class_maps
+    torch.testing.assert_close(seen["ground-truth"][1], class_maps[:, 0])
+    torch.testing.assert_close(seen["predicted"][1], class_maps[:, 1])
+    assert seen["ground-truth"][2] != seen["predicted"][2]

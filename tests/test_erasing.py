@@ -6,9 +6,9 @@ import polars as pl
 import torch
 from torch import nn
 
+from tests.conftest import build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.model import WSOLModel
 from wsolctl.methods.base import Batch
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.erasing import (
@@ -24,13 +24,6 @@ from wsolctl.methods.erasing import (
     minmax,
 )
 from wsolctl.methods.spg import IGNORE, SPG, run_with_taps, seed_bce, seed_targets
-
-
-def _model(method, name, num_classes=2):
-    method.name = name
-    backbone = plugins.load("backbones", "resnet18-wsol")()
-    torch.manual_seed(0)
-    return WSOLModel(backbone.build(False), method, num_classes, backbone.cam_layer, backbone.classifier_prefixes)
 
 
 def test_minmax_per_map_and_constant_map_is_zero():
@@ -60,7 +53,7 @@ def test_has_hides_whole_cells_across_channels():
 
 def test_has_erases_in_training_only():
     has = HaS(HaS.Params(grid_size=4, drop_rate=0.5))
-    model = _model(has, "has").eval()
+    model = build_model(has).eval()
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     torch.manual_seed(1)
     assert not torch.equal(has.augment(Batch(images, labels)).images, images)
@@ -204,7 +197,7 @@ def test_spg_seeds_thresholds_and_fallback():
 
 def test_spg_taps_branches_and_loss():
     spg = SPG()
-    model = _model(spg, "spg")
+    model = build_model(spg)
     x, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     backbone = model.backbone
     assert backbone.spg_taps == ("layer3.0", "layer3")

@@ -8,8 +8,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from wsolctl.engine.evaluate import evaluate, extra_meters
 from wsolctl.metrics import LocalizationMeter
-from wsolctl.metrics_extra import (FaithfulnessMeter, MaxBoxAccV2Meter, PointingGameMeter, blurred, box_iou,
-                                   contour_boxes, mask_boxes)
+from wsolctl.metrics_extra import (
+    FaithfulnessMeter,
+    MaxBoxAccV2Meter,
+    PointingGameMeter,
+    blurred,
+    box_iou,
+    contour_boxes,
+    mask_boxes,
+)
 from wsolctl.recipe.schema import Evaluation
 
 ALL = ["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]

@@ -6,18 +6,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from wsolctl import plugins
+from tests.conftest import build_model
 from wsolctl.engine import pipeline
-from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.negev import IGNORE, NEGEV, NegevParams, otsu_threshold, sample_seeds
-
-
-def _model(method, size=32, num_classes=2):
-    backbone = plugins.load("backbones", "resnet18-wsol")(None).build(False)
-    return WSOLModel(backbone, method, num_classes, "layer4", ("layer4",))
 
 
 def _blob_cam(n=3, size=32):
@@ -99,13 +93,13 @@ def test_negative_evidence_pushes_every_pixel_to_background():
 
 def test_load_prerequisite_copies_cam_and_frozen_parts_stay_frozen():
     torch.manual_seed(0)
-    cam_model = _model(CAM())
+    cam_model = build_model(CAM())
     cam_model.train()
     cam_model(torch.randn(4, 3, 32, 32))  # move BN statistics away from their init
     state = {k: v.clone() for k, v in cam_model.state_dict().items()}
 
     method = NEGEV(NegevParams(decoder_channels=[16, 8]))
-    model = _model(method)
+    model = build_model(method)
     method.load_prerequisite(model, state)
     for k, v in state.items():
         target = model.backbone if k.startswith("backbone.") else model.head.classifier
@@ -136,6 +130,26 @@ def test_load_prerequisite_copies_cam_and_frozen_parts_stay_frozen():
     with torch.no_grad():
         maps = method.cams(model, images, labels)
     assert maps.shape == (4, 32, 32) and (maps >= 0).all() and (maps <= 1).all()
+
+
+def test_cams_are_the_decoders_foreground_probability(monkeypatch):
+    """A decoder whose foreground logit is known (high on a square): the map must rank the square
+    first and equal softmax over (background, foreground) — channel 1 is the foreground."""
+    method = NEGEV(NegevParams(decoder_channels=[16, 8]))
+    model = build_model(method).eval()
+    images = torch.randn(2, 3, 32, 32)
+    seg = torch.zeros(2, 2, 32, 32)
+    seg[:, 1] = -2.0
+    seg[0, 1, 4:12, 20:30] = 3.0
+    seg[1, 1, 18:28, 2:9] = 1.0
+    seg[:, 0] = 0.5  # background logit, constant
+    monkeypatch.setattr(model.head, "decode", lambda features, skips: seg)
+    with torch.no_grad():
+        maps = method.cams(model, images, torch.tensor([1, 1]))
+    torch.testing.assert_close(maps, torch.sigmoid(seg[:, 1] - seg[:, 0]))
+    inside = seg[:, 1] > 0
+    for i in range(2):
+        assert maps[i][inside[i]].min() > 0.5 > maps[i][~inside[i]].max()
 
 
 def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):

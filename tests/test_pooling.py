@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import build_model
 from wsolctl.methods.pooling import (
     GAP,
     LSE,
@@ -31,13 +32,11 @@ PEAKY = torch.tensor([[1., 2, 3, 2, 1],
                       [5, 1, 0, 1, 0]])[None, None]
 
 
-def fake_model(method, in_channels, num_classes):
-    """The engine's model with an identity backbone: the "features" are the input tensor."""
-    from wsolctl.engine.model import WSOLModel
-
+def identity(channels):
+    """A backbone whose "features" are the input tensor."""
     backbone = nn.Identity()
-    backbone.out_channels = in_channels
-    return WSOLModel(backbone, method, num_classes, cam_layer="")
+    backbone.out_channels = channels
+    return backbone
 
 
 def positions(mask):
@@ -97,7 +96,7 @@ def test_region_count():
 
 def test_wildcat_class_wise_pooling_averages_the_modalities_of_each_class():
     method = WILDCAT(WILDCAT.Params(modalities=3))
-    model = fake_model(method, in_channels=4, num_classes=2)
+    model = build_model(method, identity(4), num_classes=2)
     assert model.head.out_channels == 6
     nn.init.zeros_(model.head.weight)
     with torch.no_grad():
@@ -145,7 +144,7 @@ def test_prm_score_is_the_mean_of_the_peaks_and_only_peaks_get_gradient():
 def test_deepmil_attention_sums_to_one_per_image_and_class(gated):
     torch.manual_seed(0)
     method = DeepMIL(DeepMIL.Params(mid_channels=8, gated=gated))
-    model = fake_model(method, in_channels=6, num_classes=3)
+    model = build_model(method, identity(6), num_classes=3)
     assert ("u" in model.head) is gated
     out = method.forward(model, torch.randn(2, 6, 4, 5))
     assert out.logits.shape == (2, 3) and out.class_maps.shape == (2, 3, 4, 5)
@@ -157,7 +156,7 @@ def test_deepmil_attention_sums_to_one_per_image_and_class(gated):
 def test_deepmil_logits_classify_the_attention_pooled_feature():
     torch.manual_seed(0)
     method = DeepMIL(DeepMIL.Params(mid_channels=4))
-    model = fake_model(method, in_channels=3, num_classes=2)
+    model = build_model(method, identity(3), num_classes=2)
     features = torch.randn(1, 3, 2, 2)
     with torch.no_grad():  # w = 0: uniform attention, so the bag feature is the spatial mean
         model.head["w"].weight.zero_()

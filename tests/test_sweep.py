@@ -122,7 +122,7 @@ def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
 @pytest.mark.parametrize("executor", [["executor.workers=2"], ["executor.name=ray"]], ids=["local-pool", "ray"])
 def test_other_executors_give_identical_results(sequential_sweep, tmp_path, executor):
     if "ray" in executor[0]:
-        pytest.importorskip("ray")
+        import ray  # noqa: F401  (a declared extra in CI: a broken install must fail here, not skip)
     path, out = sequential_sweep
     other = pipeline.run(path, tmp_path / "other", executor + ["executor.threads=1"], quiet=True).parent
     a = pl.read_parquet(out / "results.parquet").drop("params").sort(["run_id", "method", "selection"])
@@ -156,3 +156,43 @@ def test_failing_run_is_isolated(tmp_path, tiny_recipe):
     cli = subprocess.run([sys.executable, "-m", "wsolctl", "train", str(path), "--out", str(tmp_path / "out"), "-q"],
                          capture_output=True, text=True)
     assert cli.returncode == 1 and "failed" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def documented_space(method: str) -> dict[str, list]:
+    """A method's Table 7 search space as docs/methods.md states it (its overview table)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith(f"| `{method}` |"))
+    cell = row.split(" | ")[4]
+    return {name: ast.literal_eval(values) for name, values in re.findall(r"`(\w+)` ∈ (\[[^\]]*\])", cell)}
+
+
+def test_search_table7_expands_as_documented(tiny_recipe):
+    """`sweep.search: table7` adds each method's own documented space to the grid: one configuration
+    per combination, per method group; methods without a space (cam, gradcam) get the grid only."""
+    text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - name: gradcam\n  - name: lse\n  - name: has\n")
+    path = tiny_recipe.parent / "table7.yaml"
+    path.write_text(text + "sweep:\n  grid: {train.lr: [0.01, 0.001]}\n  search: table7\n")
+    lse, has = documented_space("lse"), documented_space("has")
+    assert lse == {"r": list(range(1, 11))} and set(has) == {"grid_size", "drop_rate"}  # what README/docs promise
+    variants = search_variants(load_recipe(path))
+    by_group: dict[tuple, list] = {}
+    for v in variants:
+        by_group.setdefault(tuple(m.name for m in v.recipe.methods), []).append(v)
+    assert sorted(by_group) == [("cam", "gradcam"), ("has",), ("lse",)]
+    assert len(by_group[("cam", "gradcam")]) == 2
+    assert len(by_group[("lse",)]) == 2 * 10
+    assert len(by_group[("has",)]) == 2 * len(has["grid_size"]) * len(has["drop_rate"])
+    assert len(variants) == 2 + 20 + 50
+    assert {frozenset(v.swept) for v in by_group[("has",)]} == {frozenset({"train.lr", "has.grid_size", "has.drop_rate"})}
+    assert sorted({v.swept["lse.r"] for v in by_group[("lse",)]}) == lse["r"]
+    for v in by_group[("has",)]:  # the swept values are the ones the concrete recipe trains with
+        params = v.recipe.methods[0].params
+        assert (params.grid_size, params.drop_rate, v.recipe.train.lr) == (
+            v.swept["has.grid_size"], v.swept["has.drop_rate"], v.swept["train.lr"])
+    # without `search: table7` only the grid is swept
+    path.write_text(text + "sweep:\n  grid: {train.lr: [0.01, 0.001]}\n")
+    assert len(search_variants(load_recipe(path))) == 3 * 2

@@ -221,11 +221,10 @@ def test_layercam_fusion_matches_oracle():
 
 
 def test_wsolmodel_default_layer_and_bad_inputs():
-    from wsolctl.engine.model import WSOLModel
+    from tests.conftest import build_model
     from wsolctl.methods.cam import CAM
-    from wsolctl.models.resnet import ResNet18WSOL
 
-    model = WSOLModel(ResNet18WSOL().build(), CAM(), 2, "layer4").eval()
+    model = build_model(CAM()).eval()
     images = torch.randn(2, 3, 32, 32)
     got = cams(model, images, [0, 1], method="gradcam", layer=None)
     assert got.shape == (2, 4, 4)  # output stride 8

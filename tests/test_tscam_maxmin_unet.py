@@ -5,18 +5,12 @@ import polars as pl
 import pytest
 import torch
 
+from tests.conftest import build_model
 from wsolctl import plugins
-from wsolctl.engine.model import WSOLModel
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.maxmin import MAXMIN, elb, wildcat_pool
 from wsolctl.methods.tscam import TSCAM, captured_attention
 from wsolctl.methods.unet import UNet, skip_layout
-
-
-def _model(backbone: str, method, num_classes: int = 2) -> WSOLModel:
-    torch.manual_seed(0)
-    spec = plugins.load("backbones", backbone)()
-    return WSOLModel(spec.build(False), method, num_classes, spec.cam_layer, spec.classifier_prefixes)
 
 
 def _true_attention(vit_like) -> list:
@@ -81,7 +75,7 @@ def test_attention_capture_matches_the_models_own_attention(fused):
 
 def test_tscam_cam_is_class_map_times_attention_summed_over_layers():
     method = TSCAM()
-    model = _model("deit-tiny", method).eval()
+    model = build_model(method, "deit-tiny").eval()
     images, targets = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
     true, handles = _true_attention(model.backbone)
     with torch.no_grad():
@@ -148,9 +142,38 @@ def test_maxmin_mask_is_the_sharpened_minmax_of_the_weighted_cams():
     assert method.mask_logits(class_maps, logits, (8, 8)).shape == (1, 8, 8)
 
 
+def test_maxmin_mask_and_cams_rank_the_object_first():
+    """A toy where the answer is known: the backbone is the identity and the localizer's class maps
+    are the image's first channel, which is bright on a square. The mask must be high (> 0.5) on the
+    square and low everywhere else, in the training forward and in ``cams`` alike."""
+    from torch import nn
+
+    backbone = nn.Identity()
+    backbone.out_channels = 3
+    method = MAXMIN(MAXMIN.Params(modalities=1))
+    model = build_model(method, backbone)
+    with torch.no_grad():
+        conv = model.head["localizer"].conv
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[:, 0] = 1.0
+    images = torch.zeros(2, 3, 12, 12)
+    images[0, 0, 2:6, 3:8] = 1.0
+    images[1, 0, 7:11, 1:4] = 1.0
+    inside = images[:, 0] > 0
+    with torch.no_grad():
+        mask = model.train()(images, torch.tensor([1, 1])).extras["mask"]
+        cams = method.cams(model.eval(), images, torch.tensor([1, 1]))
+    for m in (mask, cams):
+        assert (m[inside] > 0.5).all() and (m[~inside] < 0.5).all()
+        for i in range(2):
+            assert m[i][inside[i]].min() > m[i][~inside[i]].max()
+    torch.testing.assert_close(mask, cams)
+
+
 def test_maxmin_trains_all_parts_and_priors_act():
     method = MAXMIN()
-    model = _model("resnet18-wsol", method).train()
+    model = build_model(method).train()
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     output = model(images, labels)
     mask = output.extras["mask"]
@@ -186,18 +209,18 @@ def test_maxmin_trains_all_parts_and_priors_act():
 # --- U-Net ---------------------------------------------------------------------------------------------
 
 def test_unet_skips_come_from_the_backbone_stages():
-    model = _model("resnet18-wsol", UNet(UNet.Params(decoder_channels=[16, 8])))
+    model = build_model(UNet(UNet.Params(decoder_channels=[16, 8])))
     skips, bottleneck = skip_layout(model.backbone)
     assert skips == [("layer1", 64), ("act1", 64)] and bottleneck == "layer4"
     assert model.head.skip_names == ["layer1", "act1"] and len(model.head.decoder) == 3  # + the image level
-    assert skip_layout(_model("deit-tiny", UNet()).backbone) == ([], "tokens")
+    assert skip_layout(build_model(UNet(), "deit-tiny").backbone) == ([], "tokens")
 
 
 def test_unet_overfits_one_batch_through_the_engine_step():
     from wsolctl.engine.train import train_step
 
     method = UNet(UNet.Params(decoder_channels=[16, 8]))
-    model = _model("resnet18-wsol", method).train()
+    model = build_model(method).train()
     torch.manual_seed(1)
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     masks = torch.zeros(2, 32, 32, dtype=torch.bool)

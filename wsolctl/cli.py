@@ -144,12 +144,15 @@ def methods(json_: bool = typer.Option(False, "--json", help="print JSON instead
 @app.command()
 def compare(baseline: Path, candidate: Path,
             tolerance: List[str] = typer.Option([], "--tolerance", "-t", metavar="METRIC=VALUE",
-                                                help="allowed worsening per metric, in its units (repeatable)"),
+                                                help="allowed difference per metric, in its units (repeatable)"),
+            mode: str = typer.Option("regression", "--mode", "-m",
+                                     help="regression: fail only on a worse value beyond the tolerance; "
+                                          "within: fail on |Δ| > tolerance either way; exact: fail on any difference"),
             output: Optional[Path] = typer.Option(None, "--output", help="also write the Markdown table here")) -> None:
-    """Compare results (Parquet files or output directories); exit 1 on any regression or missing row."""
+    """Compare results (Parquet files or output directories); exit 1 on any failing value or missing row."""
     from wsolctl.results.compare import compare as run_compare
 
-    outcome = _guard(run_compare, baseline, candidate, tolerance)
+    outcome = _guard(run_compare, baseline, candidate, tolerance, mode)
     typer.echo(outcome.markdown)
     if output:
         from wsolctl.io import write_text

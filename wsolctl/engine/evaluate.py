@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from wsolctl.engine.model import WSOLModel
 from wsolctl.methods.base import Method
 from wsolctl.metrics import LocalizationMeter, LocalizationResult, prepare_cams
-from wsolctl.progress import Progress
 from wsolctl.metrics_extra import FaithfulnessMeter, MapMeter, MaxBoxAccV2Meter, PointingGameMeter
+from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Evaluation
 
 # Columns of LocalizationResult that belong to the `dice` metric; PxAP's are always kept (B-LOC).

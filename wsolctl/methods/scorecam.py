@@ -10,9 +10,15 @@ LayerAttribution.interpolate), y(x) = target logit, map = ReLU(Σ_k w_k A_k).
 - Ablation-CAM (Desai and Ramaswamy, 2020): w_k = (y − y_k) / y, y_k = logit with channel k set to 0
   (Captum LayerFeatureAblation); w = 0 where y = 0.
 
-Cost: one forward per channel (× n for SS-/IS-CAM). The masked images are built per chunk, so no
-forward sees more than ``chunk_size`` images (memory bound). Channels whose activation is constant
-give an all-zero mask M_k = 0, hence the same masked input: it is scored once per image (exact).
+Cost: one forward per distinct mask of an image (× n for SS-/IS-CAM). Upsampling is linear and keeps
+constants, and min-max removes scale and offset, so two channels whose layer-resolution maps are equal
+after min-max have equal masks and equal scores: each such pattern is scored once per image (exact,
+not an approximation). Constant channels all give the zero pattern (M_k = 0, as pytorch-grad-cam's
+eps-guarded division gives); post-ReLU channels with a single non-zero position give one-hot patterns.
+At ResNet-50's layer4 on 64-px inputs (2×2 maps) that leaves 56% of the (image, channel) pairs to
+score. The masked images of several images are batched together, built per chunk under
+``torch.inference_mode`` and passed in channels-last layout, so no forward sees more than
+``chunk_size`` images (memory bound).
 For Ablation-CAM, channels that are zero in every image of the batch are ablated as one group (exact:
 zeroing a zero channel changes nothing, so their weight is 0).
 """
@@ -37,12 +43,37 @@ class ISCAMParams(ScoreParams):
     n: int = Field(10, ge=1, description="integration steps (torchcam: 10)")
 
 
+def minmax_rows(flat: "torch.Tensor") -> "torch.Tensor":
+    """Min-max of each row of (..., L) to [0, 1]; 0 for a constant row."""
+    low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+    return safe_div(flat - low, (high - low).expand_as(flat))
+
+
 def channel_masks(a: "torch.Tensor", size) -> "torch.Tensor":
     """(B, h, w) activations → (B, 1, H, W) bilinear-upsampled, min-maxed masks (0 for a constant one)."""
     up = upsample(a[:, None], size)
-    flat = up.flatten(1)
-    low, high = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
-    return safe_div(up - low, (high - low).expand_as(up))
+    return minmax_rows(up.flatten(1)).view_as(up)
+
+
+def channels_last(x: "torch.Tensor") -> "torch.Tensor":
+    """NHWC layout: oneDNN/cuDNN convolutions run faster on it for these many-image batches (measured
+    in benchmarks/README.md); the values are the same."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def distinct_patterns(a: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """(N, C, h, w) activations → (patterns (J, h, w), their image (J,), index (N, C) into patterns):
+    the distinct min-maxed layer maps of each image, which determine the Score-CAM masks."""
+    n, c, h, w = a.shape
+    rows = minmax_rows(a.flatten(2))
+    patterns, owner, index, offset = [], [], [], 0
+    for i in range(n):
+        unique, inverse = torch.unique(rows[i], dim=0, return_inverse=True)
+        patterns.append(unique)
+        owner.append(torch.full((len(unique),), i, dtype=torch.long, device=a.device))
+        index.append(inverse + offset)
+        offset += len(unique)
+    return torch.cat(patterns).view(-1, h, w), torch.cat(owner), torch.stack(index)
 
 
 class ScoreCAM(TopDownMethod):
@@ -55,33 +86,19 @@ class ScoreCAM(TopDownMethod):
 
     def compute(self, forward_func, layers, images, targets):
         a = activations(forward_func, layers[0], images)
-        n, c = a.shape[:2]
-        flat = a.flatten(2)
-        live = flat.amax(2) > flat.amin(2)  # (N, C); constant channels → mask 0
-        # jobs: every live (image, channel) + one "zero mask" job per image that has a constant channel
-        img, ch = live.nonzero(as_tuple=True)
-        dead_imgs = (~live).any(1).nonzero(as_tuple=True)[0]
-        img = torch.cat([img, dead_imgs])
-        ch = torch.cat([ch, torch.full_like(dead_imgs, -1)])
+        patterns, img, index = distinct_patterns(a)
         steps = self.transforms(images)
-        job_scores = torch.zeros(len(img), dtype=a.dtype, device=a.device)
-        size = images.shape[-2:]
-        with torch.no_grad():
-            for start in range(0, len(img), self.params.chunk_size):
-                i, k = img[start:start + self.params.chunk_size], ch[start:start + self.params.chunk_size]
-                sel = a[i, k.clamp_min(0)] * (k >= 0)[:, None, None]
-                masks = channel_masks(sel, size)
-                x, t = images[i], targets[i]
-                for transform, weight in steps:
-                    out = forward_func(x * transform(masks, i))
-                    job_scores[start:start + len(i)] += weight * out[torch.arange(len(i)), t].to(a.dtype)
-        scores = torch.empty(n, c, dtype=a.dtype, device=a.device)
-        is_live = ch >= 0
-        scores[img[is_live], ch[is_live]] = job_scores[is_live]
-        zero = torch.zeros(n, dtype=a.dtype, device=a.device)
-        zero[img[~is_live]] = job_scores[~is_live]
-        scores = torch.where(live, scores, zero[:, None])
-        return weighted_sum(torch.softmax(scores, dim=1), a)
+        size, chunk = images.shape[-2:], self.params.chunk_size
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(img), chunk):
+                i = img[start:start + chunk]
+                masks = channel_masks(patterns[start:start + chunk], size)
+                x, rows = images[i], torch.arange(len(i), device=i.device)
+                scores.append(sum(weight * forward_func(channels_last(x * transform(masks, i)))[rows, targets[i]]
+                                  .to(a.dtype) for transform, weight in steps))
+        scores = torch.cat(scores).clone()  # a normal tensor again, outside inference mode
+        return weighted_sum(torch.softmax(scores[index], dim=1), a)
 
 
 class SSCAM(ScoreCAM):

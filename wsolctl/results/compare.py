@@ -1,8 +1,14 @@
-"""Regression check between two result sets (``wsolctl compare``).
+"""Regression and reproduction checks between two result sets (``wsolctl compare``).
 
-Rows are matched on dataset/fold/backbone/method/selection. A metric regresses when the candidate is
-worse than the baseline by more than its tolerance, "worse" following the metric's direction.
-A baseline row with no candidate is a regression too; extra candidate rows are reported only.
+Rows are matched on dataset/fold/backbone/method/selection. Three modes say when a metric value fails:
+
+- ``regression`` (default): the candidate is worse than the baseline by more than its tolerance,
+  "worse" following the metric's direction. Better values always pass.
+- ``within``: |candidate − baseline| > tolerance, in either direction (a reproduction check).
+- ``exact``: candidate ≠ baseline (tolerances are ignored).
+
+In every mode a NaN candidate for a finite baseline fails, and so does a baseline row with no
+candidate; extra candidate rows are reported only.
 """
 from __future__ import annotations
 
@@ -17,18 +23,19 @@ from wsolctl.results.tables import KEYS
 
 HIGHER_IS_BETTER = {"pxap": True, "tp": True, "tn": True, "cl_acc": True, "miou": True, "fn": False, "fp": False}
 DEFAULT_TOLERANCE = {"pxap": 0.5, "tp": 1.0, "fn": 1.0, "fp": 1.0, "tn": 1.0, "cl_acc": 1.0, "miou": 1.0}
+MODES = ("regression", "within", "exact")
 
 
 @dataclass
 class Comparison:
-    table: pl.DataFrame  # one row per key × metric
+    table: pl.DataFrame  # one row per key × metric; ``fail`` says whether that value fails the mode
     missing: pl.DataFrame  # baseline keys absent from the candidate
     extra: pl.DataFrame  # candidate keys absent from the baseline
     markdown: str
 
     @property
     def failed(self) -> bool:
-        return bool(self.table["regression"].any()) or len(self.missing) > 0
+        return bool(self.table["fail"].any()) or len(self.missing) > 0
 
 
 def read_results(path: Path) -> pl.DataFrame:
@@ -63,8 +70,10 @@ def parse_tolerances(items: Iterable[str]) -> dict[str, float]:
     return tolerance
 
 
-def compare(baseline: Path, candidate: Path, tolerances: Iterable[str] = ()) -> Comparison:
-    tolerance = parse_tolerances(tolerances)
+def compare(baseline: Path, candidate: Path, tolerances: Iterable[str] = (), mode: str = "regression") -> Comparison:
+    if mode not in MODES:
+        raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    tolerance = {m: 0.0 for m in DEFAULT_TOLERANCE} if mode == "exact" else parse_tolerances(tolerances)
     base, cand = read_results(baseline), read_results(candidate)
     metrics = [m for m in HIGHER_IS_BETTER if m in base.columns and m in cand.columns]
     joined = base.join(cand, on=KEYS, how="inner", suffix="_candidate")
@@ -76,25 +85,30 @@ def compare(baseline: Path, candidate: Path, tolerances: Iterable[str] = ()) -> 
                                                  "baseline": pl.Float64, "candidate": pl.Float64})
     sign = pl.col("metric").replace_strict({m: 1.0 if up else -1.0 for m, up in HIGHER_IS_BETTER.items()})
     tol = pl.col("metric").replace_strict(tolerance, return_dtype=pl.Float64)
-    long = long.with_columns(delta=pl.col("candidate") - pl.col("baseline")).with_columns(
-        regression=(pl.col("delta") * sign < -tol) | pl.col("candidate").is_nan() & pl.col("baseline").is_not_nan())
+    delta = pl.col("candidate") - pl.col("baseline")
+    out_of_bounds = delta * sign < -tol if mode == "regression" else delta.abs() > tol
+    # NaN == NaN counts as reproduced; a NaN candidate for a number always fails
+    both_nan = pl.col("candidate").is_nan() & pl.col("baseline").is_nan()
+    long = long.with_columns(delta=delta).with_columns(
+        fail=out_of_bounds & ~both_nan | pl.col("candidate").is_nan() & pl.col("baseline").is_not_nan())
     missing = base.join(cand, on=KEYS, how="anti").select(KEYS)
     extra = cand.join(base, on=KEYS, how="anti").select(KEYS)
-    return Comparison(long, missing, extra, _markdown(long, missing, extra, tolerance))
+    return Comparison(long, missing, extra, _markdown(long, missing, extra, tolerance, mode))
 
 
-def _markdown(long: pl.DataFrame, missing: pl.DataFrame, extra: pl.DataFrame, tolerance: dict) -> str:
-    regressions = long.filter(pl.col("regression"))
-    status = "FAIL" if len(regressions) or len(missing) else "OK"
+def _markdown(long: pl.DataFrame, missing: pl.DataFrame, extra: pl.DataFrame, tolerance: dict, mode: str) -> str:
+    failures = long.filter(pl.col("fail"))
+    status = "FAIL" if len(failures) or len(missing) else "OK"
+    bounds = "exact" if mode == "exact" else ", ".join(f"{k}={v}" for k, v in tolerance.items())
     lines = [f"## wsolctl compare: {status}", "",
-             f"{len(long)} metric values compared, {len(regressions)} regression(s), {len(missing)} missing row(s). "
-             "Tolerances: " + ", ".join(f"{k}={v}" for k, v in tolerance.items()), ""]
+             f"Mode {mode}: {len(long)} metric values compared, {len(failures)} failure(s), {len(missing)} missing "
+             f"row(s). Tolerances: {bounds}", ""]
     changed = long.filter(pl.col("delta").abs() > 0)
     if len(changed):
-        lines += ["| " + " | ".join(KEYS) + " | metric | baseline | candidate | Δ | regression |",
+        lines += ["| " + " | ".join(KEYS) + " | metric | baseline | candidate | Δ | fails |",
                   "|" + "---|" * (len(KEYS) + 5)]
         for r in changed.sort(KEYS + ["metric"]).iter_rows(named=True):
-            flag = "**yes**" if r["regression"] else "no"
+            flag = "**yes**" if r["fail"] else "no"
             lines.append("| " + " | ".join(str(r[k]) for k in KEYS) +
                          f" | {r['metric']} | {r['baseline']:.2f} | {r['candidate']:.2f} | {r['delta']:+.2f} | {flag} |")
         lines.append("")
