@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -254,19 +254,30 @@ def _check_unit_range(scores: torch.Tensor) -> None:
         raise ValueError(f"cams must lie in [0, 1] without NaN, got min {low.item()}, max {high.item()}")
 
 
-def prepare_cams(cams: ArrayLike, size: tuple[int, int]) -> torch.Tensor:
-    """Score maps as the survey evaluates them: per-image min-max, then bilinear resize.
+def prepare_cams(cams: ArrayLike, size: tuple[int, int],
+                 kind: Literal["cam", "probability"] = "cam") -> torch.Tensor:
+    """Score maps as the survey evaluates them, by kind of map, then bilinear resize.
 
-    ``cams``: (N, h, w). Each map is min-max normalised at its native resolution; a map whose
-    normalisation is undefined becomes all zeros: a constant map, and any map containing NaN (min
-    and max propagate NaN, as wsolevaluation's ``np.isnan(cam).any()`` → zeros and the survey's
-    ``nan_to_num``) or ±inf. Then bilinear (``align_corners=False``) resize to ``size`` = (H, W).
+    ``cams``: (N, h, w). ``kind="cam"`` (CAM-type activations, any scale): each map is min-max
+    normalised at its native resolution; a map whose normalisation is undefined becomes all zeros:
+    a constant map, and any map containing NaN (min and max propagate NaN, as wsolevaluation's
+    ``np.isnan(cam).any()`` → zeros and the survey's ``nan_to_num``) or ±inf.
+    ``kind="probability"`` (foreground probabilities, e.g. NEGEV, U-Net): kept as they are, as the
+    survey's reference code does (``CAMComputer.normalizecam`` returns them unchanged); only NaN → 0,
+    +inf → 1 and a clamp to [0, 1]. The two differ in PxAP because PxAP pools the pixels of all
+    images under shared thresholds: min-max stretches a normal image's near-zero probabilities up
+    to 1. Then bilinear (``align_corners=False``) resize to ``size`` = (H, W).
     Returns (N, H, W) float32 in [0, 1] on the input's device.
     """
     maps = _as_tensor(cams).detach().float()
-    flat = maps.reshape(maps.shape[0], -1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    scaled = torch.nan_to_num((flat - low) / (high - low), nan=0.0, posinf=0.0, neginf=0.0)
+    if kind == "cam":
+        flat = maps.reshape(maps.shape[0], -1)
+        low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+        scaled = torch.nan_to_num((flat - low) / (high - low), nan=0.0, posinf=0.0, neginf=0.0)
+    elif kind == "probability":
+        scaled = torch.nan_to_num(maps, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    else:
+        raise ValueError(f"kind must be 'cam' or 'probability', got {kind!r}")
     resized = F.interpolate(scaled.view(maps.shape).unsqueeze(1), size=tuple(size), mode="bilinear",
                             align_corners=False).squeeze(1)
     # Bilinear weights sum to 1 only up to float32 rounding; keep the meter's [0, 1] contract.

@@ -40,7 +40,7 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
             if localize:
                 with torch.no_grad():
                     cams = method.cams(model, images, targets)
-                meters[label].update(prepare_cams(cams, masks.shape[-2:]), masks.to(device))
+                meters[label].update(prepare_cams(cams, masks.shape[-2:], method.map_kind), masks.to(device))
         if task:
             task.advance()
     if task:
