@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 
 class Strict(BaseModel):
@@ -163,14 +163,16 @@ class Recipe(Strict):
     executor: Executor = Field(default_factory=Executor)
     _positions: dict = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _method_backbones_exist(self) -> "Recipe":
-        names = [b.name for b in self.backbones]
-        for method in self.methods:
+    @field_validator("methods")
+    @classmethod
+    def _method_backbones_exist(cls, methods: list[MethodSpec], info: ValidationInfo) -> list[MethodSpec]:
+        # A field validator (backbones are validated first), so that the problem points at methods.
+        names = [b.name for b in info.data.get("backbones", [])]
+        for method in methods if "backbones" in info.data else []:
             unknown = sorted(set(method.backbones or []) - set(names))
             if unknown:
                 raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
-        return self
+        return methods
 
     @field_validator("methods")
     @classmethod
