@@ -3,20 +3,9 @@ per problem that names the file and line (or the --set override), the field and 
 import pytest
 from typer.testing import CliRunner
 
+from tests.test_recipe import BASE
 from wsolctl.cli import app
 
-BASE = """\
-name: base
-dataset:
-  name: synthetic-glas
-  root: data/x
-backbones:
-  - name: resnet18-wsol
-methods:
-  - name: cam
-train:
-  epochs: 2
-"""
 METHOD = "  - name: cam\n"
 
 
@@ -30,22 +19,22 @@ CORPUS = {
     "nul-byte": ({"r.yaml": b"name: x\nseed: \x00\n"}, [], ("r.yaml: ", "", "not a UTF-8 text file (byte 0x00 at line 2")),
     "control-char": ({"r.yaml": "name: x\nseed: \x01\n"}, [], ("r.yaml:2:7: ", "", "unacceptable character #x0001")),
     "bad-indentation": ({"r.yaml": "name: x\n  seed: 1\n"}, [], ("r.yaml:2:7: ", "", "YAML syntax: mapping values")),
-    "unclosed-flow": ({"r.yaml": BASE + "selection: [b-loc\n"}, [], ("r.yaml:12:1: ", "", "YAML syntax")),
+    "unclosed-flow": ({"r.yaml": BASE + "selection: [b-loc\n"}, [], ("r.yaml:14:1: ", "", "YAML syntax")),
     "tab-indent": ({"r.yaml": "name: x\ntrain:\n\tepochs: 2\n"}, [], ("r.yaml:3:1: ", "", "YAML syntax")),
     "python-tag": ({"r.yaml": BASE + "seed: !!python/object/apply:os.system [echo]\n"}, [],
-                   ("r.yaml:11:7: ", "seed", "unsupported tag 'tag:yaml.org,2002:python/object/apply:os.system'")),
+                   ("r.yaml:13:7: ", "seed", "unsupported tag 'tag:yaml.org,2002:python/object/apply:os.system'")),
     "python-tag-on-mapping": ({"r.yaml": BASE + "evaluation: !!python/object:os.Foo {batch_size: 2}\n"}, [],
-                              ("r.yaml:11:13: ", "evaluation", "unsupported tag")),
+                              ("r.yaml:13:13: ", "evaluation", "unsupported tag")),
     "key-not-scalar": ({"r.yaml": "? [a, b]\n: c\n"}, [], ("r.yaml:1:3: ", "", "a key must be a scalar")),
-    "recursive-alias": ({"r.yaml": BASE + "extra: &x [*x]\n"}, [], ("r.yaml:11:8: ", "extra[0]", "recursive alias")),
-    "duplicate-key": ({"r.yaml": BASE + "name: again\n"}, [], ("r.yaml:11:1: ", "name", "duplicate key")),
+    "recursive-alias": ({"r.yaml": BASE + "extra: &x [*x]\n"}, [], ("r.yaml:13:8: ", "extra[0]", "recursive alias")),
+    "duplicate-key": ({"r.yaml": BASE + "name: again\n"}, [], ("r.yaml:13:1: ", "name", "duplicate key")),
     "empty-file": ({"r.yaml": ""}, [], ("r.yaml:1:1: ", "name", "field required")),
     "list-at-top": ({"r.yaml": "- name: x\n"}, [], ("r.yaml:1:1: ", "", "a recipe must be a YAML mapping")),
     "scalar-at-top": ({"r.yaml": "just text\n"}, [], ("r.yaml:1:1: ", "", "a recipe must be a YAML mapping")),
-    "unknown-field": ({"r.yaml": BASE + "epochs: 3\n"}, [], ("r.yaml:11:1: ", "epochs", "unknown field")),
-    "unknown-nested-field": ({"r.yaml": BASE + "  epoks: 3\n"}, [], ("r.yaml:11:3: ", "train.epoks", "unknown field (did you mean 'epochs'?)")),
+    "unknown-field": ({"r.yaml": BASE + "epochs: 3\n"}, [], ("r.yaml:13:1: ", "epochs", "unknown field")),
+    "unknown-nested-field": ({"r.yaml": BASE + "  epoks: 3\n"}, [], ("r.yaml:13:3: ", "train.epoks", "unknown field (did you mean 'epochs'?)")),
     "wrong-type": ({"r.yaml": BASE.replace("epochs: 2", "epochs: two")}, [], ("r.yaml:10:3: ", "train.epochs", "valid integer")),
-    "out-of-range": ({"r.yaml": BASE + "seed: -1\n"}, [], ("r.yaml:11:1: ", "seed", "greater than or equal to 0")),
+    "out-of-range": ({"r.yaml": BASE + "seed: -1\n"}, [], ("r.yaml:13:1: ", "seed", "greater than or equal to 0")),
     "missing-field": ({"r.yaml": BASE.replace("name: base\n", "")}, [], ("r.yaml:1:1: ", "name", "field required")),
     "unknown-method": ({"r.yaml": with_method("  - name: camm\n")}, [], ("r.yaml:8:5: ", "methods[0].name", "unknown method 'camm'")),
     "unknown-backbone": ({"r.yaml": BASE.replace("resnet18-wsol", "resnet19-wsol")}, [],
