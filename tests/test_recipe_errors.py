@@ -27,6 +27,9 @@ CORPUS = {
                               ("r.yaml:13:13: ", "evaluation", "unsupported tag")),
     "key-not-scalar": ({"r.yaml": "? [a, b]\n: c\n"}, [], ("r.yaml:1:3: ", "", "a key must be a scalar")),
     "recursive-alias": ({"r.yaml": BASE + "extra: &x [*x]\n"}, [], ("r.yaml:13:8: ", "extra[0]", "recursive alias")),
+    "alias-bomb": ({"r.yaml": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+                       f"{k}: &{k} [{', '.join([f'*{prev}'] * 10)}]\n" for prev, k in zip("abcd", "bcde"))}, [],
+                   ("r.yaml:1:4: ", "e[7][8][8][9]", "more than 100000 values (aliases expanded)")),
     "duplicate-key": ({"r.yaml": BASE + "name: again\n"}, [], ("r.yaml:13:1: ", "name", "duplicate key")),
     "empty-file": ({"r.yaml": ""}, [], ("r.yaml:1:1: ", "name", "field required")),
     "list-at-top": ({"r.yaml": "- name: x\n"}, [], ("r.yaml:1:1: ", "", "a recipe must be a YAML mapping")),
