@@ -56,11 +56,12 @@ def test_hand_computed_pxap_and_marginals():
     # (0.375, 0.625] → TP 1, FP 1: recall unchanged; (0.125, 0.375] → TP 2, FP 1: precision 2/3,
     # recall 1. PxAP = 100·(1·1/2 + 2/3·1/2) = 83.33…
     assert result.pxap == pytest.approx(100 * (0.5 + 1 / 3))
-    # TP(τ_l) = 1 for l = 0..375 (376 values), 1/2 for l = 376..875 (500 values), else 0.
-    assert result.tp == pytest.approx(100 * 0.001 * (376 + 500 / 2))  # 62.6
-    assert result.fn == pytest.approx(100 - 62.6)
-    # FP(τ_l) = 1 for l = 0..125 (126 values), 1/3 for l = 126..625 (500 values), else 0.
-    assert result.fp == pytest.approx(100 * 0.001 * (126 + 500 / 3))  # 29.27
+    # Window τ_l = l/1000, l = 1..1000 (the reference code's). TP(τ_l) = 1 for l = 1..375
+    # (375 values), 1/2 for l = 376..875 (500 values), else 0.
+    assert result.tp == pytest.approx(100 * 0.001 * (375 + 500 / 2))  # 62.5
+    assert result.fn == pytest.approx(100 - 62.5)
+    # FP(τ_l) = 1 for l = 1..125 (125 values), 1/3 for l = 126..625 (500 values), else 0.
+    assert result.fp == pytest.approx(100 * 0.001 * (125 + 500 / 3))  # 29.17
     assert result.tn == pytest.approx(100 - result.fp)
 
 
@@ -95,9 +96,8 @@ def test_perfect_map():
     masks[:, :2] = True  # 16 of 32 pixels foreground
     result = score(masks.astype(np.float32), masks)
     assert result.pxap == 100  # first step (≥ 1): precision 1, recall 0 → 1
-    assert result.tp == pytest.approx(100)  # fg scores 1 ≥ every τ < 1
-    assert result.fp == pytest.approx(0.1)  # bg scores 0 are ≥ τ only at τ = 0: 100·1·0.001
-    assert result.tn == pytest.approx(99.9)
+    assert result.tp == pytest.approx(100)  # fg scores 1 ≥ every τ in (0, 1]
+    assert result.fp == 0 and result.tn == 100  # bg scores 0 are below every τ > 0
     assert result.miou == 100 and result.threshold == pytest.approx(0.999)
 
 
@@ -108,7 +108,7 @@ def test_inverted_map_scores_like_the_trivial_baseline():
     # Every threshold > 0 predicts only background pixels (precision 0); τ = 0 predicts all:
     # precision 5/20 at recall 0 → 1.
     assert result.pxap == pytest.approx(25.0)
-    assert result.tp == pytest.approx(0.1) and result.fn == pytest.approx(99.9)
+    assert result.tp == 0 and result.fn == 100  # fg scores 0 are below every τ in (0, 1]
     assert result.fp == pytest.approx(100) and result.tn == pytest.approx(0)
 
 
@@ -171,7 +171,30 @@ def test_curves_match_brute_force_thresholding():
     np.testing.assert_allclose(result.curves["miou"], miou)
     best = np.flatnonzero(miou == miou.max())[-1]
     assert result.threshold == tau[best] and result.miou == pytest.approx(miou[best])
-    assert result.tp == pytest.approx(np.sum(100 * tp / fg.size) * 0.01)
+    window = np.append(tau[1:], 1.0)  # TP*: τ = 0.01 .. 1.0
+    assert result.tp == pytest.approx(np.sum([100 * (fg >= t).mean() for t in window]) * 0.01)
+    assert result.fp == pytest.approx(np.sum([100 * (bg >= t).mean() for t in window]) * 0.01)
+
+
+def test_marginals_match_the_reference_area():
+    """The survey code's ``MaskEvaluator._area``: ``v[1:idx_1 + 1] · diff(edges[0:idx_1 + 1])`` on
+    the counts at or above each edge, descending (τ = 1.0, 0.999, …, 0.001)."""
+    cams, masks = random_split(6)
+    meter = LocalizationMeter()
+    meter.update(cams, masks)
+    bg, fg = histograms(meter)
+    edges = np.append(np.arange(0, 1, 0.001), [1.0, 2.0, 3.0])
+    idx_1 = np.where(edges == 1.0)[0][0]
+
+    def area(v):
+        return (v[1:idx_1 + 1] * np.diff(edges[0:idx_1 + 1])).sum()
+
+    tp, fp = fg[::-1].cumsum(), bg[::-1].cumsum()
+    result = meter.compute()
+    assert result.tp == pytest.approx(100 * area(tp) / fg.sum(), rel=1e-9)
+    assert result.fn == pytest.approx(100 * area(fg.sum() - tp) / fg.sum(), rel=1e-9)
+    assert result.fp == pytest.approx(100 * area(fp) / bg.sum(), rel=1e-9)
+    assert result.tn == pytest.approx(100 * area(bg.sum() - fp) / bg.sum(), rel=1e-9)
 
 
 def test_marginals_are_complementary():
@@ -225,7 +248,7 @@ def test_state_size_does_not_grow():
 def test_degenerate_splits_give_nan_not_errors():
     only_bg = score(np.full((1, 2, 2), 0.5), np.zeros((1, 2, 2)))
     assert np.isnan(only_bg.pxap) and np.isnan(only_bg.tp) and np.isnan(only_bg.fn)
-    assert only_bg.fp == pytest.approx(50.1)  # FP(τ) = 1 for τ ≤ 0.5: 501 grid values
+    assert only_bg.fp == pytest.approx(50.0)  # FP(τ) = 1 for τ ≤ 0.5: 500 values of τ in (0, 1]
     only_fg = score(np.full((1, 2, 2), 0.5), np.ones((1, 2, 2)))
     assert only_fg.pxap == 100 and np.isnan(only_fg.fp) and np.isnan(only_fg.tn)
     empty = LocalizationMeter().compute()

@@ -212,8 +212,36 @@ def test_unet_skips_come_from_the_backbone_stages():
     model = build_model(UNet(UNet.Params(decoder_channels=[16, 8])))
     skips, bottleneck = skip_layout(model.backbone)
     assert skips == [("layer1", 64), ("act1", 64)] and bottleneck == "layer4"
-    assert model.head.skip_names == ["layer1", "act1"] and len(model.head.decoder) == 3  # + the image level
+    # + a last block that upsamples to the input size without a skip
+    assert model.head.skip_names == ["layer1", "act1"] and len(model.head.decoder) == 3
     assert skip_layout(build_model(UNet(), "deit-tiny").backbone) == ([], "tokens")
+
+
+def _decoder_inputs(model, images):
+    """The bottleneck and the skip maps the head's decoder takes, from the backbone's stages."""
+    stages, x = {}, images
+    for name, stage in model.backbone.named_children():
+        x = stages[name] = stage(x)
+    return x, [stages[n] for n in model.head.skip_names]
+
+
+@pytest.mark.parametrize("name", ["unet", "negev"])
+def test_default_decoder_takes_no_raw_image_skip(name):
+    """The reference UnetDecoder: the last block upsamples to the input without a skip. The raw
+    image is concatenated only with the documented deviation ``input_skip: true``."""
+    cls = plugins.load("methods", name)
+    images, other = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    outputs = {}
+    for input_skip in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cls(cls.Params(decoder_channels=[16, 8], input_skip=input_skip))).eval()
+        assert model.head.decoder[-1][0].in_channels == 8 + (3 if input_skip else 0)
+        with torch.no_grad():
+            bottom, skips = _decoder_inputs(model, images)
+            outputs[input_skip] = [model.head.decode(bottom, skips, x) for x in (images, other)]
+    same, changed = outputs[False], outputs[True]
+    assert same[0].shape[-2:] == (32, 32) and torch.equal(same[0], same[1])  # the image only sets the size
+    assert not torch.allclose(changed[0], changed[1])
 
 
 def test_unet_overfits_one_batch_through_the_engine_step():

@@ -11,9 +11,14 @@ survey (Rony et al., MELBA 2023, eqs. 13-24):
   …, ≥ 0``; steps with no predicted pixel (precision 0/0) are skipped; no interpolation.
 * Per threshold (eqs. 17-20): ``TP(τ) = |s ≥ τ ∧ fg| / |fg|``, ``FN = 1 − TP``,
   ``FP(τ) = |s ≥ τ ∧ bg| / |bg|``, ``TN = 1 − FP``. Marginalised (eqs. 21-24):
-  ``TP* = 100·Σ_l TP(τ_l)·(1/n)`` over the grid ``τ ∈ [0, 1)``, so ``TP* + FN* = FP* + TN* = 100``.
-  (The survey's code sums a window shifted by one step, ``τ ∈ (0, 1]``; its areas differ from
-  these by at most ``100/n``.)
+  ``TP* = 100·Σ_l TP(τ_l)·(τ_l − τ_{l−1})`` over ``τ_l = l/n``, ``l = 1 .. n``, i.e. the window
+  ``τ ∈ (0, 1]`` (0.001 … 1.0), so ``TP* + FN* = FP* + TN* = 100``. This is the reference code's
+  window (``MaskEvaluator._area`` sums ``v[1:idx_1 + 1]``, ``idx_1`` = the edge 1.0) and what the
+  eqs. read literally (the first term needs ``τ_{l−1}``, so ``τ_0 = 0`` itself is not summed). The
+  window one step lower, ``[0, 1)`` (this tool before issue 10), adds ``TP(0) = 1`` and drops
+  ``TP(1)`` (the pixels at exactly 1): each area differs by ``100/n·(TP(0) − TP(1))``, at most
+  ``100/n`` = 0.1. With this window a perfect binary map gets TP* = TN* = 100 exactly. The curves
+  (and ``τ*``) stay on the grid ``τ ∈ [0, 1)``.
 * Operating point ``τ*`` = argmax over the grid of ``mIoU = ½(IoU_fg + IoU_bg)`` with
   ``IoU_fg = TP/(TP+FN+FP)`` and ``IoU_bg = TN/(TN+FN+FP)`` in pixel counts; ties go to the highest
   threshold, the same operating point the reference code picks. ``τ*`` is reported as the real
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -165,6 +170,7 @@ class LocalizationMeter:
         tp, fp = _at_or_above(fg), _at_or_above(bg)
         n_fg, n_bg = tp[0], fp[0]
         pxap = _average_precision(tp[::-1], fp[::-1], n_fg)
+        areas = _areas(tp, fp, self.n_thresholds)
         # From here on, the grid τ_l, l = 0 .. n-1, only (drop the edges 1 and 2).
         tp, fp = tp[: self.n_thresholds], fp[: self.n_thresholds]
         fn, tn = n_fg - tp, n_bg - fp
@@ -174,9 +180,8 @@ class LocalizationMeter:
         def at_best(name: str) -> float:
             return float("nan") if best is None else float(curves[name][best])
 
-        step = 1.0 / self.n_thresholds
         return LocalizationResult(
-            pxap=pxap, **{k: float(np.sum(curves[k]) * step) for k in ("tp", "fn", "fp", "tn")},
+            pxap=pxap, **areas,
             threshold=at_best("threshold"), miou=at_best("miou"),
             tp_at_threshold=at_best("tp"), fn_at_threshold=at_best("fn"),
             fp_at_threshold=at_best("fp"), tn_at_threshold=at_best("tn"),
@@ -198,6 +203,17 @@ def _average_precision(tp: np.ndarray, fp: np.ndarray, n_fg: int) -> float:
     recall = tp / n_fg
     steps = predicted[1:] > 0
     return float(100.0 * np.sum((precision[1:] * np.diff(recall))[steps]))
+
+
+def _areas(tp: np.ndarray, fp: np.ndarray, n: int) -> dict[str, float]:
+    """TP*/FN*/FP*/TN* in % (eqs. 21-24) from counts at or above each edge (ascending, ``n + 2``):
+    the rates summed over the reference code's window ``τ = 1/n, 2/n, …, 1`` (edges 1..n) times the
+    step ``1/n``. NaN for the fg (bg) pair when the split has no fg (bg) pixel."""
+    window = slice(1, n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tp_area = 100 * tp[window].sum() / (tp[0] * n)
+        fp_area = 100 * fp[window].sum() / (fp[0] * n)
+    return {"tp": float(tp_area), "fn": float(100 - tp_area), "fp": float(fp_area), "tn": float(100 - fp_area)}
 
 
 def _curves(thresholds: np.ndarray, tp, fn, fp, tn) -> dict[str, np.ndarray]:
@@ -256,19 +272,30 @@ def _check_unit_range(scores: torch.Tensor) -> None:
         raise ValueError(f"cams must lie in [0, 1] without NaN, got min {low.item()}, max {high.item()}")
 
 
-def prepare_cams(cams: ArrayLike, size: tuple[int, int]) -> torch.Tensor:
-    """Score maps as the survey evaluates them: per-image min-max, then bilinear resize.
+def prepare_cams(cams: ArrayLike, size: tuple[int, int],
+                 kind: Literal["cam", "probability"] = "cam") -> torch.Tensor:
+    """Score maps as the survey evaluates them, by kind of map, then bilinear resize.
 
-    ``cams``: (N, h, w). Each map is min-max normalised at its native resolution; a map whose
-    normalisation is undefined becomes all zeros: a constant map, and any map containing NaN (min
-    and max propagate NaN, as wsolevaluation's ``np.isnan(cam).any()`` → zeros and the survey's
-    ``nan_to_num``) or ±inf. Then bilinear (``align_corners=False``) resize to ``size`` = (H, W).
+    ``cams``: (N, h, w). ``kind="cam"`` (CAM-type activations, any scale): each map is min-max
+    normalised at its native resolution; a map whose normalisation is undefined becomes all zeros:
+    a constant map, and any map containing NaN (min and max propagate NaN, as wsolevaluation's
+    ``np.isnan(cam).any()`` → zeros and the survey's ``nan_to_num``) or ±inf.
+    ``kind="probability"`` (foreground probabilities, e.g. NEGEV, U-Net): kept as they are, as the
+    survey's reference code does (``CAMComputer.normalizecam`` returns them unchanged); only NaN → 0,
+    +inf → 1 and a clamp to [0, 1]. The two differ in PxAP because PxAP pools the pixels of all
+    images under shared thresholds: min-max stretches a normal image's near-zero probabilities up
+    to 1. Then bilinear (``align_corners=False``) resize to ``size`` = (H, W).
     Returns (N, H, W) float32 in [0, 1] on the input's device.
     """
     maps = _as_tensor(cams).detach().float()
-    flat = maps.reshape(maps.shape[0], -1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    scaled = torch.nan_to_num((flat - low) / (high - low), nan=0.0, posinf=0.0, neginf=0.0)
+    if kind == "cam":
+        flat = maps.reshape(maps.shape[0], -1)
+        low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+        scaled = torch.nan_to_num((flat - low) / (high - low), nan=0.0, posinf=0.0, neginf=0.0)
+    elif kind == "probability":
+        scaled = torch.nan_to_num(maps, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    else:
+        raise ValueError(f"kind must be 'cam' or 'probability', got {kind!r}")
     resized = F.interpolate(scaled.view(maps.shape).unsqueeze(1), size=tuple(size), mode="bilinear",
                             align_corners=False).squeeze(1)
     # Bilinear weights sum to 1 only up to float32 rounding; keep the meter's [0, 1] contract.

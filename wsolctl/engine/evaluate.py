@@ -60,7 +60,7 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
             if localize:
                 with torch.no_grad():
                     cams = method.cams(model, images, targets)
-                maps, fg = prepare_cams(cams, masks.shape[-2:]), masks.to(device)
+                maps, fg = prepare_cams(cams, masks.shape[-2:], method.map_kind), masks.to(device)
                 meters[label].update(maps, fg)
                 for meter in others[label]:
                     meter.update(maps, fg, images, targets)

@@ -92,7 +92,8 @@ def _example_batch(data: Data, per_class: int, path: Path):
 
 
 def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, folder: Path) -> None:
-    """Each selected model's normalised CAMs on the example images (uint8), for qualitative figures."""
+    """Each selected model's maps on the example images as scored (CAM-type min-max normalised,
+    probabilities raw; uint8, ×255) with their ``kind``, for qualitative figures."""
     import numpy as np
 
     from wsolctl.metrics import prepare_cams
@@ -104,5 +105,6 @@ def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examp
     for label, rule in picks:
         with torch.no_grad():
             cams = methods[label].cams(model, images.to(device), labels.to(device))
-        cams = prepare_cams(cams, masks.shape[-2:]).cpu().numpy()
-        np.savez_compressed(folder / f"{label}__{rule}.npz", cams=(cams * 255).round().astype(np.uint8))
+        kind = methods[label].map_kind
+        cams = prepare_cams(cams, masks.shape[-2:], kind).cpu().numpy()
+        np.savez_compressed(folder / f"{label}__{rule}.npz", cams=(cams * 255).round().astype(np.uint8), kind=kind)

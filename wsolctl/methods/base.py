@@ -13,7 +13,11 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``prerequisite()`` / ``load_prerequisite(model, state)``: a method built on another trained
   classifier (NEGEV on CAM's) names it; the engine trains it first, once, and hands over the state
   dict of its ``prerequisite_rule`` checkpoint.
-- ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``, any scale.
+- ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``.
+- ``map_kind``: what those maps are. ``"cam"`` (default): activations on any scale, min-max
+  normalised per image before scoring, as the survey does for CAM-type maps. ``"probability"``:
+  foreground probabilities in [0, 1] (NEGEV, U-Net), scored raw as the survey's reference code does:
+  PxAP pools all pixels of a split under shared thresholds, so a per-image rescale would change it.
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
 - ``unsupported(backbone_name)``: a reason string when it cannot run on a backbone.
@@ -83,6 +87,7 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""  # set from the entry-point name when loaded
     needs_masks: ClassVar[bool] = False
+    map_kind: ClassVar[Literal["cam", "probability"]] = "cam"  # how cams() maps are scored and drawn
     prerequisite_rule: ClassVar[str] = "b-loc"  # which selected checkpoint of the prerequisite
 
     def __init__(self, params: Optional[BaseModel] = None):

@@ -7,8 +7,9 @@ histology images", MIDL 2022).
 - The frozen classifier gives (a) the classification logits (accuracy = CAM's) and (b) the CAM of
   the ground-truth class, from which pixel seeds are sampled at every training step.
 - Trainable part: a U-Net-style decoder on the frozen encoder's multi-scale features (skip layout and
-  blocks from ``wsolctl.methods.unet``), producing a 2-channel (background, foreground) map at input
-  resolution. Evaluation CAM = softmax channel 1.
+  blocks from ``wsolctl.methods.unet``, the reference decoder: no raw-image skip unless
+  ``input_skip``), producing a 2-channel (background, foreground) map at input resolution.
+  Evaluation CAM = softmax channel 1, a probability scored raw (``map_kind = "probability"``).
 - Loss = ``seed_weight`` · partial CE on the seeds (images not of ``negative_class``)
   + ``negative_weight`` · CE of **all** pixels → background on ``negative_class`` images (negative
   evidence; CAMELYON normal patches = 0; None turns it off, e.g. GlaS where both classes contain glands)
@@ -62,6 +63,8 @@ class NegevParams(BaseModel):
     size_min: float = Field(0.0, ge=0, le=1, description="lower bound of the foreground area fraction")
     size_max: float = Field(1.0, ge=0, le=1, description="upper bound of the foreground area fraction")
     elb_t: float = Field(1.0, gt=0, description="ELB barrier parameter t (elb_init_t; constant, no schedule)")
+    input_skip: bool = Field(False, description="deviation from the reference decoder: concatenate the raw "
+                                                "input image as a full-resolution skip in the last block")
 
     @field_validator("fg_region")
     @classmethod
@@ -141,6 +144,7 @@ class NEGEV(Method):
     survey_rank = 15
     kind = "bottom-up"
     Params = NegevParams
+    map_kind = "probability"
     prerequisite_rule = "b-loc"  # one checkpoint for both the classifier and the seed CAMs
 
     def __init__(self, params=None):
@@ -163,7 +167,8 @@ class NEGEV(Method):
         return backbone.requires_grad_(False)  # the CAM classifier's encoder: frozen
 
     def build_head(self, in_channels: int, num_classes: int):
-        head = decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels, out_channels=2)
+        head = decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels, out_channels=2,
+                            input_skip=self.params.input_skip)
         head.classifier.requires_grad_(False)  # the CAM classifier's linear layer: frozen
         return head
 
@@ -185,7 +190,7 @@ class NEGEV(Method):
             part.eval()
 
     def _encode(self, model, images):
-        """Frozen encoder: (bottleneck features, skip maps deepest first, image last)."""
+        """Frozen encoder: (bottleneck features, skip maps deepest first)."""
         self.freeze(model)
         head, skips, x = model.head, {}, images
         with torch.no_grad():
@@ -193,7 +198,7 @@ class NEGEV(Method):
                 x = stage(x)
                 if name in head.skip_names:
                     skips[name] = x
-        return x, [skips[n] for n in head.skip_names] + [images]
+        return x, [skips[n] for n in head.skip_names]
 
     def forward(self, model, images, labels=None) -> Output:
         features, skip_maps = self._encode(model, images)
@@ -201,7 +206,7 @@ class NEGEV(Method):
             logits = model.head.classifier(features.mean(dim=(2, 3)))
         if labels is None and not model.training:
             return Output(logits=logits)
-        extras = {"seg_logits": model.head.decode(features, skip_maps)}
+        extras = {"seg_logits": model.head.decode(features, skip_maps, images)}
         if labels is not None:
             weight = model.head.classifier.weight[labels]  # (N, C): the ground-truth class's fc row
             cams = torch.einsum("nc,nchw->nhw", weight, features).float()
@@ -242,4 +247,4 @@ class NEGEV(Method):
 
     def cams(self, model, images, targets):
         features, skip_maps = self._encode(model, images)
-        return model.head.decode(features, skip_maps).float().softmax(dim=1)[:, 1]
+        return model.head.decode(features, skip_maps, images).float().softmax(dim=1)[:, 1]

@@ -1,17 +1,22 @@
 """U-Net (Ronneberger et al., 2015): the survey's fully supervised upper bound, trained on pixel masks.
 
-- Encoder: the recipe's backbone, run stage by stage. For each distinct spatial resolution the last
-  stage at that resolution is a skip connection; the deepest output is the bottleneck. (A ResNet-WSOL
-  gives skips at 1/2 (``act1``) and 1/4 (``layer1``) and the bottleneck at 1/8; a DeiT gives only its
-  token map, so its decoder has no feature skips.) The input image itself is the last, full
-  resolution skip, so the output map is at input resolution.
-- Decoder (randomly initialised): per skip, bilinear upsampling to the skip's size, concatenation,
-  two 3×3 conv-BN-ReLU; widths ``decoder_channels`` from the deepest level (NEGEV's U-Net: 256, 128,
-  64, 32, 16; the last width repeats if there are more levels); a 1×1 conv to one foreground logit.
+- Encoder: the recipe's backbone, run stage by stage. For each distinct spatial resolution below the
+  input's, the last stage at that resolution is a skip connection; the deepest output is the
+  bottleneck. (A ResNet-WSOL gives skips at 1/2 (``act1``) and 1/4 (``layer1``) and the bottleneck at
+  1/8; a DeiT gives only its token map, so its decoder has no feature skips.)
+- Decoder (randomly initialised), as the reference ``UnetDecoder``: per skip, bilinear upsampling to
+  the skip's size, concatenation, two 3×3 conv-BN-ReLU; then a last block that upsamples to the input
+  resolution **without** a skip (the reference drops the full-resolution skip and never sees the raw
+  image). Widths ``decoder_channels`` from the deepest level (NEGEV's U-Net: 256, 128, 64, 32, 16;
+  the last width repeats if there are more levels); a 1×1 conv to one foreground logit.
+  Deviation, off by default: ``input_skip: true`` concatenates the raw input image in that last
+  block (this tool's decoder before the fix: a raw-colour shortcut that lets an untrained decoder
+  score well on colour-separable data).
 - Classification: GAP of the bottleneck → linear, trained with cross-entropy (weight ``cls_weight``),
   so that accuracy and B-CL selection are meaningful.
 - Loss: BCE(foreground logit, mask) + ``dice_weight``·soft Dice + ``cls_weight``·CE.
-- CAM: the foreground probability (sigmoid), the same whatever the target class.
+- CAM: the foreground probability (sigmoid), the same whatever the target class; scored raw
+  (``map_kind = "probability"``), not min-max normalised per image.
 
 The skip layout is found in ``adapt_backbone`` with one dry run on a 64×64 zero image (eval mode,
 no gradient) and stored on the head, so ``forward``/``cams`` of any instance can use it.
@@ -32,11 +37,14 @@ class UNetParams(BaseModel):
                                         description="decoder widths from the deepest level up")
     dice_weight: float = Field(0.0, ge=0, description="weight of the soft Dice loss added to the BCE")
     cls_weight: float = Field(1.0, ge=0, description="weight of the classification cross-entropy")
+    input_skip: bool = Field(False, description="deviation from the reference decoder: concatenate the raw "
+                                                "input image as a full-resolution skip in the last block")
 
 
 def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
     """Run ``backbone`` stage by stage on a probe image: ([(skip stage, channels)] deepest first,
-    bottleneck stage). Stages whose output is not a 4-D map (e.g. ViT tokens) are ignored."""
+    bottleneck stage). Stages whose output is not a 4-D map (e.g. ViT tokens) are ignored, and so
+    are skips at the input's own resolution (the reference decoder drops that first skip)."""
     was_training = backbone.training
     backbone.eval()
     try:
@@ -54,7 +62,8 @@ def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
     if not levels:
         raise ValueError("U-Net: the backbone returns no spatial feature map")
     *skips, (bottleneck, _) = levels
-    return skips[::-1], bottleneck
+    full = (PROBE_SIZE, PROBE_SIZE)
+    return [level for size, level in zip(last_at_size, skips) if size != full][::-1], bottleneck
 
 
 def _conv_block(cin: int, cout: int):
@@ -63,15 +72,16 @@ def _conv_block(cin: int, cout: int):
 
 
 def decoder_head(in_channels: int, num_classes: int, skips: list[tuple[str, int]], widths: list[int],
-                 out_channels: int = 1):
+                 out_channels: int = 1, input_skip: bool = False):
     """A classifier on the deepest features plus a U-Net decoder whose ``decode`` returns
-    (N, out_channels, H, W) logits at the resolution of the last skip (the image)."""
+    (N, out_channels, H, W) logits at the images' resolution."""
     class UNetHead(nn.Module):
         def __init__(self):
             super().__init__()
             self.skip_names = [name for name, _ in skips]
+            self.input_skip = input_skip
             self.classifier = nn.Linear(in_channels, num_classes)
-            channels = [c for _, c in skips] + [3]  # the image is the full-resolution skip
+            channels = [c for _, c in skips] + [3 if input_skip else 0]  # last block: the image level
             blocks, cin = [], in_channels
             for i, skip_channels in enumerate(channels):
                 width = widths[min(i, len(widths) - 1)]
@@ -80,11 +90,14 @@ def decoder_head(in_channels: int, num_classes: int, skips: list[tuple[str, int]
             self.decoder = nn.ModuleList(blocks)
             self.out = nn.Conv2d(cin, out_channels, kernel_size=1)
 
-        def decode(self, bottom, skip_maps):
+        def decode(self, bottom, skip_maps, images):
+            """``skip_maps`` deepest first; ``images`` sets the output size (and is the last
+            block's skip only with ``input_skip``)."""
             x = bottom
-            for block, skip in zip(self.decoder, skip_maps):
+            for block, skip in zip(self.decoder, [*skip_maps, images]):
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-                x = block(torch.cat([x, skip], dim=1))
+                concat = skip is not images or self.input_skip
+                x = block(torch.cat([x, skip], dim=1) if concat else x)
             return self.out(x)
 
     return UNetHead()
@@ -95,6 +108,7 @@ class UNet(Method):
     kind = "fully-supervised"
     Params = UNetParams
     needs_masks = True
+    map_kind = "probability"
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -105,7 +119,8 @@ class UNet(Method):
         return backbone
 
     def build_head(self, in_channels: int, num_classes: int):
-        return decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels)
+        return decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels,
+                            input_skip=self.params.input_skip)
 
     def _run(self, model, images, segment: bool):
         head, features, x = model.head, {}, images
@@ -114,7 +129,7 @@ class UNet(Method):
             if name in head.skip_names:
                 features[name] = x
         logits = head.classifier(x.mean(dim=(2, 3)))
-        seg = head.decode(x, [features[n] for n in head.skip_names] + [images])[:, 0] if segment else None
+        seg = head.decode(x, [features[n] for n in head.skip_names], images)[:, 0] if segment else None
         return logits, seg
 
     def forward(self, model, images, labels=None) -> Output:

@@ -82,9 +82,15 @@ def _apply_override(data: dict, positions: Positions, text: str) -> None:
         raise RecipeError([Problem(source, "", "expected KEY=VALUE, e.g. train.epochs=2")])
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise RecipeError([Problem(source, key, f"value is not valid YAML: {exc}")]) from None
-    path = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    except yaml.YAMLError as exc:  # one line: the problem and its column in VALUE
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (column {mark.column + 1} of the value)" if mark else ""
+        problem = (getattr(exc, "problem", None) or str(exc)).splitlines()[0]
+        raise RecipeError([Problem(source, key, f"value is not valid YAML: {problem}{where}")]) from None
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError([Problem(source, key, "empty key in the dotted path")])
+    path = tuple(int(p) if p.isdigit() else p for p in parts)
     node: Any = data
     for depth, part in enumerate(path[:-1]):
         child = node[part] if _has(node, part) else None
@@ -92,6 +98,7 @@ def _apply_override(data: dict, positions: Positions, text: str) -> None:
             if isinstance(part, int) or not isinstance(node, dict):
                 raise RecipeError([Problem(source, dotted(path[: depth + 1]), "no such list item")])
             child = node[part] = {}
+            positions[path[: depth + 1]] = source  # a mapping --set created: its problems are --set's
         node = child
     last = path[-1]
     if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
@@ -122,7 +129,12 @@ def _mark_subtree(value: Any, path: tuple, source: Source, positions: Positions)
 
 # --------------------------------------------------------------------------- validation
 def locate(positions: Positions, path: tuple, default: Source) -> Source:
-    """Source of ``path`` or of its nearest recorded ancestor."""
+    """Source of ``path``: the last ``--set`` at or below it (a check of the whole subtree, e.g. a
+    params model's, fails because of what was overridden), else the file position of ``path`` or of
+    its nearest recorded ancestor."""
+    overrides = [s for p, s in positions.items() if p[: len(path)] == path and s.is_override]
+    if path and overrides:
+        return overrides[-1]
     for end in range(len(path), 0, -1):
         if path[:end] in positions:
             return positions[path[:end]]

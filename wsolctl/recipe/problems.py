@@ -1,8 +1,9 @@
 """Source positions of recipe problems (the exception itself, :class:`~wsolctl.errors.RecipeError`, is in
 :mod:`wsolctl.errors`).
 
-Every problem prints as ``SOURCE: dotted.path: message`` where SOURCE is ``file:line:col`` (1-based)
-or ``--set KEY=VALUE`` for command-line overrides.
+Every problem prints as ``SOURCE: dotted.path: message`` where SOURCE is ``file:line:col`` (1-based),
+``file`` for a problem with the whole file (e.g. not text), or ``--set KEY=VALUE`` for command-line
+overrides.
 """
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Source:
-    """Where a value came from: a file position or a ``--set`` override."""
+    """Where a value came from: a file position, a whole file (``line`` 0), or a ``--set`` override."""
 
     file: str
     line: int = 0
     col: int = 0
 
+    @property
+    def is_override(self) -> bool:
+        return self.file.startswith("--set")
+
     def __str__(self) -> str:
-        return self.file if self.file.startswith("--set") else f"{self.file}:{self.line}:{self.col}"
+        return self.file if self.is_override or not self.line else f"{self.file}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

@@ -290,14 +290,16 @@ class Recipe(Strict):
             raise ValueError("the same method with the same params is listed twice")
         return methods
 
-    @model_validator(mode="after")
-    def _method_backbones_exist(self) -> "Recipe":
-        names = [b.name for b in self.backbones]
-        for method in self.methods:
+    @field_validator("methods")
+    @classmethod
+    def _method_backbones_exist(cls, methods: list[MethodSpec], info: ValidationInfo) -> list[MethodSpec]:
+        # A field validator (backbones are validated first), so that the problem points at methods.
+        names = [b.name for b in info.data.get("backbones", [])]
+        for method in methods if "backbones" in info.data else []:
             unknown = sorted(set(method.backbones or []) - set(names))
             if unknown:
                 raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
-        return self
+        return methods
 
     @model_validator(mode="after")
     def _supported(self) -> "Recipe":

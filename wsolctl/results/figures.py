@@ -118,7 +118,9 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
 def qualitative(examples: dict, columns: list[tuple[str, "object"]], label: int, path: Path, title: str) -> Path:
     """Test images of class ``label`` (rows): the image with its ground-truth contour, then each
     column's CAM over it (survey Figs. 12-15). ``examples``: the arrays of ``images.npz``;
-    ``columns``: (title, uint8 CAMs aligned with ``examples``)."""
+    ``columns``: (title, uint8 CAMs aligned with ``examples``), as stored: CAM-type maps min-max
+    normalised, probability maps raw. Drawn on the fixed 0-255 scale, never re-stretched per image,
+    so a probability map keeps its absolute level (a normal patch's near-zero map stays blue)."""
     import numpy as np
 
     index = np.flatnonzero(examples["labels"] == label)

@@ -224,12 +224,15 @@ def _examples(sources: Sources, dataset: str):
             continue
         used += [backbone] if backbone not in used else []
         title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-        columns.append((title, np.load(folder / f"{method}__b-loc.npz")["cams"]))
+        stored = np.load(folder / f"{method}__b-loc.npz")
+        probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
+        columns.append((f"{title} (p)" if probability else title, stored["cams"]))
     if reference is None:
         return None
     note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
             f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first backbone of the tables it "
-            "ran on). Red: ground-truth contour; colour: the min-max normalised CAM (jet, red = high).")
+            "ran on). Red: ground-truth contour; colour: the min-max normalised CAM (jet, red = high), or for "
+            "columns marked (p) the foreground probability as it is scored, not rescaled per image.")
     return reference, columns, note, names
 
 
