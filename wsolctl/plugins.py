@@ -91,10 +91,10 @@ def _check_api(kind: str, name: str, plugin: Any) -> None:
 
 
 def _fallback(kind: str, name: str) -> Any:
-    """Backbones not registered by name may be any timm CNN (checked lazily: this imports timm)."""
+    """Backbones not registered by name may be any timm model or hf-hub:org/name (checked lazily: this imports timm)."""
     if kind != "backbones":
         return None
-    from wsolctl.models.timm_cnn import timm_backbone
+    from wsolctl.models.timm_any import timm_backbone
 
     return timm_backbone(name)
 

@@ -14,6 +14,7 @@ from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import Run, instantiate
+from wsolctl.models.freeze import freeze
 from wsolctl.recipe.schema import Recipe
 
 
@@ -76,8 +77,10 @@ def build_model(recipe: Recipe, run: Run, num_classes: int) -> WSOLModel:
     spec = recipe.backbones[run.backbone_index]
     backbone = plugins.load("backbones", spec.name)(spec.resolved_params)
     trainer = instantiate(recipe, run.methods[0].index)  # all methods of a run share its classifier
+    info = backbone.info()
     module = backbone.build(spec.pretrained)
-    return WSOLModel(module, trainer, num_classes, backbone.cam_layer, backbone.classifier_prefixes)
+    frozen = freeze(module, info, spec.freeze)
+    return WSOLModel(module, trainer, num_classes, info.cam_layer, backbone.classifier_prefixes, frozen)
 
 
 def build_optimizer(recipe: Recipe, model: WSOLModel) -> torch.optim.Optimizer:

@@ -54,6 +54,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
     resolve_device(recipe.device)  # fail before anything is written
+    _weights_ready(recipe)
     search = study.plan(search_variants(recipe), "search")
     _start(out, recipe, "train")
     durations: dict[str, float] = {}
@@ -68,6 +69,16 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
+
+
+def _weights_ready(recipe: Recipe) -> None:
+    """Hub weights and configs are cached (downloaded now if allowed), and the backbones they
+    describe support the methods, before any run starts: a one-line error otherwise."""
+    from wsolctl.models import weights
+    from wsolctl.recipe.loader import check_support
+
+    weights.ensure(recipe)
+    check_support(recipe)
 
 
 def _execute_phase(recipe: Recipe, planned: list, ran: dict, out: Path, progress, durations: dict) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The method plugin interface (plugin API version 1).
+"""The method plugin interface (plugin API version 2).
 
 A method is a small, torch-free-at-import class; the shared engine (``wsolctl.engine``) owns the
 training loop, evaluation, selection and outputs. A method says only what differs:
@@ -16,7 +16,9 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``cams(model, images, targets)``: one localization map per image, ``(N, h, w)``, any scale.
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
-- ``unsupported(backbone_name)``: a reason string when it cannot run on a backbone.
+- ``unsupported(backbone)``: a reason string when it cannot run on a backbone, decided from what
+  the backbone declares (:class:`wsolctl.models.base.BackboneInfo`: CNN or token model, stages,
+  prefix tokens, stage layout), never from its name.
 
 See docs/plugins.md for a worked example.
 """
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from wsolctl.engine.model import WSOLModel
+    from wsolctl.models.base import BackboneInfo
 
-API_VERSION = 1
+API_VERSION = 2  # 2: `unsupported` receives the backbone's BackboneInfo instead of its name
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
 
 
@@ -75,8 +78,8 @@ class Method:
         self.params = params if params is not None else self.Params()
 
     @classmethod
-    def unsupported(cls, backbone: str) -> Optional[str]:
-        """Why this method cannot use ``backbone``, or None when it can."""
+    def unsupported(cls, backbone: "BackboneInfo") -> Optional[str]:
+        """Why this method cannot run on a backbone that declares ``backbone``, or None when it can."""
         return None
 
     def training_key(self) -> dict:

@@ -32,8 +32,7 @@ from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.maxmin import elb
 from wsolctl.methods.ops import minmax
-from wsolctl.methods.unet import decoder_head, skip_layout
-from wsolctl.models.deit import DEIT_NAMES
+from wsolctl.methods.unet import decoder_head, skip_layout, stagewise_cnn_only
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: unlabelled pixels
 
@@ -147,11 +146,9 @@ class NEGEV(Method):
         self._skips: list[tuple[str, int]] = []
 
     @classmethod
-    def unsupported(cls, backbone: str) -> Optional[str]:
-        if backbone in DEIT_NAMES or backbone.startswith(("deit", "vit")):
-            return ("NEGEV decodes the multi-scale feature maps of a CNN encoder (the survey runs it on "
-                    "ResNet50, VGG16 and InceptionV3); a DeiT/ViT gives a single token map")
-        return None
+    def unsupported(cls, backbone) -> Optional[str]:
+        return stagewise_cnn_only(backbone, "NEGEV decodes the multi-scale feature maps of a CNN encoder run "
+                                  "stage by stage (the survey runs it on ResNet50, VGG16 and InceptionV3)")
 
     def prerequisite(self) -> dict:
         return {"name": "cam", "params": {}}

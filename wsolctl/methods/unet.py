@@ -34,6 +34,14 @@ class UNetParams(BaseModel):
     cls_weight: float = Field(1.0, ge=0, description="weight of the classification cross-entropy")
 
 
+def stagewise_cnn_only(backbone, why: str):
+    """``unsupported`` reason for methods that run a CNN backbone stage by stage (skip connections)."""
+    if backbone.kind == "cnn" and backbone.sequential:
+        return None
+    what = "a token model (ViT)" if backbone.kind == "tokens" else "a CNN that does not run stage by stage"
+    return f"{why}; this backbone declares {what}"
+
+
 def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
     """Run ``backbone`` stage by stage on a probe image: ([(skip stage, channels)] deepest first,
     bottleneck stage). Stages whose output is not a 4-D map (e.g. ViT tokens) are ignored."""
@@ -98,6 +106,11 @@ class UNet(Method):
     def __init__(self, params=None):
         super().__init__(params)
         self._skips: list[tuple[str, int]] = []
+
+    @classmethod
+    def unsupported(cls, backbone):
+        return stagewise_cnn_only(backbone, "U-Net decodes the multi-scale feature maps of a CNN encoder run "
+                                  "stage by stage")
 
     def adapt_backbone(self, backbone):
         self._skips, _ = skip_layout(backbone)

@@ -225,21 +225,45 @@ def _assign_params(recipe: Recipe, resolved: dict) -> None:
 
 
 def _check_support(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:
-    """Methods may refuse backbones they cannot run on: a validation error, not a crash mid-run."""
+    """What the backbones declare (``Backbone.info()``, built without weights and without network)
+    against what their settings and the methods need: a validation error, not a crash mid-run.
+    An ``hf-hub:`` backbone whose config is not cached yet is checked when the study starts."""
     from wsolctl import plugins
+    from wsolctl.errors import InputError
+    from wsolctl.models.timm_any import NotCached
 
     problems = []
-    for i, method in enumerate(recipe.methods):
-        cls = plugins.load("methods", method.name)
-        for backbone in recipe.backbones:
-            if method.backbones is not None and backbone.name not in method.backbones:
+
+    def problem(path: tuple, message: str) -> None:
+        problems.append(Problem(locate(positions, path, default), dotted(path), message))
+
+    for j, spec in enumerate(recipe.backbones):
+        backbone = plugins.load("backbones", spec.name)(spec.resolved_params)
+        try:
+            info = backbone.info()
+        except NotCached:
+            continue
+        except InputError as exc:
+            problem(("backbones", j, "name"), str(exc))
+            continue
+        if spec.pretrained is True and not backbone.pretrained_name:
+            problem(("backbones", j, "pretrained"), f"backbone {spec.name!r} declares no default pretrained weights")
+        if not isinstance(spec.freeze, bool) and spec.freeze > len(info.stages):
+            problem(("backbones", j, "freeze"), f"backbone {spec.name!r} declares {len(info.stages)} stages")
+        for i, method in enumerate(recipe.methods):
+            if method.backbones is not None and spec.name not in method.backbones:
                 continue
-            reason = cls.unsupported(backbone.name)
+            reason = plugins.load("methods", method.name).unsupported(info)
             if reason:
-                path = ("methods", i, "name")
-                problems.append(Problem(locate(positions, path, default), dotted(path),
-                                        f"{method.name} does not support backbone {backbone.name!r}: {reason}"))
+                problem(("methods", i, "name"), f"{method.name} does not support backbone {spec.name!r}: {reason}")
     return problems
+
+
+def check_support(recipe: Recipe) -> None:
+    """The support checks again (e.g. once an ``hf-hub:`` model's config is cached); raises RecipeError."""
+    problems = _check_support(recipe, getattr(recipe, "_positions", None) or {}, Source("<recipe>", 1, 1))
+    if problems:
+        raise RecipeError(problems)
 
 
 def _check_sweep(recipe: Recipe, positions: Positions, default: Source) -> list[Problem]:

@@ -41,15 +41,26 @@ class DatasetSpec(PluginSpec):
 
 class BackboneSpec(PluginSpec):
     pretrained: Union[bool, str] = Field(
-        False, description="false, or the path of a local weights file (.pth/.pt/.safetensors); never a download.")
+        False, description="true: the architecture's default timm weights (ImageNet for the WSOL backbones), "
+        "read from the Hugging Face cache and downloaded there on first use (HF_HUB_OFFLINE=1 honoured); "
+        "a path: a local weights file (.pth/.pt/.safetensors); false: random initialisation")
+    freeze: Union[bool, int] = Field(
+        False, description="true: freeze the whole backbone (everything below the method's head); N: freeze "
+        "the stem and the first N stages (CNN) or blocks (ViT). Frozen parts get no gradients, are left out "
+        "of the optimizer and stay in eval mode (BatchNorm statistics fixed)")
 
     @field_validator("pretrained")
     @classmethod
-    def _no_true(cls, value: Union[bool, str]) -> Union[bool, str]:
-        if value is True:
-            raise ValueError("no weights can be downloaded; give the path of a local weights file or false")
+    def _weights_file(cls, value: Union[bool, str]) -> Union[bool, str]:
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError(f"weights file not found: {value}")
+        return value
+
+    @field_validator("freeze")
+    @classmethod
+    def _stages(cls, value: Union[bool, int]) -> Union[bool, int]:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError("must be true, false or a number of stages ≥ 0")
         return value
 
 
