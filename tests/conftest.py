@@ -34,3 +34,10 @@ def tiny_recipe(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY.format(root=tmp_path / "data"))
     return path
+
+
+def backbone_info(name: str):
+    """The declaration (BackboneInfo) of a backbone by its recipe name."""
+    from wsolctl import plugins
+
+    return plugins.load("backbones", name)().info()

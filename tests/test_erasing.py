@@ -15,6 +15,7 @@ from wsolctl.methods.cam import CAM
 from wsolctl.methods.erasing import (ACoL, ADL, HaS, CutMix, _adl_layer_class, adl_drop_mask, cutmix_box,
                                      erase_mask, hide_patches, minmax)
 from wsolctl.methods.spg import IGNORE, SPG, run_with_taps, seed_bce, seed_targets
+from tests.conftest import backbone_info as info
 
 
 def _model(method, name, num_classes=2):
@@ -135,7 +136,7 @@ def test_adl_positions_and_identity_in_eval():
     with torch.no_grad():
         assert torch.equal(adapted.eval()(x), plain.eval()(x))
         assert not torch.equal(adapted.train()(x), plain.train()(x))
-    assert ADL.unsupported("resnet50-wsol") is None and "WSOL backbones" in ADL.unsupported("efficientnet_b0")
+    assert ADL.unsupported(info("resnet50-wsol")) is None and "WSOL backbones" in ADL.unsupported(info("efficientnet_b0"))
 
 
 # ------------------------------------------------------------------ CutMix
@@ -218,7 +219,7 @@ def test_spg_taps_branches_and_loss():
     with torch.no_grad():
         cams = SPG().cams(model, x, labels)  # a fresh (never adapted) instance, as the evaluator uses
     assert cams.shape == (2, 4, 4)
-    assert SPG.unsupported("deit-small") and SPG.unsupported("inceptionv3-wsol") is None
+    assert SPG.unsupported(info("deit-small")) and SPG.unsupported(info("inceptionv3-wsol")) is None
 
 
 # ------------------------------------------------------------------ one tiny study, all five

@@ -13,6 +13,7 @@ from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.negev import IGNORE, NEGEV, NegevParams, otsu_threshold, sample_seeds
+from tests.conftest import backbone_info as info
 
 
 def _model(method, size=32, num_classes=2):
@@ -36,7 +37,7 @@ def test_params_defaults_and_validation():
                 {"size_min": 0.8, "size_max": 0.2}):
         with pytest.raises(ValidationError):
             NegevParams(**bad)
-    assert NEGEV.unsupported("deit-small") and NEGEV.unsupported("resnet18-wsol") is None
+    assert NEGEV.unsupported(info("deit-small")) and NEGEV.unsupported(info("resnet18-wsol")) is None
     assert NEGEV().prerequisite() == {"name": "cam", "params": {}} and NEGEV.prerequisite_rule == "b-loc"
 
 

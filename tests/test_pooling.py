@@ -12,6 +12,7 @@ from torch import nn
 from wsolctl.methods import pooling
 from wsolctl.methods.pooling import (GAP, LSE, PRM, WILDCAT, DeepMIL, MaxPool, find_peaks, lse_pool,
                                      peak_stimulation, region_count, wildcat_pool)
+from tests.conftest import backbone_info as info
 
 # A 5×5 map whose 3×3 local maxima are 9 at (1, 1), 8 at (2, 4) and 5 at (4, 0); median 2.
 PEAKY = torch.tensor([[1., 2, 3, 2, 1],
@@ -191,7 +192,7 @@ def test_params_defaults_search_spaces_and_validation():
         with pytest.raises(pydantic.ValidationError):
             cls.Params(**bad)
     for cls in (GAP, MaxPool, LSE, WILDCAT, DeepMIL, PRM):
-        assert cls.kind == "bottom-up" and cls.unsupported("resnet50-wsol") is None
+        assert cls.kind == "bottom-up" and cls.unsupported(info("resnet50-wsol")) is None
 
 
 def test_module_imports_without_torch():

@@ -11,6 +11,7 @@ from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.maxmin import MAXMIN, elb, wildcat_pool
 from wsolctl.methods.tscam import TSCAM, captured_attention
 from wsolctl.methods.unet import UNet, skip_layout
+from tests.conftest import backbone_info as info
 
 
 def _model(backbone: str, method, num_classes: int = 2) -> WSOLModel:
@@ -102,8 +103,8 @@ def test_tscam_refuses_cnn_backbones_at_validation(tmp_path):
     from tests.conftest import TINY
     from wsolctl.recipe import RecipeError, load_recipe
 
-    assert TSCAM.unsupported("deit-small") is None
-    assert "DeiT" in TSCAM.unsupported("resnet50-wsol")
+    assert TSCAM.unsupported(info("deit-small")) is None and TSCAM.unsupported(info("vit_tiny_patch16_224")) is None
+    assert "class token" in TSCAM.unsupported(info("resnet50-wsol"))
     path = tmp_path / "r.yaml"
     path.write_text(TINY.format(root=tmp_path / "data").replace("  - name: cam\n  - name: gradcam\n", "  - name: tscam\n"))
     with pytest.raises(RecipeError, match="tscam does not support backbone 'resnet18-wsol'"):
@@ -189,7 +190,7 @@ def test_unet_skips_come_from_the_backbone_stages():
     skips, bottleneck = skip_layout(model.backbone)
     assert skips == [("layer1", 64), ("act1", 64)] and bottleneck == "layer4"
     assert model.head.skip_names == ["layer1", "act1"] and len(model.head.decoder) == 3  # + the image level
-    assert skip_layout(_model("deit-tiny", UNet()).backbone) == ([], "tokens")
+    assert skip_layout(_model("deit-tiny", UNet()).backbone) == ([], "features")  # a timm model: one stage
 
 
 def test_unet_overfits_one_batch_through_the_engine_step():

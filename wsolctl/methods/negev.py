@@ -32,7 +32,7 @@ from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.maxmin import elb
 from wsolctl.methods.ops import minmax
-from wsolctl.methods.unet import decoder_head, skip_layout, stagewise_cnn_only
+from wsolctl.methods.unet import decoder_head, skip_layout, stages
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: unlabelled pixels
 
@@ -147,8 +147,10 @@ class NEGEV(Method):
 
     @classmethod
     def unsupported(cls, backbone) -> Optional[str]:
-        return stagewise_cnn_only(backbone, "NEGEV decodes the multi-scale feature maps of a CNN encoder run "
-                                  "stage by stage (the survey runs it on ResNet50, VGG16 and InceptionV3)")
+        if backbone.kind == "cnn":
+            return None
+        return ("NEGEV decodes the multi-scale feature maps of a CNN encoder (the survey runs it on ResNet50, "
+                "VGG16 and InceptionV3); a token model (ViT) gives a single patch map")
 
     def prerequisite(self) -> dict:
         return {"name": "cam", "params": {}}
@@ -185,7 +187,7 @@ class NEGEV(Method):
         self.freeze(model)
         head, skips, x = model.head, {}, images
         with torch.no_grad():
-            for name, stage in model.backbone.named_children():
+            for name, stage in stages(model.backbone):
                 x = stage(x)
                 if name in head.skip_names:
                     skips[name] = x

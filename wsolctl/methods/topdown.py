@@ -114,20 +114,13 @@ def activations(forward_func: ForwardFunc, layer: "nn.Module", images: "Tensor")
         return LayerActivation(forward_func, layer).attribute(images).detach()
 
 
-class _MapView(nn.Module):
-    """Identity on a token layer's patch tokens laid out as (N, C, h, w): the module the methods hook."""
-
-    def forward(self, maps: "Tensor") -> "Tensor":
-        return maps
-
-
 @contextmanager
 def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Module"],
                          images: "Tensor") -> Iterator[list["nn.Module"]]:
     """For a timm token model (ViT): the modules to explain in place of ``layers``, which see each
     layer's output (N, prefix + h·w, C) as its (N, C, h, w) patch map (pytorch-grad-cam's
-    ``reshape_transform``). A forward hook routes the patch tokens through a :class:`_MapView` and puts
-    them back after the class / register tokens, so the activations and gradients the methods get are
+    ``reshape_transform``). A forward hook routes the patch map through an ``nn.Identity`` (the module
+    the methods hook) and puts the patch tokens back after the class / register tokens, so the activations and gradients the methods get are
     the map's. Without a token model the layers are returned unchanged."""
     if tokens is None:
         yield list(layers)
@@ -135,7 +128,7 @@ def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Mod
     from wsolctl.models.timm_any import token_grid, tokens_to_map
 
     prefix, grid = int(tokens.num_prefix_tokens), token_grid(tokens, images.shape[-2:])
-    views = [_MapView() for _ in layers]
+    views = [nn.Identity() for _ in layers]
 
     def rerouted(view):
         def hook(module, args, out):

@@ -34,12 +34,10 @@ class UNetParams(BaseModel):
     cls_weight: float = Field(1.0, ge=0, description="weight of the classification cross-entropy")
 
 
-def stagewise_cnn_only(backbone, why: str):
-    """``unsupported`` reason for methods that run a CNN backbone stage by stage (skip connections)."""
-    if backbone.kind == "cnn" and backbone.sequential:
-        return None
-    what = "a token model (ViT)" if backbone.kind == "tokens" else "a CNN that does not run stage by stage"
-    return f"{why}; this backbone declares {what}"
+def stages(backbone) -> list:
+    """(name, module) stages run one after the other: the children of an ``nn.Sequential`` (the WSOL
+    backbones); any other backbone (a timm model) is a single stage, its output map."""
+    return list(backbone.named_children()) if isinstance(backbone, nn.Sequential) else [("features", backbone)]
 
 
 def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
@@ -51,7 +49,7 @@ def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
         last_at_size: dict[tuple[int, int], tuple[str, int]] = {}
         x = torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=next(backbone.parameters()).device)
         with torch.no_grad():
-            for name, stage in backbone.named_children():
+            for name, stage in stages(backbone):
                 x = stage(x)
                 if x.dim() == 4:
                     last_at_size.pop(tuple(x.shape[-2:]), None)  # keep insertion order = depth order
@@ -107,11 +105,6 @@ class UNet(Method):
         super().__init__(params)
         self._skips: list[tuple[str, int]] = []
 
-    @classmethod
-    def unsupported(cls, backbone):
-        return stagewise_cnn_only(backbone, "U-Net decodes the multi-scale feature maps of a CNN encoder run "
-                                  "stage by stage")
-
     def adapt_backbone(self, backbone):
         self._skips, _ = skip_layout(backbone)
         return backbone
@@ -121,7 +114,7 @@ class UNet(Method):
 
     def _run(self, model, images, segment: bool):
         head, features, x = model.head, {}, images
-        for name, stage in model.backbone.named_children():
+        for name, stage in stages(model.backbone):
             x = stage(x)
             if name in head.skip_names:
                 features[name] = x

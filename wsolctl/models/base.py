@@ -39,8 +39,6 @@ class BackboneInfo:
     - ``stages``: in forward order; the last one gives the output map. For token models: the blocks.
     - ``cam_layer``: default layer of top-down methods (a module path in the built backbone).
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
-    - ``sequential``: running the module's children one after the other gives its output, so
-      methods may run it stage by stage (U-Net's and NEGEV's skip connections).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
       ``"inception"``) that ADL and SPG insert layers into, or None.
     """
@@ -49,7 +47,6 @@ class BackboneInfo:
     stages: tuple[Stage, ...]
     cam_layer: str
     prefix_tokens: int = 0
-    sequential: bool = False
     layout: Optional[str] = None
 
     @property

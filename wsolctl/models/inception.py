@@ -42,7 +42,7 @@ class InceptionV3WSOL(Backbone):
     def info(self) -> BackboneInfo:
         stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_4a_3x3", 192, 4), Stage("Mixed_5d", 288, 8),
                   Stage("Mixed_6e", 768, 8), Stage("SPG_A3_2b", 1024, 8))
-        return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", sequential=True, layout="inception")
+        return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", layout="inception")
 
     def build(self, pretrained=False):
         net = timm_model("inception_v3", pretrained, num_classes=0)

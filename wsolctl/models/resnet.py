@@ -22,7 +22,7 @@ class _ResNetWSOL(Backbone):
     def info(self) -> BackboneInfo:
         channels = [self.width * 2 ** i for i in range(4)]
         stages = tuple(Stage(f"layer{i + 1}", c, r) for i, (c, r) in enumerate(zip(channels, (4, 8, 8, 8))))
-        return BackboneInfo("cnn", stages, cam_layer="layer4", sequential=True, layout="resnet")
+        return BackboneInfo("cnn", stages, cam_layer="layer4", layout="resnet")
 
     def build(self, pretrained=False):
         net = timm_model(self.arch, pretrained, num_classes=0, global_pool="")

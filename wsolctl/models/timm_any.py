@@ -26,6 +26,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import nn, torch
+from wsolctl.errors import InputError
 from wsolctl.models.base import Backbone, BackboneInfo, Stage, timm_model
 
 HF_HUB = "hf-hub:"
@@ -35,31 +36,6 @@ TOKEN_KWARGS = {"dynamic_img_size": True, "dynamic_img_pad": True}
 class TimmParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     output_stride: int = Field(32, description="CNNs: output stride (timm ``output_stride``); ignored by token models")
-
-
-class FeatureMap(nn.Module):
-    """A timm model's ``forward_features`` as an (N, C, h, w) map. The model's parameters and
-    children are adopted as this module's own, so paths and state-dict keys stay timm's; the model
-    object is kept outside the module tree (``_net``) only to call its ``forward_features``."""
-
-    def __init__(self, net: "nn.Module", info: BackboneInfo):
-        super().__init__()
-        if any(True for _ in net.named_buffers(recurse=False)):
-            raise ValueError(f"{type(net).__name__} has top-level buffers; it cannot be used as a backbone")
-        object.__setattr__(self, "_net", net)
-        for name, param in net.named_parameters(recurse=False):
-            self.register_parameter(name, param)
-        for name, child in net.named_children():
-            self.add_module(name, child)
-        self.tokens = info.kind == "tokens"
-        self.num_prefix_tokens = info.prefix_tokens
-        self.out_channels = info.out_channels
-
-    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-        features = self._net.forward_features(x)
-        if not self.tokens:
-            return features
-        return tokens_to_map(features, self.num_prefix_tokens, token_grid(self, x.shape[-2:]))
 
 
 def token_grid(model: "nn.Module", size) -> tuple[int, int]:
@@ -96,9 +72,15 @@ class TimmBackbone(Backbone):
         return getattr(self.params, "output_stride", None)
 
     def build(self, pretrained=False):
+        if self.model_name.startswith(HF_HUB):
+            from wsolctl.models.weights import HubWeights, ensure_cached
+
+            ensure_cached(HubWeights.of(self.model_name, weights=False))  # the config says what to build
         info = self.info()
         kwargs = TOKEN_KWARGS if info.kind == "tokens" else _cnn_kwargs(self._output_stride())
         net = timm_model(self.model_name, pretrained, num_classes=0, global_pool="", **kwargs)
+        from wsolctl.models.featuremap import FeatureMap
+
         return FeatureMap(net, info)
 
 
@@ -109,13 +91,11 @@ def _cnn_kwargs(output_stride: Optional[int]) -> dict:
 @lru_cache(maxsize=None)
 def describe(name: str, output_stride: Optional[int] = None) -> BackboneInfo:
     """The declaration of a timm model, from a weightless (``meta`` device) build."""
-    from wsolctl.errors import InputError
-
     arch, model_args = _architecture(name)
     import timm
 
     with torch.device("meta"):
-        net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", **model_args)
+        net = timm.create_model(arch, pretrained=False, **{**model_args, "num_classes": 0, "global_pool": ""})
         size = _input_size(net)
         out = net.forward_features(torch.empty(1, 3, *size))
     if out.dim() == 3:
@@ -161,7 +141,6 @@ def _input_size(net) -> tuple[int, int]:
 def _architecture(name: str) -> tuple[str, dict]:
     """(timm architecture, its model args) of a timm name, or of an ``hf-hub:`` model from its cached
     ``config.json`` (never downloaded here)."""
-    from wsolctl.errors import InputError
     from wsolctl.models.weights import HubWeights, cached_file
 
     if not name.startswith(HF_HUB):
@@ -178,7 +157,7 @@ def _architecture(name: str) -> tuple[str, dict]:
         raise InputError(f"backbone {name!r}: unreadable timm config {path}: {exc}") from None
 
 
-class NotCached(LookupError):
+class NotCached(InputError):
     """An ``hf-hub:`` model's config is not cached, so its declaration is unknown until it is fetched."""
 
 

@@ -17,7 +17,7 @@ class VGG16WSOL(Backbone):
     classifier_prefixes = ("conv6",)
 
     def info(self) -> BackboneInfo:
-        return BackboneInfo("cnn", _STAGES, cam_layer="relu6", sequential=True, layout="vgg")
+        return BackboneInfo("cnn", _STAGES, cam_layer="relu6", layout="vgg")
 
     def build(self, pretrained=False):
         net = timm_model("vgg16", pretrained, num_classes=0)

@@ -183,15 +183,20 @@ def needs(recipe: "Recipe") -> list[Need]:
     return list(found.values())
 
 
+def ensure_cached(weights: HubWeights, backbone: Optional[str] = None) -> None:
+    """The files are cached, or are downloaded now; offline with one missing → one-line InputError."""
+    if weights.cached() is not None:
+        return
+    if offline():
+        raise InputError((f"backbone {backbone!r}: " if backbone else "") + weights.missing())
+    download(weights)
+
+
 def ensure(recipe: "Recipe") -> None:
     """Before training: every needed file is cached, or is downloaded now (one process, before the
-    workers start); offline with something missing → one-line InputError."""
+    workers start)."""
     for need in needs(recipe):
-        if need.weights.cached() is not None:
-            continue
-        if offline():
-            raise InputError(f"backbone {need.backbone!r}: {need.weights.missing()}")
-        download(need.weights)
+        ensure_cached(need.weights, need.backbone)
 
 
 def fetch(recipe: "Recipe") -> list[dict]:
