@@ -214,3 +214,8 @@ def _row(need: Need, paths: Optional[list[Path]]) -> dict:
     return {"backbone": need.backbone, "model": w.model, "hub_id": w.repo_id,
             "files": " + ".join("config" if c == ("config.json",) else "weights" for c in w.files()),
             "cached": [str(p) for p in paths] if paths else None, "cache": str(w.cache)}
+
+
+def describe_row(row: dict) -> str:
+    where = row["cached"][-1] if row["cached"] else f"missing from {row['cache']}"
+    return f"{row['backbone']}: {row['hub_id']} ({row['files']}): {where}"
