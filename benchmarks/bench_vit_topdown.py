@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--methods", default="gradcam,layercam,gradcampp,xgradcam",
+                        help="compared with pytorch-grad-cam (empty: only the cost)")
     args = parser.parse_args()
     import timm
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
@@ -58,8 +60,9 @@ def main() -> None:
     pgc_targets = [ClassifierOutputTarget(int(t)) for t in targets]
     print("\n| method | r (min over images) | max abs diff | wsolctl img/s | pgc img/s | speed-up |")
     print("|---|---|---|---|---|---|")
-    for name, cls in {"gradcam": GradCAM, "layercam": LayerCAM, "gradcampp": GradCAMPlusPlus,
-                      "xgradcam": XGradCAM}.items():
+    classes = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM}
+    for name in filter(None, args.methods.split(",")):
+        cls = classes[name]
         def theirs():
             obj = cls(model=model, target_layers=[layer], reshape_transform=reshape_transform)
             try:
