@@ -73,7 +73,7 @@ def test_empty_cache_fails_in_one_line_naming_the_model(hub, tmp_path):
     assert run.returncode == 2 and run.stdout == ""
     (line,) = run.stderr.splitlines()
     assert line.startswith("error: backbone 'resnet18-wsol': pretrained weights of 'resnet18' (hub id "
-                           "timm/resnet18.a1_in1k) are not in the Hugging Face cache")
+                           "timm/resnet18.a1_in1k): not in the Hugging Face cache")
     assert "HF_HUB_OFFLINE=1" in line and "wsolctl weights fetch" in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # failed before anything
 

@@ -85,9 +85,9 @@ class HubWeights:
         return found
 
     def missing(self) -> str:
-        what = "pretrained weights" if self.weights else "timm config"
-        return (f"{what} of {self.model!r} (hub id {self.repo_id}) are not in the Hugging Face cache {self.cache} "
-                f"and HF_HUB_OFFLINE=1 forbids downloading them; run `wsolctl weights fetch RECIPE` "
+        what = "pretrained weights of" if self.weights else "the timm config (config.json) of"
+        return (f"{what} {self.model!r} (hub id {self.repo_id}): not in the Hugging Face cache {self.cache} "
+                f"and HF_HUB_OFFLINE=1 forbids downloading; run `wsolctl weights fetch RECIPE` "
                 f"where the hub is reachable, with the same HF_HOME")
 
 
