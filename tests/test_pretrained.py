@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,6 +15,7 @@ from tests.hubcache import seed_timm
 from wsolctl import plugins
 from wsolctl.errors import InputError
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 VIT = "vit_tiny_patch16_224"
 VIT_HUB = "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
@@ -136,7 +138,7 @@ def test_uncached_hf_hub_backbone_validates_offline(hub, tmp_path):
     """recipes/foundation.yaml validates without the hub: what the model is is checked at the start of a run."""
     from wsolctl.recipe import load_recipe
 
-    recipe = load_recipe("recipes/foundation.yaml", [f"dataset.root={tmp_path / 'data'}"])
+    recipe = load_recipe(RECIPES / "foundation.yaml", [f"dataset.root={tmp_path / 'data'}"])
     assert any(b.name.startswith("hf-hub:") and b.pretrained is True and b.freeze is True for b in recipe.backbones)
     assert list(hub.iterdir()) == []
 
