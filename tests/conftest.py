@@ -50,4 +50,11 @@ def build_model(method, backbone="resnet18-wsol", num_classes: int = 2, seed: in
     if not isinstance(backbone, str):
         return WSOLModel(backbone, method, num_classes, cam_layer="")
     spec = plugins.load("backbones", backbone)()
-    return WSOLModel(spec.build(False), method, num_classes, spec.cam_layer, spec.classifier_prefixes)
+    return WSOLModel(spec.build(False), method, num_classes, spec.info().cam_layer, spec.classifier_prefixes)
+
+
+def backbone_info(name: str):
+    """The declaration (BackboneInfo) of a backbone by its recipe name."""
+    from wsolctl import plugins
+
+    return plugins.load("backbones", name)().info()

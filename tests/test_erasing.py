@@ -6,7 +6,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from tests.conftest import build_model
+from tests.conftest import backbone_info as info, build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.methods.base import Batch
@@ -137,7 +137,7 @@ def test_adl_positions_and_identity_in_eval():
     with torch.no_grad():
         assert torch.equal(adapted.eval()(x), plain.eval()(x))
         assert not torch.equal(adapted.train()(x), plain.train()(x))
-    assert ADL.unsupported("resnet50-wsol") is None and "WSOL backbones" in ADL.unsupported("efficientnet_b0")
+    assert ADL.unsupported(info("resnet50-wsol")) is None and "WSOL backbones" in ADL.unsupported(info("efficientnet_b0"))
 
 
 # ------------------------------------------------------------------ CutMix
@@ -220,7 +220,7 @@ def test_spg_taps_branches_and_loss():
     with torch.no_grad():
         cams = SPG().cams(model, x, labels)  # a fresh (never adapted) instance, as the evaluator uses
     assert cams.shape == (2, 4, 4)
-    assert SPG.unsupported("deit-small") and SPG.unsupported("inceptionv3-wsol") is None
+    assert SPG.unsupported(info("deit-small")) and SPG.unsupported(info("inceptionv3-wsol")) is None
 
 
 # ------------------------------------------------------------------ one tiny study, all five

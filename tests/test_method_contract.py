@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import build_model
+from tests.conftest import backbone_info, build_model
 from wsolctl import plugins
 from wsolctl.methods.base import Batch
 
@@ -22,7 +22,7 @@ SIZE, LABELS = 48, torch.tensor([0, 1])
 
 
 def supported_backbone(cls) -> str:
-    reasons = {name: cls.unsupported(name) for name in BACKBONES}
+    reasons = {name: cls.unsupported(backbone_info(name)) for name in BACKBONES}
     chosen = [name for name, reason in reasons.items() if reason is None]
     if not chosen:
         pytest.fail(f"no contract backbone supports this method: {reasons}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tests.conftest import build_model
+from tests.conftest import backbone_info as info, build_model
 from wsolctl.engine import pipeline
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
@@ -30,7 +30,7 @@ def test_params_defaults_and_validation():
                 {"size_min": 0.8, "size_max": 0.2}):
         with pytest.raises(ValidationError):
             NegevParams(**bad)
-    assert NEGEV.unsupported("deit-small") and NEGEV.unsupported("resnet18-wsol") is None
+    assert NEGEV.unsupported(info("deit-small")) and NEGEV.unsupported(info("resnet18-wsol")) is None
     assert NEGEV().prerequisite() == {"name": "cam", "params": {}} and NEGEV.prerequisite_rule == "b-loc"
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import build_model
+from tests.conftest import backbone_info as info, build_model
 from wsolctl.methods.pooling import (
     GAP,
     LSE,
@@ -200,7 +200,7 @@ def test_params_defaults_search_spaces_and_validation():
         with pytest.raises(pydantic.ValidationError):
             cls.Params(**bad)
     for cls in (GAP, MaxPool, LSE, WILDCAT, DeepMIL, PRM):
-        assert cls.kind == "bottom-up" and cls.unsupported("resnet50-wsol") is None
+        assert cls.kind == "bottom-up" and cls.unsupported(info("resnet50-wsol")) is None
 
 
 def test_module_imports_without_torch():

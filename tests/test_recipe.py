@@ -137,9 +137,19 @@ def test_duplicate_key_is_an_error(tmp_path):
     assert line.endswith(":14:1: seed: duplicate key")
 
 
-def test_pretrained_true_is_refused(tmp_path):
-    (line,) = problems(write(tmp_path, "p.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, pretrained: true}")))
-    assert "backbones[0].pretrained: no weights can be downloaded" in line
+def test_pretrained_true_validates_without_weights_or_network(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    recipe = load_recipe(write(tmp_path, "p.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, pretrained: true}")))
+    assert recipe.backbones[0].pretrained is True
+    assert not (tmp_path / "empty-cache").exists()  # validation never downloads
+
+
+def test_freeze_beyond_the_declared_stages_is_a_validation_error(tmp_path):
+    (line,) = problems(write(tmp_path, "f.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, freeze: 5}")))
+    assert line.endswith(":6:27: backbones[0].freeze: backbone 'resnet18-wsol' declares 4 stages")
 
 
 def test_missing_weights_file_is_a_validation_error(tmp_path):
@@ -152,7 +162,7 @@ def test_unsupported_backbone_is_a_validation_error(tmp_path, monkeypatch):
     from wsolctl import plugins
 
     cam = plugins.load("methods", "cam")
-    monkeypatch.setattr(cam, "unsupported", classmethod(lambda cls, b: "needs a ViT" if b == "resnet18-wsol" else None))
+    monkeypatch.setattr(cam, "unsupported", classmethod(lambda cls, b: "needs a ViT" if b.kind == "cnn" else None))
     (line,) = problems(write(tmp_path, "r.yaml", BASE))
     assert line.endswith(":8:5: methods[0].name: cam does not support backbone 'resnet18-wsol': needs a ViT")
 
@@ -209,7 +219,7 @@ def test_methods_can_be_restricted_to_some_backbones(tmp_path, monkeypatch):
     assert sorted((r.backbone_index, r.labels) for r in runs) == [
         (0, ("cam",)), (1, ("cam", "gradcam"))]
     gradcam = plugins.load("methods", "gradcam")
-    monkeypatch.setattr(gradcam, "unsupported", classmethod(lambda cls, b: "no" if b == "resnet18-wsol" else None))
+    monkeypatch.setattr(gradcam, "unsupported", classmethod(lambda cls, b: "no" if b.out_channels == 512 else None))
     load_recipe(tmp_path / "r.yaml")  # the refused combination is not requested: valid
     bad = write(tmp_path, "b.yaml", text.replace("backbones: [resnet50-wsol]", "backbones: [vgg16-wsol]"))
     assert "names backbones not in the recipe: ['vgg16-wsol']" in problems(bad)[0]

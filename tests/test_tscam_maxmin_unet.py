@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.conftest import build_model
+from tests.conftest import backbone_info as info, build_model
 from wsolctl import plugins
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.maxmin import MAXMIN, elb, wildcat_pool
@@ -96,8 +96,8 @@ def test_tscam_refuses_cnn_backbones_at_validation(tmp_path):
     from tests.conftest import TINY
     from wsolctl.recipe import RecipeError, load_recipe
 
-    assert TSCAM.unsupported("deit-small") is None
-    assert "DeiT" in TSCAM.unsupported("resnet50-wsol")
+    assert TSCAM.unsupported(info("deit-small")) is None and TSCAM.unsupported(info("vit_tiny_patch16_224")) is None
+    assert "class token" in TSCAM.unsupported(info("resnet50-wsol"))
     path = tmp_path / "r.yaml"
     path.write_text(TINY.format(root=tmp_path / "data").replace("  - name: cam\n  - name: gradcam\n", "  - name: tscam\n"))
     with pytest.raises(RecipeError, match="tscam does not support backbone 'resnet18-wsol'"):
@@ -214,7 +214,7 @@ def test_unet_skips_come_from_the_backbone_stages():
     assert skips == [("layer1", 64), ("act1", 64)] and bottleneck == "layer4"
     # + a last block that upsamples to the input size without a skip
     assert model.head.skip_names == ["layer1", "act1"] and len(model.head.decoder) == 3
-    assert skip_layout(build_model(UNet(), "deit-tiny").backbone) == ([], "tokens")
+    assert skip_layout(build_model(UNet(), "deit-tiny").backbone) == ([], "features")  # a timm model: one stage
 
 
 def _decoder_inputs(model, images):

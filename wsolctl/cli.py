@@ -194,6 +194,32 @@ def sample_camelyon16(
     typer.echo(f"wrote {out / 'manifest.parquet'} ({counts}); use dataset: {{name: camelyon16, root: {out}}}")
 
 
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a recipe needs, in the Hugging Face cache.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(recipe: Path, set_: List[str] = SetOpt) -> None:
+    """Download every weight (and hf-hub: config) the recipe needs into the cache (HF_HOME), e.g. on a
+    login node for offline compute nodes."""
+    from wsolctl.models import weights
+
+    for row in _guard(weights.fetch, _load(recipe, set_)):
+        typer.echo(weights.describe_row(row))
+
+
+@weights_app.command("list")
+def weights_list(recipe: Path, set_: List[str] = SetOpt,
+                 json_: bool = typer.Option(False, "--json", help="print JSON instead of lines")) -> None:
+    """Say, per backbone, what the recipe needs from the hub and whether it is cached (no network)."""
+    import json
+
+    from wsolctl.models import weights
+
+    rows = _guard(weights.status, _load(recipe, set_))
+    typer.echo(json.dumps(rows, indent=2) if json_ else "\n".join(map(weights.describe_row, rows)) or "nothing")
+
+
 def _summary(out: Path, quiet: bool) -> None:
     from wsolctl.results.summary import print_summary
 

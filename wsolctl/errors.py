@@ -45,3 +45,7 @@ class RunsFailed(RuntimeError):
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NotCached(InputError):
+    """An ``hf-hub:`` model's config is not cached, so its declaration is unknown until it is fetched."""

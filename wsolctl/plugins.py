@@ -7,7 +7,7 @@ A plugin that fails to import is skipped with a warning; the others keep working
 The registry knows no kind's special case. What differs per kind is declared: the plugin API
 version a kind's plugins must target (:data:`KINDS`), and an optional *fallback* for names no
 plugin registers, itself an entry point of the ``wsolctl.fallbacks`` group named after the kind
-(e.g. ``backbones = "wsolctl.models.timm_cnn:timm_backbone"``: any timm CNN). A fallback is called
+(e.g. ``backbones = "wsolctl.models.timm_any:timm_backbone"``: any timm model or ``hf-hub:`` name). A fallback is called
 with the name and returns a plugin class, or raises :class:`~wsolctl.errors.UnknownPlugin`.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 
 from wsolctl.errors import PluginWarning, UnknownPlugin
 
-API_VERSION = 1  # of the method plugin interface (wsolctl.methods.base.Method)
+API_VERSION = 2  # of the method plugin interface (wsolctl.methods.base.Method); 2: `unsupported` receives
+# the backbone's BackboneInfo instead of its name
 
 
 @dataclass(frozen=True)

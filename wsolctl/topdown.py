@@ -15,7 +15,15 @@ and any third party's); extra keyword arguments are that method's parameters (va
 e.g. ``n=4, sigma=0.3`` for ``smoothgradcampp``, ``chunk_size=32`` for ``scorecam``, ``layers=[...]``
 for ``layercam``). ``layer`` is a dotted module name (looked up in ``model``, then in
 ``model.backbone`` for a wsolctl WSOLModel), a module, or a list of them (LayerCAM fusion); ``None``
-uses ``model.cam_layer`` when the model has one. ``model`` returns logits (a tensor, an object with
+(the default) uses ``model.cam_layer`` when the model has one, the last block's ``norm1`` on a timm
+vision transformer, else ``layer4``.
+
+Vision transformers (any timm model with ``patch_embed`` and ``num_prefix_tokens``, e.g.
+``timm.create_model("vit_small_patch16_224")``) work as they are: a layer's token output
+(N, prefix + h·w, C) is explained as its (N, C, h, w) patch map, class / register tokens dropped
+(what pytorch-grad-cam's ``reshape_transform`` does), e.g. ``layer="blocks.11.norm1"``. In a
+class-token ViT the last block's patch outputs never reach the score, so explain a layer before the
+last attention (its ``norm1``), not the last block's output. ``model`` returns logits (a tensor, an object with
 ``.logits`` such as a WSOLModel's Output, or a tuple whose first item is the logits). Put the model in
 ``eval()`` mode yourself: this function never changes it (with BatchNorm in train mode the images of a
 batch would influence each other's maps).
@@ -36,25 +44,27 @@ from torch import nn
 
 from wsolctl import plugins
 from wsolctl.methods.topdown import TopDownMethod, forward_func_of, resolve_layer
+from wsolctl.models.timm_any import token_cam_layer, token_model
 
 Layer = Union[str, nn.Module]
 
 
 def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gradcampp",
-         layer: Union[Layer, Sequence[Layer], None] = "layer4", **params) -> torch.Tensor:
+         layer: Union[Layer, Sequence[Layer], None] = None, **params) -> torch.Tensor:
     """(N, h, w) maps of ``targets`` (int, sequence or tensor of class indices) for ``images``."""
     cls = method_class(method)
     if cls is None:
         raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(methods())}")
+    tokens = token_model(model)
     if layer is None:
-        layer = getattr(model, "cam_layer", None) or "layer4"
+        layer = getattr(model, "cam_layer", None) or (token_cam_layer(tokens) if tokens is not None else "layer4")
     chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     names = params.pop("layers", None)
     if names:
         chosen = list(names)
     instance = cls(cls.Params(**params))
     modules = [resolve_layer(model, item) for item in chosen]
-    return instance.explain(forward_func_of(model), modules, images, targets)
+    return instance.explain(forward_func_of(model), modules, images, targets, tokens=tokens)
 
 
 def methods() -> dict[str, type[TopDownMethod]]:

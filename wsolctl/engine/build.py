@@ -17,6 +17,7 @@ from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import RunSpec
 from wsolctl.errors import InputError
+from wsolctl.models.freeze import freeze
 from wsolctl.recipe.schema import Recipe, Train
 
 
@@ -81,8 +82,10 @@ def build_model(spec: RunSpec, num_classes: int) -> WSOLModel:
     trained one; see :func:`load_trained`)."""
     backbone = spec.backbone.instantiate()
     trainer = spec.methods[0].instantiate()  # all methods of a run share its classifier
+    info = backbone.info()
     module = backbone.build(spec.backbone.pretrained)
-    return WSOLModel(module, trainer, num_classes, backbone.cam_layer, backbone.classifier_prefixes)
+    frozen = freeze(module, info, spec.backbone.freeze)
+    return WSOLModel(module, trainer, num_classes, info.cam_layer, backbone.classifier_prefixes, frozen)
 
 
 def finished(run_dir: Path) -> dict:

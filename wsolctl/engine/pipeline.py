@@ -56,6 +56,7 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
     resolve_device(recipe.device)  # fail before anything is written
+    _weights_ready(recipe)
     search = study_runs(search_variants(recipe))
     _start(out, recipe, "train")
     durations: dict[str, float] = {}
@@ -71,6 +72,17 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
         lines = [f"{r['run_id']}: {r['error']} (log: {study.run_dir(out, r['run_id']) / 'train.log'})" for r in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
     return out
+
+
+def _weights_ready(recipe: Recipe) -> None:
+    """Hub weights and configs are cached (downloaded now if allowed), and the backbones they
+    describe support the methods, before any run starts: a one-line error otherwise."""
+    from wsolctl.errors import InputError
+    from wsolctl.models import weights
+
+    weights.ensure(recipe)
+    for path, message in recipe.support_problems():  # hf-hub: backbones are known only now
+        raise InputError(f"{'.'.join(map(str, path))}: {message}")
 
 
 def _execute_phase(recipe: Recipe, runs: list[RunSpec], phase: str, ran: dict, phases: dict, out: Path, progress,

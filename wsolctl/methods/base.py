@@ -1,4 +1,4 @@
-"""The method plugin interface (plugin API version 1).
+"""The method plugin interface (plugin API version 2).
 
 A method is a small, torch-free-at-import class; the shared engine (``wsolctl.engine``) owns the
 training loop, evaluation, selection and outputs. A method says only what differs:
@@ -20,7 +20,9 @@ training loop, evaluation, selection and outputs. A method says only what differ
   PxAP pools all pixels of a split under shared thresholds, so a per-image rescale would change it.
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
-- ``unsupported(backbone_name)``: a reason string when it cannot run on a backbone.
+- ``unsupported(backbone)``: a reason string when it cannot run on a backbone, decided from what
+  the backbone declares (:class:`wsolctl.models.base.BackboneInfo`: CNN or token model, stages,
+  prefix tokens, stage layout), never from its name.
 - ``kind`` and ``survey_rank``: the report's grouping (bottom-up / top-down / fully supervised) and
   order within the group (the survey's; other plugins come after, by name).
 
@@ -39,6 +41,8 @@ from wsolctl.plugins import API_VERSION
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
+
+    from wsolctl.models.base import BackboneInfo
 
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -94,8 +98,8 @@ class Method:
         self.params = params if params is not None else self.Params()
 
     @classmethod
-    def unsupported(cls, backbone: str) -> Optional[str]:
-        """Why this method cannot use ``backbone``, or None when it can."""
+    def unsupported(cls, backbone: "BackboneInfo") -> Optional[str]:
+        """Why this method cannot run on a backbone that declares ``backbone``, or None when it can."""
         return None
 
     def training_key(self) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,13 +23,19 @@ from wsolctl.methods.base import Batch, Method, Output
 from wsolctl.methods.cam import CAM
 from wsolctl.methods.ops import minmax, select
 
-# The survey's WSOL backbones, whose stage structure ADL and SPG rely on.
-WSOL_BACKBONES = ("resnet18-wsol", "resnet50-wsol", "vgg16-wsol", "inceptionv3-wsol")
+if TYPE_CHECKING:
+    from wsolctl.models.base import BackboneInfo
+
+# The stage layouts of the survey's WSOL backbones, which ADL and SPG reach into.
+WSOL_LAYOUTS = ("resnet", "vgg", "inception")
 
 
-def wsol_backbone_only(backbone: str, why: str) -> Optional[str]:
+def wsol_layout_only(backbone: "BackboneInfo", why: str) -> Optional[str]:
     """``unsupported`` reason for methods that reach into the WSOL backbones' named stages."""
-    return None if backbone in WSOL_BACKBONES else f"{why} ({', '.join(WSOL_BACKBONES)})"
+    if backbone.layout in WSOL_LAYOUTS:
+        return None
+    return (f"{why}; the backbone declares no such stage layout (the survey's WSOL backbones do: "
+            "resnet18-wsol, resnet50-wsol, vgg16-wsol, inceptionv3-wsol)")
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -236,7 +242,7 @@ class ADL(_TrainsOwnCAM):
 
     @classmethod
     def unsupported(cls, backbone):
-        return wsol_backbone_only(backbone, "ADL is inserted at fixed stages of the WSOL backbones")
+        return wsol_layout_only(backbone, "ADL is inserted at fixed stages of the WSOL backbones")
 
     def adapt_backbone(self, backbone):
         layer = _adl_layer_class()

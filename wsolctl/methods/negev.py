@@ -33,8 +33,7 @@ from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.maxmin import elb
 from wsolctl.methods.ops import minmax
-from wsolctl.methods.unet import decoder_head, skip_layout
-from wsolctl.models.deit import DEIT_NAMES
+from wsolctl.methods.unet import decoder_head, skip_layout, stages
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: unlabelled pixels
 
@@ -152,11 +151,11 @@ class NEGEV(Method):
         self._skips: list[tuple[str, int]] = []
 
     @classmethod
-    def unsupported(cls, backbone: str) -> Optional[str]:
-        if backbone in DEIT_NAMES or backbone.startswith(("deit", "vit")):
-            return ("NEGEV decodes the multi-scale feature maps of a CNN encoder (the survey runs it on "
-                    "ResNet50, VGG16 and InceptionV3); a DeiT/ViT gives a single token map")
-        return None
+    def unsupported(cls, backbone) -> Optional[str]:
+        if backbone.kind == "cnn":
+            return None
+        return ("NEGEV decodes the multi-scale feature maps of a CNN encoder (the survey runs it on ResNet50, "
+                "VGG16 and InceptionV3); a token model (ViT) gives a single patch map")
 
     def prerequisite(self) -> dict:
         return {"name": "cam", "params": {}}
@@ -194,7 +193,7 @@ class NEGEV(Method):
         self.freeze(model)
         head, skips, x = model.head, {}, images
         with torch.no_grad():
-            for name, stage in model.backbone.named_children():
+            for name, stage in stages(model.backbone):
                 x = stage(x)
                 if name in head.skip_names:
                     skips[name] = x

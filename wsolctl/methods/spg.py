@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
-from wsolctl.methods.erasing import backbone_family, vgg_feature_index, wsol_backbone_only
+from wsolctl.methods.erasing import backbone_family, vgg_feature_index, wsol_layout_only
 from wsolctl.methods.ops import minmax, select
 
 MIN_FOREGROUND = 30  # pixels; below it the fg seed threshold falls back to 0.7 × max (reference)
@@ -105,7 +105,7 @@ class SPG(Method):
 
     @classmethod
     def unsupported(cls, backbone):
-        return wsol_backbone_only(backbone, "SPG taps intermediate stages of the WSOL backbones")
+        return wsol_layout_only(backbone, "SPG taps intermediate stages of the WSOL backbones")
 
     def adapt_backbone(self, backbone):
         taps = spg_taps(backbone)

@@ -9,12 +9,14 @@ This module is torch-free at import (``wsolctl._lazy``); Captum is imported insi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsolctl._lazy import torch
+from wsolctl._lazy import nn, torch
 from wsolctl.methods.cam import CAM
+from wsolctl.models.timm_any import token_model
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -112,6 +114,38 @@ def activations(forward_func: ForwardFunc, layer: "nn.Module", images: "Tensor")
         return LayerActivation(forward_func, layer).attribute(images).detach()
 
 
+@contextmanager
+def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Module"],
+                         images: "Tensor") -> Iterator[list["nn.Module"]]:
+    """For a timm token model (ViT): the modules to explain in place of ``layers``, which see each
+    layer's output (N, prefix + h·w, C) as its (N, C, h, w) patch map (pytorch-grad-cam's
+    ``reshape_transform``). A forward hook routes the patch map through an ``nn.Identity`` (the module
+    the methods hook) and puts the patch tokens back after the class / register tokens, so the activations and gradients the methods get are
+    the map's. Without a token model the layers are returned unchanged."""
+    if tokens is None:
+        yield list(layers)
+        return
+    from wsolctl.models.timm_any import token_grid, tokens_to_map
+
+    prefix, grid = int(tokens.num_prefix_tokens), token_grid(tokens, images.shape[-2:])
+    views = [nn.Identity() for _ in layers]
+
+    def rerouted(view):
+        def hook(module, args, out):
+            if out.dim() != 3:
+                return view(out)
+            patches = view(tokens_to_map(out, prefix, grid)).flatten(2).transpose(1, 2)
+            return torch.cat([out[:, :prefix], patches], dim=1)
+        return hook
+
+    handles = [layer.register_forward_hook(rerouted(view)) for layer, view in zip(layers, views)]
+    try:
+        yield views
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def upsample(maps: "Tensor", size) -> "Tensor":
     """Bilinear (align_corners=False) resize through Captum's LayerAttribution.interpolate (whose
     default mode is nearest, hence the explicit mode)."""
@@ -134,28 +168,24 @@ class TopDownMethod(CAM):
     Params = LayerParams
     multi_layer: ClassVar[bool] = False  # True when Params has a ``layers`` list (LayerCAM fusion)
 
-    @classmethod
-    def unsupported(cls, backbone: str) -> Optional[str]:
-        if any(key in backbone.lower() for key in ("deit", "vit")):
-            return "top-down methods need a convolutional (N, C, h, w) layer; transformer tokens are not supported"
-        return None
-
     def layer_names(self, default: str) -> list[str]:
         extra = list(getattr(self.params, "layers", []) or [])
         return extra or [self.params.layer or default]
 
     def cams(self, model, images, targets):
         layers = [resolve_layer(model, name) for name in self.layer_names(model.cam_layer)]
-        return self.explain(forward_func_of(model), layers, images, targets)
+        return self.explain(forward_func_of(model), layers, images, targets, tokens=token_model(model))
 
     def explain(self, forward_func: ForwardFunc, layers: Sequence["nn.Module"], images: "Tensor",
-                targets: "Tensor") -> "Tensor":
-        """(N, h, w) maps at the layer's resolution, ReLU applied, not normalised."""
+                targets: "Tensor", tokens: Optional["nn.Module"] = None) -> "Tensor":
+        """(N, h, w) maps at the layer's resolution, ReLU applied, not normalised. ``tokens``: the timm
+        token model the layers belong to (ViT), whose token outputs are explained as patch maps."""
         if len(layers) > 1 and not self.multi_layer:
             raise ValueError(f"{type(self).__name__} explains one layer; got {len(layers)}")
         targets = as_targets(targets, len(images), images.device)
-        with torch.enable_grad():  # the engine calls cams under no_grad; gradient methods need it back
-            maps = self.compute(forward_func, list(layers), images, targets)
+        with torch.enable_grad(), token_layers_as_maps(tokens, layers, images) as hooked:
+            # the engine calls cams under no_grad; gradient methods need it back
+            maps = self.compute(forward_func, hooked, images, targets)
         return maps.detach()
 
     def compute(self, forward_func: ForwardFunc, layers: list["nn.Module"], images: "Tensor",
@@ -175,4 +205,5 @@ class GradientMethod(TopDownMethod):
 
 
 __all__ = ["TopDownMethod", "GradientMethod", "LayerParams", "gradients_and_activations", "activations",
-           "upsample", "weighted_sum", "safe_div", "resolve_layer", "forward_func_of", "logits_of", "as_targets"]
+           "upsample", "weighted_sum", "safe_div", "resolve_layer", "forward_func_of", "logits_of", "as_targets",
+           "token_layers_as_maps"]

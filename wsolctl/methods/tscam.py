@@ -1,4 +1,5 @@
-"""TS-CAM (Gao et al., 2021): token semantic coupled attention maps, on DeiT backbones only.
+"""TS-CAM (Gao et al., 2021): token semantic coupled attention maps, on token backbones with a class
+token (DeiT, as in the paper, or any timm ViT).
 
 - Head: a 3×3 convolution on the patch-token map (N, D, h, w) → class maps (N, C, h, w); the logits
   are their global average (trained with cross-entropy).
@@ -19,7 +20,6 @@ from contextlib import contextmanager
 from wsolctl._lazy import nn, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.ops import select
-from wsolctl.models.deit import DEIT_NAMES
 
 
 def attention_modules(module) -> list:
@@ -27,9 +27,10 @@ def attention_modules(module) -> list:
     return [m for m in module.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
 
 
-def cls_attention(attn, x):
+def cls_attention(attn, x, prefix: int = 1):
     """Class-token → patch-token attention of one timm attention module for its input ``x``
-    (N, 1 + L, D), averaged over heads: (N, L)."""
+    (N, prefix + L, D), averaged over heads: (N, L). The class token is the first of the ``prefix``
+    tokens (timm puts register tokens after it)."""
     n, t, _ = x.shape
     heads = attn.num_heads
     head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
@@ -39,14 +40,15 @@ def cls_attention(attn, x):
         q, k = attn.q_norm(q), attn.k_norm(k)
     scale = getattr(attn, "scale", head_dim ** -0.5)
     row = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (N, heads, 1, T)
-    return row[:, :, 0, 1:].mean(dim=1)
+    return row[:, :, 0, prefix:].mean(dim=1)
 
 
 @contextmanager
 def captured_attention(backbone):
     """Within the block, ``store`` collects one (N, L) class-token attention per layer and forward."""
     store: list = []
-    handles = [m.register_forward_hook(lambda mod, args, out: store.append(cls_attention(mod, args[0])))
+    prefix = getattr(backbone, "num_prefix_tokens", 1)
+    handles = [m.register_forward_hook(lambda mod, args, out: store.append(cls_attention(mod, args[0], prefix)))
                for m in attention_modules(backbone)]
     try:
         yield store
@@ -60,10 +62,11 @@ class TSCAM(Method):
     kind = "bottom-up"
 
     @classmethod
-    def unsupported(cls, backbone: str):
-        if backbone not in DEIT_NAMES:
-            return f"TS-CAM needs a DeiT (vision transformer) backbone: one of {', '.join(DEIT_NAMES)}"
-        return None
+    def unsupported(cls, backbone):
+        if backbone.kind == "tokens" and backbone.prefix_tokens >= 1:
+            return None
+        return ("TS-CAM couples the class token's attention to the patch tokens: it needs a token backbone "
+                "(ViT / DeiT) with a class token")
 
     def build_head(self, in_channels: int, num_classes: int):
         return nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=1)

@@ -41,6 +41,12 @@ class UNetParams(BaseModel):
                                                 "input image as a full-resolution skip in the last block")
 
 
+def stages(backbone) -> list:
+    """(name, module) stages run one after the other: the children of an ``nn.Sequential`` (the WSOL
+    backbones); any other backbone (a timm model) is a single stage, its output map."""
+    return list(backbone.named_children()) if isinstance(backbone, nn.Sequential) else [("features", backbone)]
+
+
 def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
     """Run ``backbone`` stage by stage on a probe image: ([(skip stage, channels)] deepest first,
     bottleneck stage). Stages whose output is not a 4-D map (e.g. ViT tokens) are ignored, and so
@@ -51,7 +57,7 @@ def skip_layout(backbone) -> tuple[list[tuple[str, int]], str]:
         last_at_size: dict[tuple[int, int], tuple[str, int]] = {}
         x = torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=next(backbone.parameters()).device)
         with torch.no_grad():
-            for name, stage in backbone.named_children():
+            for name, stage in stages(backbone):
                 x = stage(x)
                 if x.dim() == 4:
                     last_at_size.pop(tuple(x.shape[-2:]), None)  # keep insertion order = depth order
@@ -124,7 +130,7 @@ class UNet(Method):
 
     def _run(self, model, images, segment: bool):
         head, features, x = model.head, {}, images
-        for name, stage in model.backbone.named_children():
+        for name, stage in stages(model.backbone):
             x = stage(x)
             if name in head.skip_names:
                 features[name] = x

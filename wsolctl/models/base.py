@@ -1,45 +1,103 @@
-"""Backbone plugin interface and the helpers every backbone family shares."""
+"""Backbone plugin interface, the declaration every backbone makes (:class:`BackboneInfo`), and the
+helpers every backbone family shares."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Union
+from typing import ClassVar, Iterable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl._lazy import nn, torch
+
+Kind = Literal["cnn", "tokens"]
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a backbone, as timm's ``feature_info`` lists them: the module (dotted path in the
+    built backbone) whose output ends the stage, its channels, and its reduction (input pixels per
+    output pixel, the cumulative stride)."""
+
+    module: str
+    channels: int
+    reduction: int
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone is, for methods to decide whether they can run on it (``Method.unsupported``)
+    and for the engine (top-down layer, freezing). Methods never look at a backbone's name.
+
+    - ``kind``: ``"cnn"`` (stages of spatial maps) or ``"tokens"`` (a vision transformer: a flat token
+      sequence that the backbone lays out as a map only at its output).
+    - ``stages``: in forward order; the last one gives the output map. For token models: the blocks.
+    - ``cam_layer``: default layer of top-down methods (a module path in the built backbone).
+    - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
+    - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
+      ``"inception"``) that ADL and SPG insert layers into, or None.
+    """
+
+    kind: Kind
+    stages: tuple[Stage, ...]
+    cam_layer: str
+    prefix_tokens: int = 0
+    layout: Optional[str] = None
+
+    @property
+    def out_channels(self) -> int:
+        return self.stages[-1].channels
+
+    @property
+    def reduction(self) -> int:
+        return self.stages[-1].reduction
+
+
 class Backbone:
-    """Builds a feature extractor. ``cam_layer`` is the default layer for top-down methods, and
-    ``classifier_prefixes`` are the module names trained at ``lr × lr_classifier_ratio`` (the survey
-    trains the last stage and the new layers faster than the rest)."""
+    """Builds a feature extractor mapping images (N, 3, H, W) to a map (N, C, h, w).
+
+    - ``info()``: the declaration (:class:`BackboneInfo`); must not build weights or download.
+    - ``build(pretrained)``: the module; ``pretrained`` is False, True (the default weights of
+      ``pretrained_name``, a timm name or ``hf-hub:org/name``, through the Hugging Face cache) or the
+      path of a local weights file.
+    - ``classifier_prefixes``: module names trained at ``lr × lr_classifier_ratio`` (the survey trains
+      the last stage and the new layers faster than the rest).
+    """
 
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
     survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
-    cam_layer: ClassVar[str] = ""
+    pretrained_name: ClassVar[str] = ""  # timm name whose default weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
 
-    def build(self, pretrained: Union[bool, str] = False) -> "nn.Sequential":
-        """Return an ``nn.Sequential`` with an ``out_channels`` attribute."""
+    def info(self) -> BackboneInfo:
+        raise NotImplementedError
+
+    @property
+    def cam_layer(self) -> str:
+        return self.info().cam_layer
+
+    def build(self, pretrained: Union[bool, str] = False) -> "nn.Module":
+        """Return a module with an ``out_channels`` attribute."""
         raise NotImplementedError
 
 
 def timm_model(arch: str, pretrained: Union[bool, str], **kwargs) -> "nn.Module":
-    """A timm model built without any download, optionally loading a local weights file."""
-    import timm
+    """A timm model: random weights, the default pretrained weights of ``arch`` (True: read from the
+    Hugging Face cache, downloaded there first when allowed), or a local weights file (a path)."""
+    from wsolctl.models.weights import create_model
 
-    model = timm.create_model(arch, pretrained=False, **kwargs)
-    if pretrained:
+    model = create_model(arch, pretrained is True, **kwargs)
+    if pretrained and pretrained is not True:
         load_local_weights(model, Path(pretrained))
     return model
 

@@ -2,15 +2,27 @@
 28×28 CAM for a 224 input), no dilation (shared/reference/methods-and-protocol.md §3)."""
 from __future__ import annotations
 
-from wsolctl.models.base import Backbone, sequential, set_stride_one, timm_model
+from wsolctl.models.base import Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
 
 _STEM = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
 class _ResNetWSOL(Backbone):
+    """``pretrained: true`` loads the ImageNet weights of timm's ``arch`` (its default tag): the
+    stride change alters no parameter shape."""
+
     arch = ""
-    cam_layer = "layer4"
+    width = 64  # channels of layer1; ×2 per stage (× 4 more for bottleneck ResNets)
     classifier_prefixes = ("layer4",)
+
+    @property
+    def pretrained_name(self) -> str:
+        return self.arch
+
+    def info(self) -> BackboneInfo:
+        channels = [self.width * 2 ** i for i in range(4)]
+        stages = tuple(Stage(f"layer{i + 1}", c, r) for i, (c, r) in enumerate(zip(channels, (4, 8, 8, 8))))
+        return BackboneInfo("cnn", stages, cam_layer="layer4", layout="resnet")
 
     def build(self, pretrained=False):
         net = timm_model(self.arch, pretrained, num_classes=0, global_pool="")
@@ -21,6 +33,7 @@ class _ResNetWSOL(Backbone):
 class ResNet50WSOL(_ResNetWSOL):
     arch = "resnet50"
     title, survey_rank = "ResNet50", 3
+    width = 256
 
 
 class ResNet18WSOL(_ResNetWSOL):

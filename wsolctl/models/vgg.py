@@ -3,13 +3,22 @@ max-pools, output stride 8), then conv6 (3×3, 512→1024) + ReLU. CAM layer: th
 from __future__ import annotations
 
 from wsolctl._lazy import nn
-from wsolctl.models.base import Backbone, sequential, timm_model
+from wsolctl.models.base import Backbone, BackboneInfo, Stage, sequential, timm_model
+
+# The last ReLU of each conv block in the kept ``features`` (indices after pool4 is removed), then relu6.
+_STAGES = (Stage("features.3", 64, 1), Stage("features.8", 128, 2), Stage("features.15", 256, 4),
+           Stage("features.22", 512, 8), Stage("features.28", 512, 8), Stage("relu6", 1024, 8))
 
 
 class VGG16WSOL(Backbone):
+    """``pretrained: true`` loads timm's ImageNet ``vgg16`` into the 13 conv layers; conv6 is new."""
+
+    pretrained_name = "vgg16"
     title, survey_rank = "VGG16", 1
-    cam_layer = "relu6"
     classifier_prefixes = ("conv6",)
+
+    def info(self) -> BackboneInfo:
+        return BackboneInfo("cnn", _STAGES, cam_layer="relu6", layout="vgg")
 
     def build(self, pretrained=False):
         net = timm_model("vgg16", pretrained, num_classes=0)

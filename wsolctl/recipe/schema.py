@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import plugins
-from wsolctl.errors import UnknownPlugin
+from wsolctl.errors import InputError, NotCached, UnknownPlugin
 
 
 class Strict(BaseModel):
@@ -84,15 +84,26 @@ class DatasetSpec(PluginSpec):
 class BackboneSpec(PluginSpec):
     kind: ClassVar[str] = "backbones"
     pretrained: Union[bool, str] = Field(
-        False, description="false, or the path of a local weights file (.pth/.pt/.safetensors); never a download.")
+        False, description="true: the architecture's default timm weights (ImageNet for the WSOL backbones), "
+        "read from the Hugging Face cache and downloaded there on first use (HF_HUB_OFFLINE=1 honoured); "
+        "a path: a local weights file (.pth/.pt/.safetensors); false: random initialisation")
+    freeze: Union[bool, int] = Field(
+        False, description="true: freeze the whole backbone (everything below the method's head); N: freeze "
+        "the stem and the first N stages (CNN) or blocks (ViT). Frozen parts get no gradients, are left out "
+        "of the optimizer and stay in eval mode (BatchNorm statistics fixed)")
 
     @field_validator("pretrained")
     @classmethod
-    def _no_true(cls, value: Union[bool, str]) -> Union[bool, str]:
-        if value is True:
-            raise ValueError("no weights can be downloaded; give the path of a local weights file or false")
+    def _weights_file(cls, value: Union[bool, str]) -> Union[bool, str]:
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError(f"weights file not found: {value}")
+        return value
+
+    @field_validator("freeze")
+    @classmethod
+    def _stages(cls, value: Union[bool, int]) -> Union[bool, int]:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError("must be true, false or a number of stages ≥ 0")
         return value
 
 
@@ -303,18 +314,40 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _supported(self) -> "Recipe":
-        """Methods may refuse backbones they cannot run on: a validation error, not a crash mid-run."""
-        errors = []
-        for i, method in enumerate(self.methods):
-            for backbone in self.backbones_of(method):
-                reason = method.plugin.unsupported(backbone.name)
-                if reason:
-                    message = f"{method.name} does not support backbone {backbone.name!r}: {reason}"
-                    errors.append(InitErrorDetails(type=PydanticCustomError("unsupported", message),
-                                                   loc=("methods", i, "name"), input=method.name))
+        """What the backbones declare (``Backbone.info()``, built without weights or network) against
+        what their settings and the methods need: a validation error, not a crash mid-run."""
+        errors = [InitErrorDetails(type=PydanticCustomError("unsupported", message), loc=loc, input=None)
+                  for loc, message in self.support_problems()]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    def support_problems(self) -> list[tuple[tuple, str]]:
+        """(recipe path, message) for each backbone setting or method its backbone cannot support. An
+        ``hf-hub:`` backbone whose config is not cached yet is skipped (checked again when the study
+        starts, once the config is fetched)."""
+        problems = []
+        for j, spec in enumerate(self.backbones):
+            backbone = spec.instantiate()
+            try:
+                info = backbone.info()
+            except NotCached:
+                continue
+            except InputError as exc:
+                problems.append((("backbones", j, "name"), str(exc)))
+                continue
+            if spec.pretrained is True and not backbone.pretrained_name:
+                problems.append((("backbones", j, "pretrained"),
+                                 f"backbone {spec.name!r} declares no default pretrained weights"))
+            if not isinstance(spec.freeze, bool) and spec.freeze > len(info.stages):
+                problems.append((("backbones", j, "freeze"), f"backbone {spec.name!r} declares {len(info.stages)} stages"))
+            for i, method in enumerate(self.methods):
+                if method.backbones is None or spec.name in method.backbones:
+                    reason = method.plugin.unsupported(info)
+                    if reason:
+                        problems.append((("methods", i, "name"),
+                                         f"{method.name} does not support backbone {spec.name!r}: {reason}"))
+        return problems
 
     def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:
         """The backbones ``method`` runs on."""
