@@ -125,7 +125,7 @@ def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Mod
     if tokens is None:
         yield list(layers)
         return
-    from wsolctl.models.timm_any import token_grid, tokens_to_map
+    from wsolctl.models.featuremap import token_grid, tokens_to_map
 
     prefix, grid = int(tokens.num_prefix_tokens), token_grid(tokens, images.shape[-2:])
     views = [nn.Identity() for _ in layers]

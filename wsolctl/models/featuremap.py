@@ -1,10 +1,27 @@
 """The module of a :class:`~wsolctl.models.timm_any.TimmBackbone` (imports torch, unlike timm_any)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from wsolctl.models.base import BackboneInfo
-from wsolctl.models.timm_any import token_grid, tokens_to_map
+
+
+def token_grid(model: "nn.Module", size) -> tuple[int, int]:
+    """(h, w) patch grid of a timm token model for an image of ``size`` (H, W)."""
+    embed = model.patch_embed
+    if hasattr(embed, "dynamic_feat_size"):
+        return tuple(embed.dynamic_feat_size(tuple(size)))
+    return tuple(embed.grid_size)
+
+
+def tokens_to_map(tokens: "torch.Tensor", prefix: int, grid: tuple[int, int]) -> "torch.Tensor":
+    """(N, prefix + h·w, C) tokens → (N, C, h, w) patch map."""
+    patches = tokens[:, prefix:]
+    h, w = grid
+    if patches.shape[1] != h * w:
+        raise RuntimeError(f"expected {h}×{w} patch tokens after {prefix} prefix token(s), got {patches.shape[1]}")
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
 
 class FeatureMap(nn.Module):
