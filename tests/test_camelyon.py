@@ -8,7 +8,8 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from wsolctl.data.camelyon import Camelyon16, Camelyon16Params, SamplingParams, read_reference, sample_camelyon16
+from wsolctl.data.camelyon import Camelyon16, Camelyon16Params
+from wsolctl.wsi.camelyon16 import SamplingParams, read_reference, sample_camelyon16
 from wsolctl.data.folds import DataError, read_encoding, read_split
 from wsolctl.wsi.annotations import asap_xml, parse_asap, rasterize
 from wsolctl.wsi.sampling import calibrate

@@ -182,7 +182,7 @@ def sample_camelyon16(
                                                    help="reproduce the reference code's calibration (missing break)"),
         quiet: bool = QuietOpt) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
-    from wsolctl.data.camelyon import SamplingParams, sample_camelyon16 as run_sampling
+    from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
