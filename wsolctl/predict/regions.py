@@ -1,0 +1,90 @@
+"""Regions where the heatmap reaches the threshold, as polygons in level-0 pixel coordinates
+(origin at the slide's top-left corner, x right, y down: what QuPath, ASAP and large-image use).
+
+Files are written in place: :mod:`wsolctl.predict.run` writes a slide's outputs into a temporary
+folder renamed into place when all are done.
+
+Each 4-connected component of ``heat ≥ threshold`` becomes one polygon: its outer boundary and its
+holes, traced with scikit-image's marching squares at level ½ (so edges run along heatmap pixel
+borders) and simplified by at most half a heatmap pixel. Heatmap pixel (i, j) covers level-0
+``[j·ds, (j+1)·ds) × [i·ds, (i+1)·ds)``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    exterior: np.ndarray  # (N, 2) level-0 (x, y), closed (first = last)
+    holes: tuple[np.ndarray, ...]
+    area: float  # level-0 pixels²
+    peak: float  # map maximum inside
+    mean: float
+
+
+def _ring(binary: np.ndarray, row0: int, col0: int, ds: float) -> np.ndarray:
+    """The longest closed contour of a bool crop (padded) in level-0 (x, y)."""
+    from skimage.measure import approximate_polygon, find_contours
+
+    contours = find_contours(np.pad(binary, 1).astype(np.float32), 0.5)
+    contour = approximate_polygon(max(contours, key=len), tolerance=0.5)
+    # padded (r, c) → heatmap pixel centre coordinates (r - 1, c - 1) → level 0 (centre of (i, j) = (j + ½)·ds)
+    xy = np.stack([(contour[:, 1] + col0 - 0.5) * ds, (contour[:, 0] + row0 - 0.5) * ds], axis=1)
+    if not np.array_equal(xy[0], xy[-1]):
+        xy = np.vstack([xy, xy[:1]])
+    return xy
+
+
+def extract_regions(heat: np.ndarray, threshold: float, ds: float) -> list[Region]:
+    """Polygons of ``heat ≥ threshold`` (heat at ``ds`` level-0 pixels per pixel), largest first."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(heat >= threshold)
+    out = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels[box] == index
+        filled = ndimage.binary_fill_holes(component)
+        holes_labels, n_holes = ndimage.label(filled & ~component, structure=np.ones((3, 3)))
+        holes = tuple(_ring(holes_labels == h, box[0].start, box[1].start, ds) for h in range(1, n_holes + 1))
+        values = heat[box][component]
+        out.append(Region(_ring(filled, box[0].start, box[1].start, ds), holes, float(component.sum()) * ds * ds,
+                          float(values.max()), float(values.mean())))
+    out.sort(key=lambda r: -r.area)
+    return out
+
+
+def _coords(ring: np.ndarray) -> list[list[float]]:
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in ring]
+
+
+def write_geojson(path: Path, regions: list[Region], class_name: str, mm_x: float | None) -> None:
+    """A FeatureCollection of QuPath annotations (File → Import objects)."""
+    features = []
+    for index, region in enumerate(regions):
+        measurements = {"Area (level-0 px^2)": region.area, "Map max": region.peak, "Map mean": region.mean}
+        if mm_x:
+            measurements["Area (mm^2)"] = region.area * mm_x * mm_x
+        features.append({"type": "Feature", "id": f"region-{index}",
+                         "geometry": {"type": "Polygon", "coordinates": [_coords(region.exterior)]
+                                      + [_coords(hole) for hole in region.holes]},
+                         "properties": {"objectType": "annotation", "name": f"{class_name} region {index}",
+                                        "classification": {"name": class_name, "color": [220, 40, 40]},
+                                        "measurements": measurements}})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n", encoding="utf-8")
+
+
+def write_asap(path: Path, regions: list[Region]) -> None:
+    """ASAP XML: outer boundaries in group ``_0`` and holes in ``_2`` (the CAMELYON16 convention that
+    ASAP's AnnotationToMask and ``wsolctl predict --annotations`` read back)."""
+    from wsolctl.wsi.annotations import asap_xml
+
+    polygons = []
+    for region in regions:
+        polygons.append(("_0", [tuple(p) for p in np.round(region.exterior[:-1], 2).tolist()]))
+        polygons += [("_2", [tuple(p) for p in np.round(hole[:-1], 2).tolist()]) for hole in region.holes]
+    path.write_text(asap_xml(polygons), encoding="utf-8")
