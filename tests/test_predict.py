@@ -4,7 +4,6 @@ heatmap must separate tumour from tissue, regions must be level-0 polygons on th
 corrupt slide must fail alone, reruns must skip finished inputs."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -200,7 +199,7 @@ def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     the blend stays smooth and the tumour still ranks first."""
     from wsolctl.predict import PredictOptions, predict
 
-    options = PredictOptions(method="redness-cam", tile_size=256, overlap=0.5, batch_size=16, threshold=0.6)
+    options = PredictOptions(method="redness-cam", tile_size=512, overlap=0.5, batch_size=16, threshold=0.6)
     result = predict(study["out"], [study["slides"] / "tumor_a.tif"], tmp_path, options, quiet=True)
     assert result.rows[0]["status"] == "ok"
     meta = json.loads((tmp_path / "tumor_a" / "heatmap.json").read_text())
@@ -208,7 +207,7 @@ def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     heat = np.asarray(Image.open(tmp_path / "tumor_a" / "heatmap.tif")).astype(float) / 255
     truth = tumor_mask(heat.shape, meta["downsample"])
     assert heat.max() == 1.0 and auc(heat.ravel(), truth.ravel()) >= 0.95
-    assert pl.read_parquet(tmp_path / "tumor_a" / "tiles.parquet").height > 24  # overlapping grid
+    assert pl.read_parquet(tmp_path / "tumor_a" / "tiles.parquet").height > 24  # 6 × 4 without overlap
 
 
 def test_model_choice_errors_and_image_inputs(study, tmp_path):
@@ -235,12 +234,17 @@ def test_model_choice_errors_and_image_inputs(study, tmp_path):
 
 
 def test_cli_exit_codes(study, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "wsolctl", "predict", str(study["out"]), str(study["slides"]), "--out",
-               str(tmp_path), "--method", "redness", "--tile-size", "512", "--quiet"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert done.returncode == 1, done.stderr
-    assert "broken" in done.stderr and "1 of 3 input(s) failed" in done.stderr
+    from typer.testing import CliRunner
+
+    from wsolctl.cli import app
+
+    args = ["predict", str(study["out"]), str(study["slides"] / "tumor_a.tif"), str(study["slides"] / "broken.tif"),
+            "--out", str(tmp_path), "--method", "redness", "--tile-size", "1024", "--level", "1", "--quiet"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1, done.output
+    assert "broken.tif" in done.stderr and "1 of 2 input(s) failed" in done.stderr
     assert (tmp_path / "tumor_a" / "overlay.png").is_file()
-    wrong = subprocess.run(command[:-4] + ["--quiet"], capture_output=True, text=True, env=env)
-    assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0 and "--method" in wrong.stderr
+    meta = json.loads((tmp_path / "tumor_a" / "heatmap.json").read_text())
+    assert meta["level"] == 1 and meta["tiles"] == 2  # 1024 px at level 1 = 2048 level-0 px: 2 × 1 tiles
+    wrong = CliRunner().invoke(app, args[:5] + ["--quiet"])
+    assert wrong.exit_code == 2 and wrong.stderr.strip().count("\n") == 0 and "--method" in wrong.stderr

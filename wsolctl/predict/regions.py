@@ -6,7 +6,9 @@ folder renamed into place when all are done.
 
 Each 4-connected component of ``heat ≥ threshold`` becomes one polygon: its outer boundary and its
 holes, traced with scikit-image's marching squares at level ½ (so edges run along heatmap pixel
-borders) and simplified by at most half a heatmap pixel. Heatmap pixel (i, j) covers level-0
+borders, through the midpoints of boundary pixel edges); collinear vertices are dropped. Components
+and holes smaller than ``MIN_PIXELS`` heatmap pixels are left out (speckle: a hole per nucleus
+would make thousands of rings); region areas count the pixels of what is kept. Heatmap pixel (i, j) covers level-0
 ``[j·ds, (j+1)·ds) × [i·ds, (i+1)·ds)``.
 """
 from __future__ import annotations
@@ -27,12 +29,24 @@ class Region:
     mean: float
 
 
+MIN_PIXELS = 4
+
+
+def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+    """Vertices of a closed (first = last) ring where the direction changes."""
+    points = ring[:-1]
+    before, after = points - np.roll(points, 1, axis=0), np.roll(points, -1, axis=0) - points
+    turn = np.abs(before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]) > 1e-9
+    kept = points[turn] if turn.sum() >= 3 else points
+    return np.vstack([kept, kept[:1]])
+
+
 def _ring(binary: np.ndarray, row0: int, col0: int, ds: float) -> np.ndarray:
     """The longest closed contour of a bool crop (padded) in level-0 (x, y)."""
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     contours = find_contours(np.pad(binary, 1).astype(np.float32), 0.5)
-    contour = approximate_polygon(max(contours, key=len), tolerance=0.5)
+    contour = _drop_collinear(max(contours, key=len))
     # padded (r, c) → heatmap pixel centre coordinates (r - 1, c - 1) → level 0 (centre of (i, j) = (j + ½)·ds)
     xy = np.stack([(contour[:, 1] + col0 - 0.5) * ds, (contour[:, 0] + row0 - 0.5) * ds], axis=1)
     if not np.array_equal(xy[0], xy[-1]):
@@ -44,13 +58,18 @@ def extract_regions(heat: np.ndarray, threshold: float, ds: float) -> list[Regio
     """Polygons of ``heat ≥ threshold`` (heat at ``ds`` level-0 pixels per pixel), largest first."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(heat >= threshold)
+    labels, _ = ndimage.label(heat >= threshold)
     out = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         component = labels[box] == index
+        if component.sum() < MIN_PIXELS:
+            continue
         filled = ndimage.binary_fill_holes(component)
         holes_labels, n_holes = ndimage.label(filled & ~component, structure=np.ones((3, 3)))
-        holes = tuple(_ring(holes_labels == h, box[0].start, box[1].start, ds) for h in range(1, n_holes + 1))
+        sizes = np.bincount(holes_labels.ravel(), minlength=n_holes + 1)
+        holes = tuple(_ring(holes_labels == h, box[0].start, box[1].start, ds)
+                      for h in range(1, n_holes + 1) if sizes[h] >= MIN_PIXELS)
+        component = filled & ~np.isin(holes_labels, [h for h in range(1, n_holes + 1) if sizes[h] >= MIN_PIXELS])
         values = heat[box][component]
         out.append(Region(_ring(filled, box[0].start, box[1].start, ds), holes, float(component.sum()) * ds * ds,
                           float(values.max()), float(values.mean())))
