@@ -217,13 +217,17 @@ def sample_camelyon16(
         valpx_per_class: int = typer.Option(5, "--valpx-per-class"),
         reference_calibration: bool = typer.Option(False, "--reference-calibration",
                                                    help="reproduce the reference code's calibration (missing break)"),
-        quiet: bool = QuietOpt) -> None:
+        quiet: bool = QuietOpt, executor: Optional[str] = ExecOpt,
+        workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel")) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
     from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
-    stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet)
+    if executor not in (None, "local", "ray"):
+        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet, workers=workers,
+                   executor=executor or "local")
     for warning in stamp["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{s}: {c['tumor']} tumour + {c['normal']} normal" for s, c in stamp["counts"].items())

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -213,9 +214,14 @@ class _Cache:
 
 
 def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Path, reference: Optional[Path] = None,
-                      params: Optional[SamplingParams] = None, quiet: bool = False) -> dict:
+                      params: Optional[SamplingParams] = None, quiet: bool = False, workers: int = 1,
+                      executor: str = "local") -> dict:
     """Sample CAMELYON16 into ``out`` (resumable; a finished identical run returns at once).
-    Returns the stamp (params, counts, skipped slides, warnings); the caller shows the warnings."""
+    Returns the stamp (params, counts, skipped slides, warnings); the caller shows the warnings.
+
+    ``workers`` slides are processed at a time, in a pool of processes (``executor="local"``) or as
+    Ray tasks (``"ray"``). The output does not depend on it: every slide draws from its own random
+    stream, and results are combined in slide order (see :func:`_normal_rows` for the quotas)."""
     from wsolctl.engine.progress import Progress
     from wsolctl.results.io import write_json
 
@@ -234,14 +240,14 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
         if {k: stamp.get(k) for k in identity} == identity:
             return stamp
     out.mkdir(parents=True, exist_ok=True)
-    cache = _Cache(out)
     rows: list[dict] = []
     with Progress(quiet=quiet) as progress:
+        run = _Runner(out, p, progress, workers, executor)
         slides_bar = progress.task("slides", len(entries))
         tumor: dict[str, list[dict]] = {}
-        for entry in [e for e in entries if e.label == "tumor"]:
-            slides_bar.describe(f"tumour candidates {entry.name}")
-            result = _tumor_slide(entry, p, cache, progress)
+        tumour_entries = [e for e in entries if e.label == "tumor"]
+        slides_bar.describe("tumour candidates")
+        for entry, result in zip(tumour_entries, run(_tumor_slide, [(e,) for e in tumour_entries], slides_bar)):
             if "error" in result:
                 skipped.append({"slide": entry.name, "set": entry.set, "label": entry.label, "reason": result["error"]})
                 warnings.append(f"skipped {entry.name}: {result['error']}")
@@ -251,34 +257,17 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
                     warnings.append(f"{entry.name}: {result['warning']}")
                 for group in result.get("ignored_groups", []):
                     warnings.append(f"{entry.name}: annotation group {group!r} is neither tumour nor exclusion; ignored")
-            slides_bar.advance()
         by_name = {e.name: e for e in entries}
         for set_index, set_ in enumerate(SETS):
             rows += _calibrated_rows(set_, set_index, tumor, by_name, p, warnings)
             wanted = sum(1 for r in rows if r["set"] == set_ and r["category"] == "tumor")
             normals = [e for e in entries if e.set == set_ and e.label == "normal"]
-            carry = 0
-            for i, entry in enumerate(normals):
-                quota = wanted // len(normals) + (1 if i < wanted % len(normals) else 0) + carry
-                slides_bar.describe(f"normal patches {entry.name}")
-                result = _normal_slide(entry, p, quota, cache, progress)
-                if "error" in result:
-                    skipped.append({"slide": entry.name, "set": entry.set, "label": entry.label, "reason": result["error"]})
-                    warnings.append(f"skipped {entry.name}: {result['error']}")
-                    got = []
-                else:
-                    got = result["patches"]
-                carry = quota - len(got)
-                for patch in got:
-                    rows.append(_row(entry, patch, 0))
-                slides_bar.advance()
-            if normals and carry > 0:
-                warnings.append(f"{set_}: {carry} normal patch(es) short of the {wanted} metastatic ones "
-                                "(not enough tissue on the normal slides)")
-            elif not normals and wanted:
+            slides_bar.describe(f"normal patches ({set_})")
+            rows += _normal_rows(normals, wanted, run, slides_bar, skipped, warnings)
+            if not normals and wanted:
                 warnings.append(f"{set_}: no normal slides; {wanted} metastatic patches are unbalanced")
         rows.sort(key=lambda r: (SETS.index(r["set"]), r["slide"], r["y"], r["x"]))
-        _write_patches(out, rows, by_name, p, cache, progress)
+        _write_patches(out, rows, by_name, run)
     folds = _assign_folds(rows, p)
     _write_folds(out, rows, folds, p)
     _write_tables(out, rows, folds, skipped, p)
@@ -287,6 +276,64 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
     stamp = {**identity, "counts": counts, "skipped": skipped, "warnings": warnings}
     write_json(stamp_path, stamp)
     return stamp
+
+
+class _Runner:
+    """Calls a per-slide function ``fn(*args, p, out, progress)`` over many slides, in this process
+    (with nested progress bars) or in parallel workers (one bar: slides done); results in order."""
+
+    def __init__(self, out: Path, p: SamplingParams, progress, workers: int, executor: str):
+        self.out, self.p, self.progress, self.workers, self.executor = out, p, progress, workers, executor
+
+    def __call__(self, fn, jobs: list[tuple], bar=None) -> list:
+        from wsolctl.wsi.parallel import WorkerDied, parallel_map
+
+        sequential = self.workers <= 1 and self.executor == "local"
+        call = partial(_call, fn, self.p, self.out, self.progress if sequential else None)
+        results: list = [None] * len(jobs)
+        for index, result in parallel_map(call, jobs, self.workers, self.executor):
+            if isinstance(result, WorkerDied):
+                raise RuntimeError(f"{jobs[index][0].name}: {result}")
+            results[index] = result
+            if bar is not None:
+                bar.advance()
+        return results
+
+
+def _call(fn, p: SamplingParams, out: Path, progress, job: tuple):
+    from wsolctl.engine.progress import Progress
+
+    return fn(*job, p, _Cache(out), progress or Progress(quiet=True))
+
+
+def _normal_rows(normals: list[SlideEntry], wanted: int, run: _Runner, bar, skipped: list[dict],
+                 warnings: list[str]) -> list[dict]:
+    """Normal patches to balance ``wanted`` metastatic ones: slide i's quota is its share of
+    ``wanted`` plus what the slides before it fell short of. Slides are sampled in parallel with
+    their share; a slide that must carry a shortfall and found its whole share is then sampled
+    again with the larger quota. That gives the same patches as one slide after the other:
+    a slide's patches for quota q are the first q accepted cells of its own random order."""
+    if not normals:
+        return []
+    shares = [wanted // len(normals) + (1 if i < wanted % len(normals) else 0) for i in range(len(normals))]
+    first = run(_normal_slide, [(e, q) for e, q in zip(normals, shares)], bar)
+    rows, carry = [], 0
+    for entry, share, result in zip(normals, shares, first):
+        quota = share + carry
+        if quota > share and "error" not in result and len(result["patches"]) == share:
+            (result,) = run(_normal_slide, [(entry, quota)])
+        if "error" in result:
+            skipped.append({"slide": entry.name, "set": entry.set, "label": entry.label, "reason": result["error"]})
+            warnings.append(f"skipped {entry.name}: {result['error']}")
+            got = []
+        else:
+            got = result["patches"]
+        carry = quota - len(got)
+        rows += [_row(entry, patch, 0) for patch in got]
+    if carry > 0:
+        warnings.append(f"{normals[0].set}: {carry} normal patch(es) short of the {wanted} metastatic ones "
+                        "(not enough tissue on the normal slides)")
+    return rows
 
 
 def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) -> dict:
@@ -318,7 +365,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) 
     return result
 
 
-def _normal_slide(entry: SlideEntry, p: SamplingParams, quota: int, cache: _Cache, progress) -> dict:
+def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: _Cache, progress) -> dict:
     from wsolctl.wsi.sampling import normal_patches
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
@@ -372,15 +419,9 @@ def _paths(row: dict) -> tuple[str, Optional[str]]:
     return f"{stem}.png", (f"{stem}_mask.png" if row["category"] == "tumor" else None)
 
 
-def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], p: SamplingParams,
-                   cache: _Cache, progress) -> None:
+def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], run: _Runner) -> None:
     """Write each slide's patches (and masks) into a temp folder renamed into place; skip slides
-    whose folder already holds exactly these patches."""
-    from PIL import Image
-
-    from wsolctl.wsi.annotations import parse_asap
-    from wsolctl.wsi.slide import Slide
-
+    whose folder already holds exactly these patches. Sets each tumour row's fraction from its mask."""
     by_slide: dict[str, list[dict]] = {}
     for row in rows:
         by_slide.setdefault(row["slide"], []).append(row)
@@ -389,32 +430,47 @@ def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], 
     for stale in patches_dir.iterdir():  # slides of an earlier run with other options
         if stale.is_dir() and stale.name not in by_slide:
             shutil.rmtree(stale)
-    bar = progress.task("writing patches", len(rows))
-    for name, slide_rows in by_slide.items():
-        entry = by_name[name]
-        key = _key("written", p.patch_size, [(r["x"], r["y"], r["category"]) for r in slide_rows],
-                   _fingerprint(entry.path), _fingerprint(entry.xml))
-        hit = cache.get("written", name, key)
-        if hit is not None and (patches_dir / name).is_dir():
-            for row, tumor in zip(slide_rows, hit["tumor"]):
-                row["tumor"] = tumor
-            bar.advance(len(slide_rows))
-            continue
-        bar.describe(f"writing patches {name}")
-        slide = Slide(entry.path)
-        annotations = parse_asap(entry.xml) if entry.xml else None
-        with atomic_directory(patches_dir / name) as tmp:
-            for row in slide_rows:
-                image, mask = _paths(row)
-                rgb = slide.region(row["x"], row["y"], p.patch_size, p.patch_size)
-                Image.fromarray(rgb).save(tmp / Path(image).name, compress_level=3)
-                if mask is not None:
-                    binary = annotations.mask(row["x"], row["y"], p.patch_size, p.patch_size)
-                    row["tumor"] = float(binary.mean())  # the written mask is the truth
-                    Image.fromarray(binary.astype(np.uint8) * 255).save(tmp / Path(mask).name, compress_level=3)
-                bar.advance()
-        cache.put("written", name, key, {"tumor": [r["tumor"] for r in slide_rows]})
+    bar = run.progress.task("writing patches (slides)", len(by_slide))
+    jobs = [(by_name[name], [(r["x"], r["y"], r["category"]) for r in slide_rows]) for name, slide_rows in by_slide.items()]
+    for slide_rows, tumor in zip(by_slide.values(), run(_slide_patches, jobs, bar)):
+        for row, fraction in zip(slide_rows, tumor):
+            row["tumor"] = fraction
     bar.close()
+
+
+def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: SamplingParams, cache: _Cache,
+                   progress) -> list[float]:
+    """Write one slide's patches; returns the tumour fraction of each written mask (the truth; 0
+    for normal patches)."""
+    from PIL import Image
+
+    from wsolctl.wsi.annotations import parse_asap
+    from wsolctl.wsi.slide import Slide
+
+    key = _key("written", p.patch_size, cells, _fingerprint(entry.path), _fingerprint(entry.xml))
+    hit = cache.get("written", entry.name, key)
+    folder = cache.dir.parent / "patches" / entry.name
+    if hit is not None and folder.is_dir():
+        return hit["tumor"]
+    slide = Slide(entry.path)
+    annotations = parse_asap(entry.xml) if entry.xml else None
+    tumor = []
+    bar = progress.task(f"  {entry.name}: patches", len(cells))
+    with atomic_directory(folder) as tmp:
+        for x, y, category in cells:
+            image, mask = _paths({"slide": entry.name, "x": x, "y": y, "category": category})
+            rgb = slide.region(x, y, p.patch_size, p.patch_size)
+            Image.fromarray(rgb).save(tmp / Path(image).name, compress_level=3)
+            fraction = 0.0
+            if mask is not None:
+                binary = annotations.mask(x, y, p.patch_size, p.patch_size)
+                fraction = float(binary.mean())
+                Image.fromarray(binary.astype(np.uint8) * 255).save(tmp / Path(mask).name, compress_level=3)
+            tumor.append(fraction)
+            bar.advance()
+    bar.close()
+    cache.put("written", entry.name, key, {"tumor": tumor})
+    return tumor
 
 
 # ---------------------------------------------------------------------------------------------- folds

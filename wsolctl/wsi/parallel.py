@@ -1,13 +1,14 @@
 """Run one function over many slides: in this process, in a pool of spawned processes, or on Ray.
 
 Results come back in completion order as ``(index, result)``; the function must be importable at
-module level (it is pickled by reference) and should catch its own per-slide failures, so that
-one bad slide never stops the others. A worker process that dies is reported as ``WorkerDied``.
+module level (it is pickled by reference). An exception it raises is raised here, as if it ran in
+this process; a worker process that dies instead yields a ``WorkerDied`` result for its item.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -49,9 +50,10 @@ def _pool(fn, items, workers, initializer, initargs) -> Iterator[tuple[int, Any]
             for future in done:
                 index = pending.pop(future)
                 try:
-                    yield index, future.result()
-                except Exception as exc:  # BrokenProcessPool and friends: the worker died
-                    yield index, WorkerDied(f"worker died: {type(exc).__name__}: {exc}")
+                    result = future.result()
+                except BrokenProcessPool as exc:  # killed, out of memory, crashed in native code
+                    result = WorkerDied(f"worker died: {exc}")
+                yield index, result
 
 
 def _ray(fn, items, workers, initializer, initargs) -> Iterator[tuple[int, Any]]:
@@ -75,6 +77,9 @@ def _ray(fn, items, workers, initializer, initargs) -> Iterator[tuple[int, Any]]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         try:
-            yield refs[ready[0]], ray.get(ready[0])
-        except Exception as exc:
-            yield refs[ready[0]], WorkerDied(f"worker died: {type(exc).__name__}: {exc}")
+            result = ray.get(ready[0])
+        except ray.exceptions.WorkerCrashedError as exc:
+            result = WorkerDied(f"worker died: {exc}")
+        except ray.exceptions.RayTaskError as exc:  # re-raise what the function raised
+            raise exc.as_instanceof_cause() from None
+        yield refs[ready[0]], result
