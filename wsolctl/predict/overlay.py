@@ -1,9 +1,9 @@
 """``overlay.png``: an image (slide thumbnail or patch) with the map blended in (jet, α = 0.4, as CLAM
-draws it) where the map was computed, and a colour bar marking the threshold."""
+draws it) where the map was computed, the regions' outlines, and a colour bar marking the threshold."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -18,9 +18,9 @@ def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def write_overlay(path: Path, image: np.ndarray, heat: np.ndarray, shown: Optional[np.ndarray], label: str,
-                  threshold: float, title: str) -> None:
+                  threshold: float, title: str, outlines: Sequence[np.ndarray] = ()) -> None:
     """``image`` (H, W, 3) uint8; ``heat`` in [0, 1] at any size; ``shown`` (same size as heat, bool)
-    where the map is drawn (None: everywhere)."""
+    where the map is drawn (None: everywhere); ``outlines``: closed rings in image pixel (x, y)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,6 +36,10 @@ def write_overlay(path: Path, image: np.ndarray, heat: np.ndarray, shown: Option
     try:
         ax.imshow(image)
         drawn = ax.imshow(values, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.4, interpolation="bilinear")
+        for ring in outlines:
+            ax.plot(ring[:, 0] - 0.5, ring[:, 1] - 0.5, color="white", linewidth=1.2)
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
         bar = fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.02)

@@ -97,6 +97,18 @@ def write_geojson(path: Path, regions: list[Region], class_name: str, mm_x: floa
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n", encoding="utf-8")
 
 
+def write_tile_detections(path: Path, frame, footprint: int) -> None:
+    """Tiles as QuPath detections with their measurements: *Measure → Show measurement maps* then
+    draws the heatmap natively (colour maps and thresholds in QuPath)."""
+    features = [{"type": "Feature",
+                 "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + footprint, y], [x + footprint, y + footprint],
+                                                                  [x, y + footprint], [x, y]]]},
+                 "properties": {"objectType": "detection", "name": "tile",
+                                "measurements": {"Probability": p, "Map max": m, "Map mean": a, "Tissue": t}}}
+                for x, y, t, p, m, a in frame.select("x", "y", "tissue", "probability", "map_max", "map_mean").iter_rows()]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n", encoding="utf-8")
+
+
 def write_asap(path: Path, regions: list[Region]) -> None:
     """ASAP XML: outer boundaries in group ``_0`` and holes in ``_2`` (the CAMELYON16 convention that
     ASAP's AnnotationToMask and ``wsolctl predict --annotations`` read back)."""

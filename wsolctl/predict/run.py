@@ -8,6 +8,7 @@ Per input, in ``out/<name>/`` (written into a temporary folder renamed into plac
     regions.geojson  polygons (level-0 pixels) where the map ≥ threshold, as QuPath annotations
     regions.xml      the same polygons as ASAP XML (group _0, holes _2)
     tiles.parquet    per tile: x, y (level 0), tissue fraction, class probability, map max and mean
+    tiles.geojson    the tiles as QuPath detections with those measurements (QuPath's measurement maps)
     result.json      this input's row of predictions.parquet and the settings it was made with
 
 Image inputs (png, jpg, plain tif) get ``cam.png`` (the map, 0–255, at the image's size) and
@@ -210,7 +211,7 @@ def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml
     from wsolctl.predict.heatmap import Canvas, heatmap_downsample, normalise, write_tiff
     from wsolctl.predict.model import TileScorer
     from wsolctl.predict.overlay import THUMBNAIL_SIDE, write_overlay
-    from wsolctl.predict.regions import extract_regions, write_asap, write_geojson
+    from wsolctl.predict.regions import extract_regions, write_asap, write_geojson, write_tile_detections
     from wsolctl.predict.tiles import Grid, Tissue, batches, read_ahead, tissue_tiles
     from wsolctl.wsi.slide import Slide
 
@@ -249,10 +250,12 @@ def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml
     class_name = loaded.class_name(class_index)
     write_geojson(folder / "regions.geojson", regions, class_name, slide.mm_x)
     write_asap(folder / "regions.xml", regions)
-    thumbnail, _, _ = slide.overview(max(1.0, max(slide.width, slide.height) / THUMBNAIL_SIDE))
+    thumbnail, sx, sy = slide.overview(max(1.0, max(slide.width, slide.height) / THUMBNAIL_SIDE))
     label = f"P({class_name})" if loaded.map_kind == "probability" else f"{class_name} map (min-max per slide)"
+    outlines = [ring / (sx, sy) for r in regions for ring in (r.exterior, *r.holes)]
     write_overlay(folder / "overlay.png", thumbnail, heat, covered, label, threshold,
-                  f"{path.name} · {loaded.method_label} / {loaded.backbone} ({loaded.selection}) · τ = {threshold:.3f}")
+                  f"{path.name} · {loaded.method_label} / {loaded.backbone} ({loaded.selection}) · τ = {threshold:.3f}",
+                  outlines)
     frame = pl.DataFrame({"x": tiles["x"], "y": tiles["y"], "tissue": tiles["tissue"],
                           "probability": tiles["probability"],
                           "map_max": norm.apply(np.asarray(tiles["raw_max"], np.float64)),
@@ -260,6 +263,7 @@ def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml
                          schema={"x": pl.Int64, "y": pl.Int64, "tissue": pl.Float64, "probability": pl.Float64,
                                  "map_max": pl.Float64, "map_mean": pl.Float64})
     frame.write_parquet(folder / "tiles.parquet")
+    write_tile_detections(folder / "tiles.geojson", frame, grid.footprint)
     meta = {"slide": str(path), "width": slide.width, "height": slide.height, "mm_x": slide.mm_x,
             "downsample": ds, "heatmap_width": heat.shape[1], "heatmap_height": heat.shape[0], "levels": levels,
             "values": "uint8 = round(map x 255); 0 outside predicted tiles",
