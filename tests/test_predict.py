@@ -163,6 +163,9 @@ def test_regions_are_level0_polygons_on_the_tumours(predicted):
         assert MplPath(ring).contains_point((cx, cy))  # level-0 coordinates: the centre is inside
         distance = np.hypot(ring[:, 0] - cx, ring[:, 1] - cy)
         assert np.abs(distance - r).max() < 0.1 * r + 2 * 48  # on the boundary, within a heatmap pixel or two
+    tiles = json.loads((out / "tumor_a" / "tiles.geojson").read_text())["features"]
+    assert len(tiles) == pl.read_parquet(out / "tumor_a" / "tiles.parquet").height
+    assert tiles[0]["properties"]["objectType"] == "detection" and "Probability" in tiles[0]["properties"]["measurements"]
     asap = parse_asap(out / "tumor_a" / "regions.xml")
     assert len(asap.tumor) == 2 and not asap.exclusion
     normal = json.loads((out / "normal_b" / "regions.geojson").read_text())
@@ -208,6 +211,24 @@ def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     truth = tumor_mask(heat.shape, meta["downsample"])
     assert heat.max() == 1.0 and auc(heat.ravel(), truth.ravel()) >= 0.95
     assert pl.read_parquet(tmp_path / "tumor_a" / "tiles.parquet").height > 24  # 6 × 4 without overlap
+
+
+def test_slide_without_tissue_gives_empty_outputs(study, tmp_path):
+    """No tissue tile (CLAM crashed on empty score arrays): an all-zero heatmap, no regions, no score."""
+    import tifffile
+
+    from wsolctl.predict import PredictOptions, predict
+
+    blank = np.full((1024, 1024, 3), 244, np.uint8)
+    with tifffile.TiffWriter(tmp_path / "blank.tif") as tif:
+        tif.write(blank, tile=(256, 256), photometric="rgb")
+        tif.write(blank[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1)
+    result = predict(study["out"], [tmp_path / "blank.tif"], tmp_path / "out",
+                     PredictOptions(method="redness-cam", tile_size=256), quiet=True)
+    row = result.rows[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["tiles"] == 0 and row["score_max"] is None and row["regions"] == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "blank" / "heatmap.tif")).max() == 0
 
 
 def test_model_choice_errors_and_image_inputs(study, tmp_path):

@@ -341,7 +341,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
     """Predict every input into ``out``; writes ``out/predictions.parquet`` (and ``scores.md`` with
     annotations). Failing inputs are rows with status ``failed``; the others finish."""
     from wsolctl.engine.progress import Progress
-    from wsolctl.wsi.parallel import WorkerDied, parallel_map, threads_per_worker
+    from wsolctl.wsi.parallel import SlidePool, WorkerDied, threads_per_worker
 
     options = options or PredictOptions()
     run_dir, out = Path(run_dir), Path(out)
@@ -362,14 +362,13 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
             rows[index] = previous
         else:
             todo.append(index)
-    with Progress(quiet=quiet) as progress:
+    threads = threads_per_worker(options.workers) if options.workers > 1 or options.executor == "ray" else None
+    pool = SlidePool(options.workers, options.executor, _init_worker, (run_dir, options.model_args(), threads))
+    with Progress(quiet=quiet) as progress, pool:
         bar = progress.task("inputs", len(jobs))
         bar.advance(len(jobs) - len(todo))
-        sequential = options.workers == 1 and options.executor == "local"
-        work = partial(predict_input, progress=progress) if sequential else predict_input
-        threads = None if sequential else threads_per_worker(options.workers)
-        for position, result in parallel_map(work, [jobs[i] for i in todo], options.workers, options.executor,
-                                             _init_worker, (run_dir, options.model_args(), threads)):
+        work = partial(predict_input, progress=progress) if pool.sequential else predict_input
+        for position, result in pool.map(work, [jobs[i] for i in todo]):
             index = todo[position]
             if isinstance(result, WorkerDied):
                 item = jobs[index].input

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.data.folds import DataError, Sample, write_encoding, write_split
 from wsolctl.results.io import atomic_directory
+from wsolctl.wsi.parallel import SlidePool, WorkerDied, fork_is_safe
 
 STAMP = "wsolctl-camelyon16.json"
 CLASSES = {"normal": 0, "tumor": 1}
@@ -241,8 +242,11 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
             return stamp
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    with Progress(quiet=quiet) as progress:
-        run = _Runner(out, p, progress, workers, executor)
+    import large_image  # noqa: F401  (imported once here, inherited by forked workers)
+
+    pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
+    with pool.start(), Progress(quiet=quiet) as progress:  # workers start before the progress thread
+        run = _Runner(out, p, progress, pool)
         slides_bar = progress.task("slides", len(entries))
         tumor: dict[str, list[dict]] = {}
         tumour_entries = [e for e in entries if e.label == "tumor"]
@@ -279,19 +283,16 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
 
 
 class _Runner:
-    """Calls a per-slide function ``fn(*args, p, out, progress)`` over many slides, in this process
-    (with nested progress bars) or in parallel workers (one bar: slides done); results in order."""
+    """Calls a per-slide function ``fn(*job, p, cache, progress)`` over many slides, in this process
+    (with nested progress bars) or in the pool's workers (one bar: slides done); results in order."""
 
-    def __init__(self, out: Path, p: SamplingParams, progress, workers: int, executor: str):
-        self.out, self.p, self.progress, self.workers, self.executor = out, p, progress, workers, executor
+    def __init__(self, out: Path, p: SamplingParams, progress, pool: SlidePool):
+        self.out, self.p, self.progress, self.pool = out, p, progress, pool
 
     def __call__(self, fn, jobs: list[tuple], bar=None) -> list:
-        from wsolctl.wsi.parallel import WorkerDied, parallel_map
-
-        sequential = self.workers <= 1 and self.executor == "local"
-        call = partial(_call, fn, self.p, self.out, self.progress if sequential else None)
+        call = partial(_call, fn, self.p, self.out, self.progress if self.pool.sequential else None)
         results: list = [None] * len(jobs)
-        for index, result in parallel_map(call, jobs, self.workers, self.executor):
+        for index, result in self.pool.map(call, jobs):
             if isinstance(result, WorkerDied):
                 raise RuntimeError(f"{jobs[index][0].name}: {result}")
             results[index] = result
