@@ -179,14 +179,16 @@ def predict(
         min_tissue: float = typer.Option(0.1, "--min-tissue", help="tiles with less tissue are skipped"),
         annotations: Optional[Path] = typer.Option(None, "--annotations", help="ASAP XML folder: score PxAP and Dice"),
         readers: int = typer.Option(4, "--readers", help="tile-reading threads per slide"),
-        quiet: bool = QuietOpt, executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
+        workers: int = typer.Option(1, "--workers", "-w", help="inputs predicted in parallel (processes or Ray tasks)"),
+        executor: str = typer.Option("local", "--executor", "-e", help="local | ray"),
+        quiet: bool = QuietOpt) -> None:
     """Apply a trained model to whole slides or images: heatmaps, regions, slide scores (docs/predict.md)."""
     from wsolctl.predict.run import PredictOptions, predict as run_predict
 
     options = _guard(PredictOptions, method=method, backbone=backbone, selection=selection, run=run, target=target,
                      tile_size=tile_size, level=level, overlap=overlap, batch_size=batch_size, device=device,
                      threshold=threshold, min_tissue=min_tissue, annotations=annotations, readers=readers,
-                     workers=workers or 1, executor=executor or "local")
+                     workers=workers, executor=executor)
     result = _guard(run_predict, run_dir, inputs, out, options, quiet=quiet)
     if result.scores:
         typer.echo(result.scores, nl=False)
@@ -217,17 +219,18 @@ def sample_camelyon16(
         valpx_per_class: int = typer.Option(5, "--valpx-per-class"),
         reference_calibration: bool = typer.Option(False, "--reference-calibration",
                                                    help="reproduce the reference code's calibration (missing break)"),
-        quiet: bool = QuietOpt, executor: Optional[str] = ExecOpt,
-        workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel")) -> None:
+        quiet: bool = QuietOpt,
+        workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel"),
+        executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) | ray")) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
     from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
-    if executor not in (None, "local", "ray"):
+    if executor not in ("local", "ray"):
         _fail(f"error: --executor must be local or ray, not {executor!r}")
     stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet, workers=workers,
-                   executor=executor or "local")
+                   executor=executor)
     for warning in stamp["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{s}: {c['tumor']} tumour + {c['normal']} normal" for s, c in stamp["counts"].items())
