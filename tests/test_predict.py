@@ -135,6 +135,11 @@ def test_known_map_separates_tumour_from_tissue(predicted):
     source = large_image.open(str(out / "tumor_a" / "heatmap.tif"))  # opens as a pyramid
     info = source.getMetadata()
     assert (info["sizeX"], info["sizeY"]) == (meta["heatmap_width"], meta["heatmap_height"])
+    import openslide  # what QuPath and ASAP-style readers use: a tiled pyramid with the map's pixel size
+
+    pyramid = openslide.OpenSlide(str(out / "tumor_a" / "heatmap.tif"))
+    assert pyramid.level_count >= 2 and pyramid.level_dimensions[0] == (meta["heatmap_width"], meta["heatmap_height"])
+    assert float(pyramid.properties["openslide.mpp-x"]) == pytest.approx(0.25 * meta["downsample"])
     heat = np.asarray(Image.open(out / "tumor_a" / "heatmap.tif")).astype(float) / 255
     ds = meta["downsample"]
     truth = tumor_mask(heat.shape, ds)

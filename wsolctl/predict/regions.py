@@ -99,14 +99,17 @@ def write_geojson(path: Path, regions: list[Region], class_name: str, mm_x: floa
 
 def write_tile_detections(path: Path, frame, footprint: int) -> None:
     """Tiles as QuPath detections with their measurements: *Measure → Show measurement maps* then
-    draws the heatmap natively (colour maps and thresholds in QuPath)."""
-    features = [{"type": "Feature",
-                 "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + footprint, y], [x + footprint, y + footprint],
-                                                                  [x, y + footprint], [x, y]]]},
-                 "properties": {"objectType": "detection", "name": "tile",
-                                "measurements": {"Probability": p, "Map max": m, "Map mean": a, "Tissue": t}}}
-                for x, y, t, p, m, a in frame.select("x", "y", "tissue", "probability", "map_max", "map_mean").iter_rows()]
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n", encoding="utf-8")
+    draws the heatmap natively (colour maps and thresholds in QuPath). Written feature by feature."""
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write('{"type": "FeatureCollection", "features": [')
+        rows = frame.select("x", "y", "tissue", "probability", "map_max", "map_mean").iter_rows()
+        for index, (x, y, t, p, m, a) in enumerate(rows):
+            square = [[x, y], [x + footprint, y], [x + footprint, y + footprint], [x, y + footprint], [x, y]]
+            feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+                       "properties": {"objectType": "detection", "name": "tile", "measurements":
+                                      {"Probability": p, "Map max": m, "Map mean": a, "Tissue": t}}}
+            handle.write(("," if index else "") + "\n" + json.dumps(feature))
+        handle.write("\n]}\n")
 
 
 def write_asap(path: Path, regions: list[Region]) -> None:
