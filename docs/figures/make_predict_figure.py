@@ -10,7 +10,6 @@ localises.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,8 +33,12 @@ def main() -> None:
     options = PredictOptions(method="redness", tile_size=256, overlap=0.25, threshold=0.7)
     result = predict(work / "study", [slide], work / "predicted", options, quiet=True)
     assert result.rows[0]["status"] == "ok", result.rows[0]["error"]
+    from PIL import Image
+
     target = ROOT / "docs" / "figures" / "predict-overlay.png"
-    shutil.copy(work / "predicted" / "synthetic_slide" / "overlay.png", target)
+    image = Image.open(work / "predicted" / "synthetic_slide" / "overlay.png").convert("RGB")
+    image = image.resize((image.width * 2 // 3, image.height * 2 // 3), Image.LANCZOS)
+    image.save(target, optimize=True)  # smaller for the repository than the 150-dpi original
     print(f"wrote {target}; outputs in {work / 'predicted'}")
 
 
