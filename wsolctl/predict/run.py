@@ -18,7 +18,6 @@ settings; failed inputs are recorded and retried on the next run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -31,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.errors import InputError
+from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.slide import SLIDE_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -73,11 +73,6 @@ class Input:
     path: Path
     kind: str  # slide | image
     name: str  # output folder name: the file stem
-
-    @property
-    def fingerprint(self) -> list:
-        stat = self.path.stat()
-        return [self.path.name, stat.st_size, stat.st_mtime_ns]
 
 
 @dataclass(frozen=True)
@@ -352,7 +347,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
     found = discover_inputs(inputs)
     identity = {"format": FORMAT, "run_dir": str(run_dir.resolve()), "run_id": loaded.run_id,
                 "method": loaded.method_label, "options": options.model_dump(mode="json", exclude={"workers", "executor", "readers"})}
-    jobs = [Job(item, out / item.name, _key(identity, item.fingerprint, _fingerprint(xml)), xml, run_dir, options)
+    jobs = [Job(item, out / item.name, stable_key(identity, fingerprint(item.path), fingerprint(xml)), xml, run_dir, options)
             for item in found for xml in [_annotation(options.annotations, item.name)]]
     rows: dict[int, dict] = {}
     todo = []
@@ -379,17 +374,6 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
             bar.advance()
     ordered = [rows[i] for i in range(len(jobs))]
     return Predictions(ordered, _write_predictions(out, ordered), _write_scores(out, ordered, options))
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _fingerprint(path: Optional[Path]) -> Optional[list]:
-    if path is None:
-        return None
-    stat = path.stat()
-    return [path.name, stat.st_size, stat.st_mtime_ns]
 
 
 def _finished(job: Job) -> Optional[dict]:

@@ -25,7 +25,6 @@ See :mod:`wsolctl.wsi.sampling` for the protocol and docs/datasets.md for the de
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.data.folds import DataError, Sample, write_encoding, write_split
 from wsolctl.results.io import atomic_directory
+from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.parallel import SlidePool, WorkerDied, fork_is_safe
 
 STAMP = "wsolctl-camelyon16.json"
@@ -177,17 +177,6 @@ def discover(slides_dir: Path, annotations_dir: Optional[Path], reference: Optio
     return entries, skipped, warnings
 
 
-def _fingerprint(path: Optional[Path]) -> Optional[list]:
-    if path is None:
-        return None
-    stat = Path(path).stat()
-    return [Path(path).name, stat.st_size, stat.st_mtime_ns]
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 # ------------------------------------------------------------------------------------------- sampling
 
 
@@ -229,9 +218,9 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
     p = params or SamplingParams()
     out = Path(out)
     entries, skipped, warnings = discover(slides_dir, annotations_dir, reference)
-    inputs = sorted([e.name, e.set, e.label, _fingerprint(e.path), _fingerprint(e.xml)] for e in entries)
-    identity = {"format": FORMAT, "params": p.model_dump(mode="json"), "inputs": _key(inputs),
-                "reference": _fingerprint(reference)}
+    inputs = sorted([e.name, e.set, e.label, fingerprint(e.path), fingerprint(e.xml)] for e in entries)
+    identity = {"format": FORMAT, "params": p.model_dump(mode="json"), "inputs": stable_key(inputs),
+                "reference": fingerprint(reference)}
     stamp_path = out / STAMP
     if stamp_path.is_file() and (out / "manifest.parquet").is_file():
         try:
@@ -343,7 +332,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) 
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
 
-    key = _key("tumor", p.patch_size, p.p0, p.pt, p.tissue_downsample, _fingerprint(entry.path), _fingerprint(entry.xml))
+    key = stable_key("tumor", p.patch_size, p.p0, p.pt, p.tissue_downsample, fingerprint(entry.path), fingerprint(entry.xml))
     hit = cache.get("tumor", entry.name, key)
     if hit is not None:
         return hit
@@ -371,7 +360,7 @@ def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: _Cach
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
 
-    key = _key("normal", p.patch_size, p.pt, p.tissue_downsample, p.seed, quota, _fingerprint(entry.path))
+    key = stable_key("normal", p.patch_size, p.pt, p.tissue_downsample, p.seed, quota, fingerprint(entry.path))
     hit = cache.get("normal", entry.name, key)
     if hit is not None:
         return hit
@@ -448,7 +437,7 @@ def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: Samp
     from wsolctl.wsi.annotations import parse_asap
     from wsolctl.wsi.slide import Slide
 
-    key = _key("written", p.patch_size, cells, _fingerprint(entry.path), _fingerprint(entry.xml))
+    key = stable_key("written", p.patch_size, cells, fingerprint(entry.path), fingerprint(entry.xml))
     hit = cache.get("written", entry.name, key)
     folder = cache.dir.parent / "patches" / entry.name
     if hit is not None and folder.is_dir():
