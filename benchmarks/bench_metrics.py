@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 
 import torch
+from timing import timed
 
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.metrics import LocalizationMeter, prepare_cams
 from wsolctl.metrics_extra import FaithfulnessMeter, MaxBoxAccV2Meter, PointingGameMeter
-
-from timing import timed
 
 
 def seconds(fn, device: torch.device, repeats: int = 1) -> float:

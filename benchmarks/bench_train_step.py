@@ -14,13 +14,12 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch
-
-from timing import timed
 
 
 def main() -> None:

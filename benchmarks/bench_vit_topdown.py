@@ -18,7 +18,6 @@ import argparse
 import statistics
 
 import torch
-
 from bench_topdown import minmax_up, pearson_min, timed
 
 

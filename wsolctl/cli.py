@@ -161,6 +161,45 @@ def compare(baseline: Path, candidate: Path,
     raise typer.Exit(1 if outcome.failed else 0)
 
 
+@app.command()
+def predict(
+        run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="study output directory (after select)"),
+        inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="slides, image files or folders of them"),
+        out: Path = typer.Option(..., "--out", "-o", help="output folder: one subfolder per input, predictions.parquet"),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help="method (default: the only one in RUN_DIR)"),
+        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="backbone (default: the only one)"),
+        selection: str = typer.Option("b-loc", "--selection", help="b-loc | b-cl"),
+        run: Optional[str] = typer.Option(None, "--run", help="run id, when several folds/seeds hold the model"),
+        target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
+        tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),
+        level: int = typer.Option(0, "--level", help="read tiles at downsample 2**level"),
+        overlap: float = typer.Option(0.0, "--overlap", help="fraction shared by neighbouring tiles, blended smoothly"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+        threshold: Optional[float] = typer.Option(None, "--threshold", help="region threshold (default: the run's τ*)"),
+        min_tissue: float = typer.Option(0.1, "--min-tissue", help="tiles with less tissue are skipped"),
+        annotations: Optional[Path] = typer.Option(None, "--annotations", help="ASAP XML folder: score PxAP and Dice"),
+        readers: int = typer.Option(4, "--readers", help="tile-reading threads per slide"),
+        workers: int = typer.Option(1, "--workers", "-w", help="inputs predicted in parallel (processes or Ray tasks)"),
+        executor: str = typer.Option("local", "--executor", "-e", help="local | ray"),
+        quiet: bool = QuietOpt) -> None:
+    """Apply a trained model to whole slides or images: heatmaps, regions, slide scores (docs/predict.md)."""
+    from wsolctl.predict.run import PredictOptions, predict as run_predict
+
+    options = _guard(PredictOptions, method=method, backbone=backbone, selection=selection, run=run, target=target,
+                     tile_size=tile_size, level=level, overlap=overlap, batch_size=batch_size, device=device,
+                     threshold=threshold, min_tissue=min_tissue, annotations=annotations, readers=readers,
+                     workers=workers, executor=executor)
+    result = _guard(run_predict, run_dir, inputs, out, options, quiet=quiet)
+    if result.scores:
+        typer.echo(result.scores, nl=False)
+    for row in result.failed:
+        typer.echo(f"error: {row['path']}: {row['error']}", err=True)
+    typer.echo(f"wrote {result.path} ({len(result.rows)} input(s))")
+    if result.failed:
+        _fail(f"{len(result.failed)} of {len(result.rows)} input(s) failed; the others finished", 1)
+
+
 sample_app = typer.Typer(no_args_is_help=True, help="Turn real whole-slide datasets into patches and fold files.")
 app.add_typer(sample_app, name="sample")
 
@@ -181,13 +220,18 @@ def sample_camelyon16(
         valpx_per_class: int = typer.Option(5, "--valpx-per-class"),
         reference_calibration: bool = typer.Option(False, "--reference-calibration",
                                                    help="reproduce the reference code's calibration (missing break)"),
-        quiet: bool = QuietOpt) -> None:
+        quiet: bool = QuietOpt,
+        workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel"),
+        executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) | ray")) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
-    from wsolctl.data.camelyon import SamplingParams, sample_camelyon16 as run_sampling
+    from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
-    stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet)
+    if executor not in ("local", "ray"):
+        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet, workers=workers,
+                   executor=executor)
     for warning in stamp["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{s}: {c['tumor']} tumour + {c['normal']} normal" for s, c in stamp["counts"].items())

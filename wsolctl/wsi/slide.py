@@ -26,12 +26,16 @@ class Slide:
         except Exception as exc:  # large-image raises its own TileSourceError family
             raise DataError(f"{self.path}: cannot be read as a slide by large-image ({exc})") from None
         self.width, self.height = int(meta["sizeX"]), int(meta["sizeY"])
+        self.mm_x = meta.get("mm_x") or None  # level-0 pixel size in millimetres, when the file says
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
 
-    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Level-0 pixels ``[y, y+height) × [x, x+width)`` as (height, width, 3) uint8 (white outside)."""
-        array, _ = self.source.getRegion(region=dict(left=x, top=y, width=width, height=height,
-                                                     units="base_pixels"), format=self._numpy)
+    def region(self, x: int, y: int, width: int, height: int, downsample: float = 1.0) -> np.ndarray:
+        """The level-0 box ``[y, y+height·d) × [x, x+width·d)`` at downsample ``d`` as (height, width, 3)
+        uint8 (white outside the slide); large-image reads the nearest pyramid level and resamples."""
+        box = dict(left=x, top=y, width=round(width * downsample), height=round(height * downsample),
+                   units="base_pixels")
+        output = {} if downsample == 1 else {"output": dict(maxWidth=width, maxHeight=height)}
+        array, _ = self.source.getRegion(region=box, format=self._numpy, **output)
         rgb = to_rgb(array)
         if rgb.shape[:2] != (height, width):  # clipped at the slide border
             padded = np.full((height, width, 3), 255, np.uint8)
