@@ -13,7 +13,7 @@ LAYERS = [  # module prefixes, low to high
     ("wsolctl.models",),
     ("wsolctl.methods", "wsolctl.topdown"),
     ("wsolctl.engine",),
-    ("wsolctl.results",),
+    ("wsolctl.results", "wsolctl.predict"),
     ("wsolctl.cli", "wsolctl.catalog", "wsolctl.__main__"),
 ]
 MAX_UPWARD = 2
