@@ -18,7 +18,10 @@ survey (Rony et al., MELBA 2023, eqs. 13-24):
   window one step lower, ``[0, 1)`` (this tool before issue 10), adds ``TP(0) = 1`` and drops
   ``TP(1)`` (the pixels at exactly 1): each area differs by ``100/n·(TP(0) − TP(1))``, at most
   ``100/n`` = 0.1. With this window a perfect binary map gets TP* = TN* = 100 exactly. The curves
-  (and ``τ*``) stay on the grid ``τ ∈ [0, 1)``.
+  (and ``τ*``) stay on the grid ``τ ∈ [0, 1)``. Measured (2026-11-30) on ``recipes/ci-regression.yaml``
+  (CAM, Grad-CAM; B-LOC and B-CL): TP* −0.100 and FN* +0.100 exactly, FP* −0.0999…−0.100 and TN*
+  the opposite (a few background pixels score exactly 1), PxAP, τ*, mIoU and Dice bit-identical;
+  on the synthetic study's NEGEV / U-Net rows: ±0.100 exactly.
 * Operating point ``τ*`` = argmax over the grid of ``mIoU = ½(IoU_fg + IoU_bg)`` with
   ``IoU_fg = TP/(TP+FN+FP)`` and ``IoU_bg = TN/(TN+FN+FP)`` in pixel counts; ties go to the highest
   threshold, the same operating point the reference code picks. ``τ*`` is reported as the real
