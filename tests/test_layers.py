@@ -112,3 +112,4 @@ def test_the_analysis_sees_function_level_and_relative_imports(tmp_path):
     assert found == {"wsolctl.data.folds", "wsolctl.engine.pipeline"}
     assert upward({"wsolctl.data.m": found}) == [("wsolctl.data.m", "wsolctl.engine.pipeline")]
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+

@@ -256,3 +256,14 @@ def test_per_method_train_overrides_are_validated_merged_and_own_a_run(tmp_path)
         "  - name: cam\n", "  - name: cam\n    train: {optimizer: {lr_classifier_ratio: 0}, epoks: 3}\n"))) == [
         f"{tmp_path / 'bad.yaml'}:9:25: methods[0].train.optimizer.lr_classifier_ratio: Input should be greater than 0",
         f"{tmp_path / 'bad.yaml'}:9:50: methods[0].train.epoks: unknown field (did you mean 'epochs'?)"]
+
+
+def test_a_run_spec_of_another_version_is_a_clear_input_error(tmp_path):
+    from wsolctl.engine.plan import RunSpec
+    from wsolctl.errors import InputError
+
+    with pytest.raises(InputError, match="spec.json: not found"):
+        RunSpec.load(tmp_path)
+    (tmp_path / "spec.json").write_text('{"run_id": "abc", "dataset": {}}')  # the format before RunSpec
+    with pytest.raises(InputError, match="not a run spec of this wsolctl version"):
+        RunSpec.load(tmp_path)

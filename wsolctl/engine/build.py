@@ -113,7 +113,10 @@ def load_trained(run_dir: Path, method: Optional[str] = None, rule: str = "b-loc
     ``device``. ``spec.methods`` / ``spec.labels`` give the methods whose maps the model explains."""
     spec = RunSpec.load(run_dir)
     method = method or spec.labels[0]
-    model = build_model(spec, len(finished(run_dir)["classes"]))
+    classes = finished(run_dir).get("classes")
+    if not classes:
+        raise InputError(f"{run_dir}/done.json: no class names (written by an earlier wsolctl version)")
+    model = build_model(spec, len(classes))
     model.load_state_dict(torch.load(checkpoint(run_dir, method, rule), map_location="cpu", weights_only=True))
     return model.to(device).eval(), spec
 

@@ -98,8 +98,11 @@ class RunSpec:
         if not path.is_file():
             raise InputError(f"{path}: not found; is {run_dir} a wsolctl run directory (OUT/runs/<id>)?")
         data = json.loads(path.read_text(encoding="utf-8"))
-        prerequisite = cls.load(run_dir.parent / data["prerequisite"]) if data["prerequisite"] else None
-        variant = Variant(Recipe.model_validate(data["recipe"]), data["swept"], data["config_id"])
+        if not {"run_id", "recipe", "backbone_index", "method_indices"} <= set(data):
+            raise InputError(f"{path}: not a run spec of this wsolctl version (written by an earlier one?); "
+                             "train the recipe again")
+        prerequisite = cls.load(run_dir.parent / data["prerequisite"]) if data.get("prerequisite") else None
+        variant = Variant(Recipe.model_validate(data["recipe"]), data.get("swept", {}), data.get("config_id", ""))
         spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), prerequisite)
         if spec.run_id != data["run_id"]:
             raise InputError(f"{path}: describes run {spec.run_id}, not {data['run_id']} (written by another "
