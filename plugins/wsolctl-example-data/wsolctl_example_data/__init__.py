@@ -2,7 +2,8 @@
 
 A dataset plugin writes the fold format under ``dataset.root`` in ``prepare(root, fold)`` and says
 where it is with ``folds_dir(root)``; a backbone plugin builds an ``nn.Sequential`` with an
-``out_channels`` attribute and names its default CAM layer. Everything else comes from wsolctl.
+``out_channels`` attribute and declares what it is (``info()``: CNN or token model, stages, default
+CAM layer). Everything else comes from wsolctl.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import nn
 from wsolctl.data.folds import SPLITS, Sample, write_encoding, write_split
-from wsolctl.models.base import Backbone, load_local_weights, sequential
+from wsolctl.models.base import Backbone, BackboneInfo, Stage, load_local_weights, sequential
 
 
 class SquaresParams(BaseModel):
@@ -72,8 +73,11 @@ class Squares:
 class TinyCNN(Backbone):
     """Two 3×3 conv stages with a 2× max pool between them (output stride 2)."""
 
-    cam_layer = "stage2"
     classifier_prefixes = ("stage2",)
+
+    def info(self) -> BackboneInfo:
+        """What methods decide support from: a CNN of two stages (channels, cumulative stride)."""
+        return BackboneInfo("cnn", (Stage("stage1", 16, 2), Stage("stage2", 32, 2)), cam_layer="stage2")
 
     def build(self, pretrained: Union[bool, str] = False) -> "nn.Sequential":
         module = sequential([
