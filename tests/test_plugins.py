@@ -37,7 +37,7 @@ def test_unknown_name_suggests():
 def test_any_timm_cnn_is_a_backbone_and_typos_are_caught():
     backbone = plugins.load("backbones", "resnet10t")
     assert backbone.Params().output_stride == 32
-    with pytest.raises(plugins.UnknownPlugin, match="neither a wsolctl plugin nor a timm model"):
+    with pytest.raises(plugins.UnknownPlugin, match="neither a wsolctl plugin, a timm model nor hf-hub:org/name"):
         plugins.load("backbones", "resnet18-wsl")
 
 
