@@ -185,7 +185,9 @@ def test_insertion_matches_a_pixel_by_pixel_reference():
 
 # ----------------------------------------------------------------------------- through the engine
 class FixedMaps:
-    """A method stand-in whose maps are given (the masks, or a constant)."""
+    """A method stand-in whose maps are given (the masks, or a constant): CAM-type, min-max normalised."""
+
+    map_kind = "cam"
 
     def __init__(self, maps):
         self.maps = maps

@@ -13,6 +13,7 @@ import torch
 
 from tests.hubcache import seed_timm
 from wsolctl import plugins
+from wsolctl.engine.plan import RunSpec
 from wsolctl.errors import InputError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -280,10 +281,10 @@ def test_offline_study_from_a_seeded_cache_with_vits_at_a_non_default_size(hub, 
     assert sorted(results["method"].unique()) == ["cam", "gradcam"]
     assert all(math.isfinite(v) for v in results["pxap"])
     for run_dir in (out / "runs").iterdir():
-        backbone = json.loads((run_dir / "spec.json").read_text())["backbone"]
-        seeded = resnet if backbone["name"] == "resnet18-wsol" else vit
+        backbone = RunSpec.load(run_dir).backbone
+        seeded = resnet if backbone.name == "resnet18-wsol" else vit
         for ckpt in (run_dir / "ckpt").glob("*.pt"):
             state = torch.load(ckpt, weights_only=True)
             weights = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
             matches = [torch.equal(v, seeded[k]) for k, v in weights.items()]
-            assert matches and (all(matches) or not backbone["freeze"]), (backbone, ckpt.name)
+            assert matches and (all(matches) or not backbone.freeze), (backbone, ckpt.name)
