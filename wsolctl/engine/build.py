@@ -77,13 +77,14 @@ def build_data(spec: RunSpec, device: torch.device) -> Data:
     return Data(root, read_encoding(folds_dir), loader("train", train=True), loader("valcl"), loader("valpx"), loader("test"))
 
 
-def build_model(spec: RunSpec, num_classes: int) -> WSOLModel:
+def build_model(spec: RunSpec, num_classes: int, pretrained: bool = True) -> WSOLModel:
     """The run's model, freshly initialised (load a checkpoint's state dict into it to get the
-    trained one; see :func:`load_trained`)."""
+    trained one; see :func:`load_trained`). ``pretrained=False`` skips the backbone's pretrained
+    weights, for a model whose every weight a checkpoint replaces next."""
     backbone = spec.backbone.instantiate()
     trainer = spec.methods[0].instantiate()  # all methods of a run share its classifier
     info = backbone.info()
-    module = backbone.build(spec.backbone.pretrained)
+    module = backbone.build(spec.backbone.pretrained if pretrained else False)
     frozen = freeze(module, info, spec.backbone.freeze)
     return WSOLModel(module, trainer, num_classes, info.cam_layer, backbone.classifier_prefixes, frozen)
 
@@ -116,7 +117,7 @@ def load_trained(run_dir: Path, method: Optional[str] = None, rule: str = "b-loc
     classes = finished(run_dir).get("classes")
     if not classes:
         raise InputError(f"{run_dir}/done.json: no class names (written by an earlier wsolctl version)")
-    model = build_model(spec, len(classes))
+    model = build_model(spec, len(classes), pretrained=False)  # the checkpoint holds every weight
     model.load_state_dict(torch.load(checkpoint(run_dir, method, rule), map_location="cpu", weights_only=True))
     return model.to(device).eval(), spec
 

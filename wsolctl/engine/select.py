@@ -25,7 +25,7 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
             return cached
     best = finished(run_dir)["best"]
-    model = build_model(spec, len(data.classes)).to(device)
+    model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
     out: dict = {"results": [], "curves": [], "settings": settings}
     by_epoch: dict[int, list[tuple[str, str]]] = {}

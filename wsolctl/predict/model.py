@@ -82,7 +82,7 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     recipe = spec.recipe
     classes = finished(directory)["classes"]  # the data's encoding.yaml, recorded by training
     torch_device = resolve_device(device)
-    model = build_model(spec, len(classes))
+    model = build_model(spec, len(classes), pretrained=False)  # checkpoints replace every weight
     state = torch.load(directory / "ckpt" / f"epoch-{int(row['epoch']):04d}.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(torch_device).eval()
