@@ -5,7 +5,7 @@ import math
 import polars as pl
 import pytest
 
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 from wsolctl.results.compare import compare
 from wsolctl.results.tables import RESULT_COLUMNS
 

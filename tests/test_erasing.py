@@ -226,7 +226,7 @@ def test_spg_taps_branches_and_loss():
 # ------------------------------------------------------------------ one tiny study, all five
 def test_tiny_study_all_five(tmp_path):
     from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     recipe = tmp_path / "tiny.yaml"
     text = TINY.format(root=tmp_path / "data").replace(

@@ -290,7 +290,7 @@ def test_test_time_metrics_do_not_change_run_ids(tiny_recipe):
 def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_recipe):
     import polars as pl
 
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     out = tmp_path / "out"
     pipeline.run(tiny_recipe, out, ["methods=[{name: cam}]"], quiet=True)

@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from tests.conftest import backbone_info as info, build_model
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.cam import CAM

@@ -223,7 +223,7 @@ def test_all_six_train_and_localize_end_to_end(tmp_path):
     import polars as pl
 
     from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     methods = """methods:
   - name: gap

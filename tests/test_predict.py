@@ -94,7 +94,7 @@ def plugin_path():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, plugin_path):
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     base = tmp_path_factory.mktemp("predict")
     recipe = base / "redness.yaml"

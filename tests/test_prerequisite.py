@@ -6,8 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from wsolctl import plugins
-from wsolctl.engine import pipeline
+from wsolctl import pipeline, plugins
 from wsolctl.methods.cam import CAM
 
 RECEIVED = []

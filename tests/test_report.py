@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from wsolctl import pipeline
 from wsolctl.cli import app
-from wsolctl.engine import pipeline
 from wsolctl.results import survey
 
 PNG = b"\x89PNG\r\n\x1a\n"

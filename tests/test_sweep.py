@@ -6,7 +6,7 @@ import sys
 import polars as pl
 import pytest
 
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 from wsolctl.engine.plan import study_runs
 from wsolctl.errors import RunsFailed
 from wsolctl.recipe import RecipeError, load_recipe

@@ -257,7 +257,7 @@ def test_plugins_share_cams_training_key_and_are_torch_free_classes():
 
 def test_smoke_train_once_explain_many(tmp_path):
     from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     names = ["gradcam", "gradcampp", "layercam"]
     recipe_text = TINY.format(root=tmp_path / "data").replace(

@@ -274,7 +274,7 @@ def test_unet_overfits_one_batch_through_the_engine_step():
 
 def test_tiny_study_with_deit_tscam_maxmin_unet(tmp_path):
     from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     text = (TINY.format(root=tmp_path / "data")
             .replace("image_size: 48", "image_size: 64")

@@ -1,4 +1,4 @@
-"""``wsolctl`` command line: a thin layer over :mod:`wsolctl.engine.pipeline` and friends.
+"""``wsolctl`` command line: a thin layer over :mod:`wsolctl.pipeline` and friends.
 
 Torch is imported only by commands that train or evaluate, so ``--help``, ``validate``, ``show`` and
 ``methods`` stay fast. Bad input → one line per problem on stderr, exit code 2, no traceback.
@@ -85,7 +85,7 @@ def show(recipe: Path, set_: List[str] = SetOpt,
 def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
         executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train, select and report: the whole study of a recipe."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     loaded = _load(recipe, set_ + _executor_overrides(executor, workers))
     report = _guard(pipeline.run, loaded, out, quiet=quiet)
@@ -96,7 +96,7 @@ def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, qu
 def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
           executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train every run of a recipe (resumes; skips finished runs)."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers)), out, quiet=quiet)
     typer.echo(f"trained into {done}; next: wsolctl select {done}")
@@ -105,7 +105,7 @@ def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, 
 @app.command()
 def select(out: Path, quiet: bool = QuietOpt) -> None:
     """Select B-LOC / B-CL models of a trained output directory and score them on test."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     _guard(pipeline.select, out, quiet=quiet)
     typer.echo(f"wrote {out / 'results.parquet'}; next: wsolctl report {out}")
@@ -118,7 +118,7 @@ def report(dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="outpu
            format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (one "
                                        "self-contained report.html)")) -> None:
     """Write the survey's tables and figures from output directories' Parquet files."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     if format_ not in ("md", "html"):
         _fail(f"error: --format must be md or html, not {format_!r}")
@@ -224,7 +224,8 @@ def sample_camelyon16(
         workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel"),
         executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) | ray")) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
-    from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
+    from wsolctl.data.camelyon import sample_camelyon16 as run_sampling
+    from wsolctl.wsi.camelyon16 import SamplingParams
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
