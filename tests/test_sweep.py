@@ -8,6 +8,7 @@ import pytest
 
 from wsolctl import pipeline
 from wsolctl.engine.plan import study_runs
+from wsolctl.engine.study import Choice, Record
 from wsolctl.errors import RunsFailed
 from wsolctl.recipe import RecipeError, load_recipe
 from wsolctl.recipe.sweep import search_variants
@@ -112,10 +113,10 @@ def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
     results = pl.read_parquet(out / "results.parquet")
     assert sorted(results["fold"].unique()) == [0, 1]
     assert len(results) == 2 * 2 * 2  # folds × methods × rules, each from its chosen configuration
-    chosen = json.loads((out / "study.json").read_text())["chosen"]
+    chosen = Record.load(out).chosen
     for row in results.iter_rows(named=True):
         lr = json.loads((out / "runs" / row["run_id"] / "spec.json").read_text())["recipe"]["train"]["lr"]
-        config_lr = runs.filter((pl.col("config_id") == chosen[f"{row['backbone']}|{row['method']}|{row['selection']}"]))["train.lr"][0]
+        config_lr = runs.filter((pl.col("config_id") == chosen[Choice(row["backbone"], row["method"], row["selection"])]))["train.lr"][0]
         assert lr == config_lr
 
 

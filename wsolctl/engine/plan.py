@@ -23,7 +23,6 @@ from wsolctl.io import write_json
 from wsolctl.recipe.schema import BackboneSpec, MethodSpec, Recipe, Train
 from wsolctl.recipe.sweep import Variant, shared_key
 
-RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
 SPEC = "spec.json"
 
 
@@ -167,9 +166,9 @@ def _prerequisite(variant: Variant, backbone_index: int, method: MethodSpec) -> 
     needed = method.prerequisite()
     if needed is None:
         return None
-    recipe = variant.recipe
-    fields = {**dict(recipe), "methods": [needed], "backbones": [recipe.backbones[backbone_index]], "sweep": None}
-    (run,) = plan_runs(Variant(Recipe(**fields), {}, "prerequisite"))
+    recipe = variant.recipe  # validated, with the prerequisite's support (Recipe.support_problems): copied
+    update = {"methods": [needed], "backbones": [recipe.backbones[backbone_index]], "sweep": None}
+    (run,) = plan_runs(Variant(recipe.model_copy(update=update), {}, "prerequisite"))
     return run
 
 

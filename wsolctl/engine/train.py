@@ -15,12 +15,13 @@ import torch
 
 from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RULES, RunSpec
+from wsolctl.engine.plan import RunSpec
 from wsolctl.errors import NonFiniteLoss
 from wsolctl.io import torch_save, write_json
 from wsolctl.methods.base import Batch
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Evaluation
+from wsolctl.selection import RULES
 
 
 def best_epochs(history: list[dict], label: str) -> dict[str, int]:
@@ -31,7 +32,7 @@ def best_epochs(history: list[dict], label: str) -> dict[str, int]:
         value = row[metric]
         return (value if value is not None and math.isfinite(value) else -math.inf, row["epoch"])
 
-    return {rule: max(rows, key=lambda r: key(r, metric))["epoch"] for rule, metric in RULES.items()}
+    return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in RULES.items()}
 
 
 def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:

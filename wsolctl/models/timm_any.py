@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from wsolctl._lazy import nn, torch
 from wsolctl.errors import InputError, NotCached
 from wsolctl.models.base import Backbone, BackboneInfo, Stage, timm_model
+from wsolctl.models.weights import HF_HUB
 
-HF_HUB = "hf-hub:"
 TOKEN_KWARGS = {"dynamic_img_size": True, "dynamic_img_pad": True}
 
 

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from wsolctl.errors import InputError
-
-RULES = ("b-loc", "b-cl")
+from wsolctl.selection import RULES
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
+from wsolctl.selection import RULES
 
 
 class Strict(BaseModel):
@@ -241,8 +242,8 @@ class Sweep(Strict):
         default_factory=dict, description="method name -> {param: values}; overrides search spaces")
     search: Literal["none", "table7"] = Field("none", description="table7: add each method's own search space")
     random: Optional[RandomSearch] = None
-    folds: list[int] = Field(default_factory=list, description="default: [dataset.fold]")
-    seeds: list[int] = Field(default_factory=list, description="default: [seed]")
+    folds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="default: [dataset.fold]")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="default: [seed]")
     search_fold: Optional[int] = Field(None, ge=0, description="fold of the search; default: the first fold")
 
     @field_validator("grid")
@@ -289,7 +290,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[Literal["b-loc", "b-cl"]] = Field(["b-loc", "b-cl"], min_length=1)
+    selection: list[Literal[tuple(RULES)]] = Field(list(RULES), min_length=1)  # type: ignore[valid-type]
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
 
@@ -343,10 +344,13 @@ class Recipe(Strict):
                 problems.append((("backbones", j, "freeze"), f"backbone {spec.name!r} declares {len(info.stages)} stages"))
             for i, method in enumerate(self.methods):
                 if method.backbones is None or spec.name in method.backbones:
-                    reason = method.plugin.unsupported(info)
-                    if reason:
-                        problems.append((("methods", i, "name"),
-                                         f"{method.name} does not support backbone {spec.name!r}: {reason}"))
+                    needed = method.prerequisite()  # trained first, on the same backbone
+                    for m in (method, needed) if needed else (method,):
+                        reason = m.plugin.unsupported(info)
+                        if reason:
+                            problems.append((("methods", i, "name"),
+                                             f"{m.name} does not support backbone {spec.name!r}: {reason}"))
+                            break
         return problems
 
     def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:

@@ -18,13 +18,13 @@ import yaml
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
+from wsolctl.selection import RULES
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
            ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("dice_fg", "Dice@τ*"), ("iou_fg", "IoU@τ*"),
            ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
            ("insertion_auc", "insertion AUC"), ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
-RULES = {"b-loc": "B-LOC", "b-cl": "B-CL"}
 FORMATS = ("md", "html")
 
 
@@ -90,10 +90,10 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
     for dataset, tables in survey.dataset_tables(sources.results):
         blocks += [Heading(f"Dataset `{dataset}`"), *tables]
     blocks.append(Heading("All metrics per selection rule"))
-    for rule, title in RULES.items():
-        rows = sources.results.filter(pl.col("selection") == rule)
+    for rule in RULES.values():
+        rows = sources.results.filter(pl.col("selection") == rule.name)
         if len(rows):
-            blocks.append(_metrics_table(rows, f"Test results, {title} selection"))
+            blocks.append(_metrics_table(rows, f"Test results, {rule.title} selection"))
     blocks.append(Text("Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
                        "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there; Dice, IoU: "
