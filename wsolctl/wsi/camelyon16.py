@@ -97,21 +97,25 @@ def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findi
     pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
     with pool.start(), Progress(quiet=quiet) as progress:  # workers start before the progress thread
         run = _Runner(out, p, progress, pool)
-        slides_bar = progress.task("slides", len(entries))
-        tumor = _tumor_patches([e for e in entries if e.label == "tumor"], run, slides_bar, findings)
-        by_name = {e.name: e for e in entries}
-        rows: list[dict] = []
-        for set_index, set_ in enumerate(SETS):
-            rows += _calibrated_rows(set_, set_index, tumor, by_name, p, findings)
-            wanted = sum(1 for r in rows if r["set"] == set_ and r["category"] == "tumor")
-            normals = [e for e in entries if e.set == set_ and e.label == "normal"]
-            slides_bar.describe(f"normal patches ({set_})")
-            rows += _normal_rows(normals, wanted, run, slides_bar, findings)
-            if not normals and wanted:
-                findings.warnings.append(f"{set_}: no normal slides; {wanted} metastatic patches are unbalanced")
+        bar = progress.task("slides", len(entries))
+        tumor = _tumor_patches([e for e in entries if e.label == "tumor"], run, bar, findings)
+        rows = [row for set_index in range(len(SETS)) for row in _set_rows(set_index, entries, tumor, run, bar, findings)]
         rows.sort(key=lambda r: (SETS.index(r["set"]), r["slide"], r["y"], r["x"]))
-        _write_patches(out, rows, by_name, run)
+        _write_patches(out, rows, {e.name: e for e in entries}, run)
     return rows
+
+
+def _set_rows(set_index: int, entries: list[SlideEntry], tumor: dict[str, list[dict]], run: _Runner, bar,
+              findings: Findings) -> list[dict]:
+    """One set's (train or test) calibrated metastatic patches, and as many normal ones."""
+    set_ = SETS[set_index]
+    rows = _calibrated_rows(set_, set_index, tumor, {e.name: e for e in entries}, run.p, findings)
+    wanted = sum(1 for r in rows if r["category"] == "tumor")
+    normals = [e for e in entries if e.set == set_ and e.label == "normal"]
+    bar.describe(f"normal patches ({set_})")
+    if not normals and wanted:
+        findings.warnings.append(f"{set_}: no normal slides; {wanted} metastatic patches are unbalanced")
+    return rows + _normal_rows(normals, wanted, run, bar, findings)
 
 
 def _tumor_patches(entries: list[SlideEntry], run: _Runner, bar, findings: Findings) -> dict[str, list[dict]]:
