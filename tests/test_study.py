@@ -82,12 +82,14 @@ def test_study_json_is_typed_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_validates_the_recipe_once_plus_once_per_run_in_its_worker(tiny_recipe, tmp_path, validations):
-    """Per training run at most two validations: the load, and the worker's ``RunSpec.load``."""
-    out = pipeline.train(with_folds(tiny_recipe), tmp_path / "out", quiet=True)
+def test_a_study_validates_the_recipe_once_plus_once_per_run_in_its_worker(tiny_recipe, tmp_path, validations):
+    """Per training run at most two validations: the load, and the worker's ``RunSpec.load`` (the
+    sequential executor's worker is this process); selecting and reporting add none."""
+    out = pipeline.run(with_folds(tiny_recipe), tmp_path / "out", quiet=True).parent
     runs = pl.read_parquet(out / "runs.parquet")["run_id"].unique()
     assert len(runs) == 2  # fold 0 (search and final) and fold 1
     assert validations.calls == 1 + len(runs)
+    assert len(pl.read_parquet(out / "results.parquet")) == 2 * 2 * 2  # folds × methods × rules
 
 
 def test_a_study_json_of_an_earlier_version_is_a_clear_error(tmp_path):

@@ -43,10 +43,11 @@ def print_catalog(rows: list[dict]) -> None:
 
 def print_runs(recipe) -> None:
     """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
-    from wsolctl.engine.plan import study_runs
-    from wsolctl.recipe.sweep import folds_and_seeds, search_variants
+    from wsolctl.engine.study import Study
+    from wsolctl.recipe.sweep import folds_and_seeds
+    from wsolctl.selection import RULES
 
-    search = study_runs(search_variants(recipe))
+    search = Study.plan(recipe).search.runs
     table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
     swept = sorted({k for run in search for k in run.variant.swept})
     for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
@@ -60,8 +61,8 @@ def print_runs(recipe) -> None:
     configs: dict[tuple, set] = {}
     for run in search:  # per (backbone, method group): how many configurations compete
         configs.setdefault((run.backbone.name, run.labels), set()).add(run.variant.config_id)
-    # each pair keeps at most one B-LOC and one B-CL configuration
-    final_max = sum(min(2, len(c)) for c in configs.values()) * len(folds) * len(seeds)
+    # each pair keeps at most one configuration per selection rule
+    final_max = sum(min(len(RULES), len(c)) for c in configs.values()) * len(folds) * len(seeds)
     n_configs = len({run.variant.config_id for run in search})
     console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
                   f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "

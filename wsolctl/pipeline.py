@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
 from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_text
 from wsolctl.recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from wsolctl.engine.study import Study
 
 RESOLVED = "recipe.resolved.yaml"
 log = logging.getLogger("wsolctl")
@@ -46,24 +50,34 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
     """Train every run of the recipe into ``out``: the hyper-parameter search (if any), then the
     chosen configurations on every fold and seed. Finished runs are skipped, interrupted ones
     resume. Raises :class:`~wsolctl.errors.RunsFailed` after the others finished."""
-    from wsolctl.engine.build import resolve_device
-    from wsolctl.engine.study import Study, run_dir
-    from wsolctl.errors import RunsFailed
-    from wsolctl.progress import Progress
-
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
+    _raise_failures(out, _train(recipe, out, quiet))
+    return out
+
+
+def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
+    """The study of ``recipe``, trained into ``out``, with its outcomes."""
+    from wsolctl.engine.build import resolve_device
+    from wsolctl.engine.study import Study
+    from wsolctl.progress import Progress
+
     resolve_device(recipe.device)  # fail before anything is written
     _weights_ready(recipe)
     study = Study.plan(recipe)
     _start(out, recipe, "train")
     with Progress(quiet=quiet) as progress:
-        study = study.execute(out, progress)
+        return study.execute(out, progress)
+
+
+def _raise_failures(out: Path, study: Study) -> None:
+    from wsolctl.engine.study import run_dir
+    from wsolctl.errors import RunsFailed
+
     failed = [o for o in study.outcomes if o.status == "failed"]
     if failed:
         lines = [f"{o.run_id}: {o.error} (log: {run_dir(out, o.run_id) / 'train.log'})" for o in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
-    return out
 
 
 def _weights_ready(recipe: Recipe) -> None:
@@ -80,6 +94,12 @@ def _weights_ready(recipe: Recipe) -> None:
 def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
+    return _select(Path(out), recipe_of(out), quiet)  # also a clear error if OUT is not an output directory
+
+
+def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec] = MappingProxyType({})) -> Path:
+    """:func:`select` with the study's recipe, and the runs already in memory (``known``, by run id;
+    the others are read from their spec.json)."""
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import test_settings, with_test_settings
     from wsolctl.engine.select import select_run
@@ -87,8 +107,7 @@ def select(out: Path, quiet: bool = False) -> Path:
     from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables
 
-    out = Path(out)
-    test_only = test_settings(recipe_of(out))  # also a clear error if OUT is not an output directory
+    test_only = test_settings(recipe)
     record = Record.load(out)
     finals = record.finals()
     if not finals:
@@ -99,10 +118,10 @@ def select(out: Path, quiet: bool = False) -> Path:
         for outcome in finals:
             directory = run_dir(out, outcome.run_id)
             # the study's current test-time settings (e.g. metrics added after training); same run id
-            spec = with_test_settings(RunSpec.load(directory), test_only)
-            recipe = spec.recipe
-            device = resolve_device(recipe.device)
-            key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)
+            spec = with_test_settings(known.get(outcome.run_id) or RunSpec.load(directory), test_only)
+            dataset = spec.recipe.dataset
+            device = resolve_device(spec.recipe.device)
+            key = (dataset.name, dataset.root, dataset.fold, spec.recipe.image_size)
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
             selected = select_run(spec, data, directory, device, progress)
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
@@ -128,20 +147,15 @@ def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides:
         quiet: bool = False) -> Path:
     """train → select → report. If some runs fail, the others are still selected and reported,
     then :class:`~wsolctl.errors.RunsFailed` is raised."""
-    from wsolctl.engine.study import STUDY, Record
-    from wsolctl.errors import RunsFailed
-
     recipe = resolve(recipe, overrides)
     out = Path(out) if out else default_out(recipe)
-    try:
-        train(recipe, out, quiet=quiet)
-    except RunsFailed:
-        if (out / STUDY).is_file() and any(o.status == "done" for o in Record.load(out).outcomes):
-            select(out, quiet=quiet)
-            report(out)
-        raise
-    select(out, quiet=quiet)
-    return report(out)
+    study = _train(recipe, out, quiet)
+    if not any(o.status == "done" for o in study.outcomes):
+        _raise_failures(out, study)  # nothing to select (without a failure, select says so)
+    _select(out, recipe, quiet, {r.run_id: r for r in study.final.runs})  # the runs in memory: not read again
+    path = report(out)
+    _raise_failures(out, study)
+    return path
 
 
 def _start(out: Path, recipe: Recipe, command: str) -> None:

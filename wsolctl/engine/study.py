@@ -10,6 +10,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping, NamedTuple, Optional
 
 from wsolctl.engine.executors import read_status
@@ -83,7 +84,7 @@ class Record:
             raise InputError(f"{path}: written by an earlier wsolctl version; run `wsolctl train` on it again "
                              "(finished runs are skipped)")
         chosen = {Choice(c["backbone"], c["method"], c["rule"]): c["config_id"] for c in data["chosen"]}
-        return cls(tuple(Outcome(**o) for o in data["runs"]), chosen)
+        return cls(tuple(Outcome(**o) for o in data["runs"]), MappingProxyType(chosen))
 
     def finals(self) -> list[Outcome]:
         """The finished runs of chosen configurations, whose checkpoints are scored on test."""
@@ -102,7 +103,7 @@ class Study:
 
     recipe: Recipe
     search: Phase
-    chosen: Mapping[Choice, str] = field(default_factory=dict)  # -> config_id
+    chosen: Mapping[Choice, str] = field(default_factory=lambda: MappingProxyType({}))  # -> config_id
     final: Phase = Phase("final")
     outcomes: tuple[Outcome, ...] = ()
 
@@ -121,7 +122,7 @@ class Study:
                     key = Choice(run.backbone.name, method, rule.name)
                     if key not in best or scores[rule.metric] > best[key][0]:
                         best[key] = (scores[rule.metric], run.variant.config_id)
-        chosen = {key: config for key, (_, config) in best.items()}
+        chosen = MappingProxyType({key: config for key, (_, config) in best.items()})
         final = final_variants(self.recipe, _variants(self.search.runs, set(chosen.values())))
         return replace(self, chosen=chosen, final=Phase("final", tuple(study_runs(final))))
 
