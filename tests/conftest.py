@@ -1,4 +1,7 @@
+import contextlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +61,21 @@ def backbone_info(name: str):
     from wsolctl import plugins
 
     return plugins.load("backbones", name)().info()
+
+
+@contextlib.contextmanager
+def plugins_on_path(folder: Path):
+    """The plugins whose dist-info lies in ``folder`` registered while the block runs (as if installed)."""
+    from wsolctl import plugins
+
+    def forget():
+        plugins.registered.cache_clear()
+        plugins.load.cache_clear()
+
+    sys.path.insert(0, str(folder))
+    forget()
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        forget()

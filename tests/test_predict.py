@@ -4,7 +4,6 @@ heatmap must separate tumour from tissue, regions must be level-0 polygons on th
 corrupt slide must fail alone, reruns must skip finished inputs."""
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import polars as pl
 import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
+
+from tests.conftest import plugins_on_path
 
 PLUGIN = Path(__file__).parent / "plugins" / "redness"
 SIDE = (3072, 2048)  # width, height
@@ -81,15 +82,8 @@ def auc(scores, labels):
 
 @pytest.fixture(scope="module")
 def plugin_path():
-    from wsolctl import plugins
-
-    sys.path.insert(0, str(PLUGIN))
-    plugins.registered.cache_clear()
-    plugins.load.cache_clear()
-    yield PLUGIN
-    sys.path.remove(str(PLUGIN))
-    plugins.registered.cache_clear()
-    plugins.load.cache_clear()
+    with plugins_on_path(PLUGIN) as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
