@@ -3,6 +3,7 @@ import copy
 import math
 
 import polars as pl
+import pytest
 import torch
 from torch import nn
 
@@ -224,6 +225,7 @@ def test_spg_taps_branches_and_loss():
 
 
 # ------------------------------------------------------------------ one tiny study, all five
+@pytest.mark.slow
 def test_tiny_study_all_five(tmp_path):
     from tests.conftest import TINY
     from wsolctl.engine import pipeline

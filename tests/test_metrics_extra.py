@@ -47,7 +47,8 @@ def test_mask_boxes_one_per_8_connected_component_no_holes():
 
 
 def test_contour_boxes_match_opencv():
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # the dev extra's opencv-python-headless
+
     rng = np.random.default_rng(0)
     for _ in range(300):
         h, w = rng.integers(3, 16, size=2)
@@ -282,6 +283,7 @@ def test_test_time_metrics_do_not_change_run_ids(tiny_recipe):
     assert run_ids(chosen) == default
 
 
+@pytest.mark.slow
 def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_recipe):
     import polars as pl
 

@@ -152,6 +152,7 @@ def test_cams_are_the_decoders_foreground_probability(monkeypatch):
         assert maps[i][inside[i]].min() > 0.5 > maps[i][~inside[i]].max()
 
 
+@pytest.mark.slow
 def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):
     text = tiny_recipe.read_text().replace("synthetic-glas", "synthetic-camelyon")
     text = text.replace("  - name: cam\n  - name: gradcam\n",

@@ -219,6 +219,7 @@ def test_entry_points_point_here():
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_all_six_train_and_localize_end_to_end(tmp_path):
     import polars as pl
 

@@ -120,6 +120,7 @@ def predicted(study):
     return result, study["base"] / "pred"
 
 
+@pytest.mark.slow
 def test_known_map_separates_tumour_from_tissue(predicted):
     import large_image
 
@@ -149,6 +150,7 @@ def test_known_map_separates_tumour_from_tissue(predicted):
     assert inside["map_max"][0] > 0.9 and inside["map_mean"][0] > 0.9
 
 
+@pytest.mark.slow
 def test_regions_are_level0_polygons_on_the_tumours(predicted):
     from wsolctl.wsi.annotations import parse_asap
 
@@ -171,6 +173,7 @@ def test_regions_are_level0_polygons_on_the_tumours(predicted):
     assert normal["features"] == []
 
 
+@pytest.mark.slow
 def test_corrupt_slide_fails_alone_and_rerun_skips(predicted, study):
     from wsolctl.predict import PredictOptions, predict
 
@@ -196,6 +199,7 @@ def test_corrupt_slide_fails_alone_and_rerun_skips(predicted, study):
     assert [r["status"] for r in again.rows] == [r["status"] for r in result.rows]
 
 
+@pytest.mark.slow
 def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     """A CAM-type map on an arbitrary scale (5·redness − 1) gets one min-max per slide; with overlap
     the blend stays smooth and the tumour still ranks first."""
@@ -212,6 +216,7 @@ def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     assert pl.read_parquet(tmp_path / "tumor_a" / "tiles.parquet").height > 24  # 6 × 4 without overlap
 
 
+@pytest.mark.slow
 def test_slide_without_tissue_gives_empty_outputs(study, tmp_path):
     """No tissue tile (CLAM crashed on empty score arrays): an all-zero heatmap, no regions, no score."""
     import tifffile
@@ -230,6 +235,7 @@ def test_slide_without_tissue_gives_empty_outputs(study, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "blank" / "heatmap.tif")).max() == 0
 
 
+@pytest.mark.slow
 def test_model_choice_errors_and_image_inputs(study, tmp_path):
     from wsolctl.errors import InputError
     from wsolctl.predict import PredictOptions, load_selected, predict
@@ -253,6 +259,7 @@ def test_model_choice_errors_and_image_inputs(study, tmp_path):
     assert (tmp_path / "out" / "patch" / "overlay.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(study, tmp_path):
     from typer.testing import CliRunner
 
@@ -268,3 +275,24 @@ def test_cli_exit_codes(study, tmp_path):
     assert meta["level"] == 1 and meta["tiles"] == 2  # 1024 px at level 1 = 2048 level-0 px: 2 × 1 tiles
     wrong = CliRunner().invoke(app, args[:5] + ["--quiet"])
     assert wrong.exit_code == 2 and wrong.stderr.strip().count("\n") == 0 and "--method" in wrong.stderr
+
+
+def test_regions_round_trip_through_asap_xml(tmp_path):
+    """Fast (no study): the regions of a thresholded heatmap, written as ASAP XML and read back as
+    annotations, rasterise to exactly the thresholded pixels, hole included, at level 0 scale ``ds``."""
+    from wsolctl.predict.regions import extract_regions, write_asap
+    from wsolctl.wsi.annotations import parse_asap
+
+    heat = np.zeros((40, 60), dtype=np.float32)
+    heat[5:25, 10:30] = 0.9
+    heat[12:18, 16:22] = 0.1  # a hole
+    heat[30:36, 40:55] = 0.8
+    heat[2, 55] = 1.0  # a single pixel: under MIN_PIXELS, no region
+    regions = extract_regions(heat, threshold=0.5, ds=4.0)
+    assert [len(r.holes) for r in regions] == [1, 0]
+    assert regions[0].area == (20 * 20 - 6 * 6) * 16 and regions[0].peak == pytest.approx(0.9)
+    write_asap(tmp_path / "regions.xml", regions)
+    mask = parse_asap(tmp_path / "regions.xml").mask(0, 0, 60, 40, downsample=4.0)
+    expected = heat >= 0.5
+    expected[2, 55] = False
+    assert np.array_equal(mask, expected)

@@ -152,8 +152,9 @@ def test_scaling_the_logit():
 
 
 def test_inplace_residual_blocks_timm_and_torchvision():
-    timm = pytest.importorskip("timm")
-    tv = pytest.importorskip("torchvision")
+    import timm
+    import torchvision as tv
+
     torch.manual_seed(0)
     images, targets = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
     for net, layer in ((timm.create_model("resnet18", num_classes=3, zero_init_last=False), "layer4.1.bn2"),
@@ -255,6 +256,7 @@ def test_plugins_share_cams_training_key_and_are_torch_free_classes():
         assert cls.unsupported(info("resnet50-wsol")) is None and cls.unsupported(info("deit-small")) is None
 
 
+@pytest.mark.slow
 def test_smoke_train_once_explain_many(tmp_path):
     from tests.conftest import TINY
     from wsolctl.engine import pipeline

@@ -272,6 +272,7 @@ def test_unet_overfits_one_batch_through_the_engine_step():
 
 # --- end to end ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_study_with_deit_tscam_maxmin_unet(tmp_path):
     from tests.conftest import TINY
     from wsolctl.engine import pipeline
