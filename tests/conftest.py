@@ -81,6 +81,13 @@ def plugins_on_path(folder: Path):
         forget()
 
 
+def assert_not_degenerate(results) -> None:
+    """Every row's PxAP differs from the all-foreground map's (``baseline_pxap``): a constant, empty
+    or NaN map scores exactly that, so a method whose maps collapse fails here."""
+    for row in results.iter_rows(named=True):
+        assert row["pxap"] != row["baseline_pxap"], (row["backbone"], row["method"], row["selection"], row["pxap"])
+
+
 def assert_localizes(results) -> None:
     """Every method's B-LOC model (``results.parquet`` rows) scores a PxAP above the all-foreground
     map's (``baseline_pxap``, the test set's ROI fraction) on a tiny synthetic split whose ROI is

@@ -5,6 +5,7 @@ import math
 import polars as pl
 import pytest
 
+from tests.conftest import assert_localizes
 from wsolctl.engine import pipeline
 from wsolctl.results.compare import compare
 from wsolctl.results.tables import RESULT_COLUMNS
@@ -33,6 +34,7 @@ def test_outputs_and_schema(finished):
     assert sorted(results["method"].unique()) == ["cam", "gradcam"]
     assert sorted(results["selection"].unique()) == ["b-cl", "b-loc"]
     assert results["run_id"].n_unique() == 1  # CAM and Grad-CAM share one classifier
+    assert_localizes(results)
     for row in results.iter_rows(named=True):
         assert 0 <= row["pxap"] <= 100 and 0 <= row["threshold"] <= 1 and row["epoch"] in (0, 1)
         assert math.isclose(row["tp"] + row["fn"], 100, abs_tol=1e-6)

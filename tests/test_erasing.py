@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import backbone_info as info, build_model
+from tests.conftest import assert_localizes, backbone_info as info, build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.methods.base import Batch
@@ -245,3 +245,4 @@ def test_tiny_study_all_five(tmp_path):
     for row in results.iter_rows(named=True):
         assert row["selection"] in ("b-loc", "b-cl") and math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100
     assert len(results) == 10
+    assert_localizes(results)

@@ -258,7 +258,7 @@ def test_plugins_share_cams_training_key_and_are_torch_free_classes():
 
 @pytest.mark.slow
 def test_smoke_train_once_explain_many(tmp_path):
-    from tests.conftest import TINY
+    from tests.conftest import TINY, assert_localizes, assert_not_degenerate
     from wsolctl.engine import pipeline
 
     names = ["gradcam", "gradcampp", "layercam"]
@@ -275,3 +275,7 @@ def test_smoke_train_once_explain_many(tmp_path):
     for row in results.iter_rows(named=True):
         assert row["selection"] in ("b-loc", "b-cl")
         assert math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100
+    assert_not_degenerate(results)
+    # B-LOC picks the untrained classifier (epoch 0) for most; measured: Grad-CAM 54.0, Score-CAM 54.5
+    # against 51.2 for the all-foreground map, Grad-CAM++ and LayerCAM 50.3 (below it, so not asserted)
+    assert_localizes(results.filter(pl.col("method").is_in(["gradcam", "scorecam"])))
