@@ -296,3 +296,41 @@ def test_regions_round_trip_through_asap_xml(tmp_path):
     expected = heat >= 0.5
     expected[2, 55] = False
     assert np.array_equal(mask, expected)
+
+
+def test_tiles_blend_into_a_pyramidal_heatmap(tmp_path):
+    """Fast (no study): overlapping tile maps blend with their window weights (a constant map stays
+    constant), a CAM-type slide is min-max normalised over tissue, and the TIFF holds level 0 as uint8
+    with 2× reductions."""
+    import tifffile
+
+    from wsolctl.predict.heatmap import Canvas, normalise, write_tiff
+
+    canvas = Canvas(width=128, height=64, ds=2.0, cells=32)  # 64 × 32 heatmap pixels, 64-px tiles
+    tissue = np.ones((32, 32), bool)
+    for x in (0, 32):  # two tiles overlapping by half: heatmap columns 0..31 and 16..47
+        canvas.add(x, 0, np.full((32, 32), 3.0, np.float32), tissue)
+    blended = canvas.blended()
+    assert np.allclose(blended[canvas.covered], 3.0) and canvas.covered[:, :48].all() and not canvas.covered[:, 48:].any()
+    ramp = blended + np.arange(64, dtype=np.float32)
+    scale = normalise("cam", ramp, canvas.tissue)
+    assert (scale.low, scale.high) == pytest.approx((3.0, 3.0 + 47))  # over the tissue the tiles covered
+    assert normalise("probability", blended, canvas.tissue).apply(blended).max() == 1.0  # clipped, not rescaled
+    heat = scale.apply(ramp)
+    levels = write_tiff(tmp_path / "heat.tif", heat, ds=2.0, mm_x=0.00025, tile=16)
+    with tifffile.TiffFile(tmp_path / "heat.tif") as tif:
+        pages = [page.asarray() for page in tif.pages]
+    assert levels == len(pages) == 3 and [p.shape for p in pages] == [(32, 64), (16, 32), (8, 16)]
+    assert np.array_equal(pages[0], np.round(heat * 255).astype(np.uint8))
+
+
+def test_run_summary_prints_the_results_and_the_baseline(tmp_path, capsys):
+    """Fast: the table ``wsolctl run`` ends with, from a results.parquet alone."""
+    from wsolctl.results.summary import print_summary
+
+    pl.DataFrame([{"backbone": "resnet18-wsol", "method": m, "selection": "b-loc", "epoch": 1, "pxap": p,
+                   "tp": 60.0, "fp": 20.0, "cl_acc": 75.0, "baseline_pxap": 41.25}
+                  for m, p in (("cam", 55.5), ("gradcam", 61.0))]).write_parquet(tmp_path / "results.parquet")
+    print_summary(tmp_path)
+    printed = capsys.readouterr().out
+    assert "55.5" in printed and "61.0" in printed and "all-foreground baseline PxAP: 41.2" in printed
