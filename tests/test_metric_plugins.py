@@ -200,3 +200,36 @@ def test_the_metric_catalog_lists_built_in_and_plugins(energy):
     assert rows["deletion"]["forward_passes"] and not rows["dice"]["forward_passes"]
     assert rows["energy-pointing"]["package"] == "wsolctl-test-energy 0.1"
     assert rows["energy-pointing"]["columns"] == {"energy_pointing": "%"}
+
+
+def test_a_metric_gets_its_params_from_the_recipe(tiny_recipe):
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel, ConfigDict
+
+    from wsolctl.recipe import RecipeError, load_recipe
+
+    class ScaleParams(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        scale: float = 1.0
+
+    class Scaled(_Probe):
+        name = "scaled"
+        Params = ScaleParams
+        given: list = []
+
+        @classmethod
+        def meter(cls, context):
+            cls.given.append(context.params)
+            return _ProbeMeter(cls.columns[0].name)
+
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), torch.rand(2, 8, 8) > 0.5))
+    for settings, scale in ((SimpleNamespace(metric_params={"scaled": {"scale": 3}}), 3.0), (None, 1.0)):
+        evaluate(_Classifier(), {"m": _FixedMaps()}, loader, torch.device("cpu"), accuracy=False, localize=True,
+                 thresholds=10, metrics=[Scaled], settings=settings)
+        assert Scaled.given.pop() == ScaleParams(scale=scale)
+    with pytest.raises(RecipeError, match="evaluation.metric_params: 'dice' is not in evaluation.metrics"):
+        load_recipe(tiny_recipe, ["evaluation.metrics=[pxap]", "evaluation.metric_params={dice: {}}"])
+    with pytest.raises(RecipeError, match="evaluation.metric_params: dice.x: Extra inputs are not permitted"):
+        load_recipe(tiny_recipe, ["evaluation.metrics=[pxap, dice]", "evaluation.metric_params={dice: {x: 1}}"])

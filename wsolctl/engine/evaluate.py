@@ -64,7 +64,9 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
 def _meters(metrics: Sequence[type[Metric]], settings: Any, model: WSOLModel,
             localization: LocalizationMeter) -> dict[type[Metric], MapMeter]:
     """Fresh meters of one method's maps; only metrics that declare forward passes see the model."""
-    return {metric: metric.meter(MeterContext(settings, model if metric.forward_passes else None, localization))
+    given = getattr(settings, "metric_params", {})
+    return {metric: metric.meter(MeterContext(settings, model if metric.forward_passes else None, localization,
+                                              metric.Params.model_validate(given.get(metric.name, {}))))
             for metric in metrics}
 
 

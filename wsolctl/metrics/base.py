@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from wsolctl.plugins import METRIC_API_VERSION as API_VERSION
 
 if TYPE_CHECKING:
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from wsolctl.metrics.pixel import LocalizationMeter
 
-__all__ = ["API_VERSION", "Column", "ReportTable", "MapMeter", "MeterContext", "Metric"]
+__all__ = ["API_VERSION", "Column", "ReportTable", "MapMeter", "MeterContext", "Metric", "NoParams"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,13 @@ class MeterContext:
     settings: Any  # the recipe's `evaluation` section (wsolctl.recipe.schema.Evaluation)
     model: Any  # the model being scored (``model(images).logits``), or None unless ``forward_passes``
     localization: LocalizationMeter  # the always-on PxAP meter of the same maps (shares its histogram)
+    params: Any = None  # the metric's validated ``Params`` (recipe: ``evaluation.metric_params.<name>``)
+
+
+class NoParams(BaseModel):
+    """The params of a metric that has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Metric:
@@ -75,6 +84,7 @@ class Metric:
     tables: ClassVar[tuple[ReportTable, ...]] = ()
     prominent: ClassVar[bool] = False  # its tables follow PxAP's Table 1 (else they follow Table 5)
     survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
+    Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
 
     @classmethod
     def meter(cls, context: MeterContext) -> MapMeter:

@@ -226,6 +226,9 @@ class Evaluation(Strict):
                                 description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
     faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                                     description="deletion/insertion steps k (RISE)")
+    metric_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra=TEST_ONLY,
+        description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
 
     @field_validator("metrics")
     @classmethod
@@ -233,6 +236,20 @@ class Evaluation(Strict):
         if len(set(metrics)) != len(metrics):
             raise ValueError("a metric is listed twice")
         return metrics
+
+    @field_validator("metric_params")
+    @classmethod
+    def _metric_params(cls, given: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        """Each entry names a metric of ``metrics`` and validates against that metric's ``Params``."""
+        for name, params in given.items():
+            if name not in info.data.get("metrics", [name]):
+                raise ValueError(f"{name!r} is not in evaluation.metrics")
+            try:
+                metric_plugins.load(name).Params.model_validate(params)
+            except ValidationError as exc:  # named here: pydantic would drop the metric from the path
+                raise ValueError("; ".join(f"{'.'.join(map(str, [name, *e['loc']]))}: {e['msg']}"
+                                           for e in exc.errors())) from None
+        return given
 
 
 class RandomSearch(Strict):
