@@ -21,7 +21,9 @@ from timing import timed
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.metrics import LocalizationMeter, prepare_cams
-from wsolctl.metrics_extra import FaithfulnessMeter, MaxBoxAccV2Meter, PointingGameMeter
+from wsolctl.metrics.boxes import MaxBoxAccV2Meter
+from wsolctl.metrics.faithfulness import FaithfulnessMeter
+from wsolctl.metrics.pointing import PointingGameMeter
 
 
 def seconds(fn, device: torch.device, repeats: int = 1) -> float:

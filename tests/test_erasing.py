@@ -3,10 +3,11 @@ import copy
 import math
 
 import polars as pl
+import pytest
 import torch
 from torch import nn
 
-from tests.conftest import backbone_info as info, build_model
+from tests.conftest import assert_localizes, backbone_info as info, build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.methods.base import Batch
@@ -224,6 +225,7 @@ def test_spg_taps_branches_and_loss():
 
 
 # ------------------------------------------------------------------ one tiny study, all five
+@pytest.mark.slow
 def test_tiny_study_all_five(tmp_path):
     from tests.conftest import TINY
     from wsolctl import pipeline
@@ -243,3 +245,4 @@ def test_tiny_study_all_five(tmp_path):
     for row in results.iter_rows(named=True):
         assert row["selection"] in ("b-loc", "b-cl") and math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100
     assert len(results) == 10
+    assert_localizes(results)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsolctl.metrics import LocalizationMeter, _float32_quantisation_is_exact, prepare_cams, prepare_masks
+from wsolctl.metrics import LocalizationMeter, prepare_cams, prepare_masks
+from wsolctl.metrics.pixel import _float32_quantisation_is_exact
 
 
 def _load_reference():

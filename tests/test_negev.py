@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tests.conftest import backbone_info as info, build_model
+from tests.conftest import assert_localizes, backbone_info as info, build_model
 from wsolctl import pipeline
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
@@ -152,6 +152,7 @@ def test_cams_are_the_decoders_foreground_probability(monkeypatch):
         assert maps[i][inside[i]].min() > 0.5 > maps[i][~inside[i]].max()
 
 
+@pytest.mark.slow
 def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):
     text = tiny_recipe.read_text().replace("synthetic-glas", "synthetic-camelyon")
     text = text.replace("  - name: cam\n  - name: gradcam\n",
@@ -165,6 +166,6 @@ def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):
     results = pl.read_parquet(out / "results.parquet")
     assert set(results["method"]) == {"negev"}
     assert sorted(results["selection"]) == ["b-cl", "b-loc"]
-    assert all(math.isfinite(v) for v in results["pxap"])
+    assert_localizes(results)  # measured: 14.7 against 11.4 for the all-foreground map
     epochs = pl.read_parquet(out / "epochs.parquet").filter(pl.col("method") == "negev")
     assert all(math.isfinite(v) and v > 0 for v in epochs.filter(pl.col("epoch") == 1)["train_loss"])

@@ -57,6 +57,7 @@ def test_pretrained_true_and_hf_hub_load_exactly_the_seeded_weights(hub):
         assert not same_weights(plugins.load("backbones", name)().build(False), vit)  # false: random
 
 
+@pytest.mark.slow
 def test_empty_cache_fails_in_one_line_naming_the_model(hub, tmp_path):
     from tests.conftest import TINY
 
@@ -81,6 +82,7 @@ def test_empty_cache_fails_in_one_line_naming_the_model(hub, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # failed before anything
 
 
+@pytest.mark.slow
 def test_weights_list_and_fetch(hub, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""\
@@ -257,6 +259,7 @@ def test_topdown_cams_on_a_plain_timm_vit_match_a_reshape_oracle():
         assert torch.allclose(ours, oracle, rtol=1e-4, atol=1e-6), method
 
 
+@pytest.mark.slow
 def test_offline_study_from_a_seeded_cache_with_vits_at_a_non_default_size(hub, tmp_path):
     """cam + gradcam on resnet18-wsol (pretrained: true), vit_tiny_patch16_224 and its hf-hub: name,
     at 48 px (the ViTs were pretrained at 224): finite PxAP everywhere; frozen backbones' checkpoints

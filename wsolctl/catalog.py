@@ -1,4 +1,4 @@
-"""What is installed: the method catalog behind ``wsolctl methods`` (no torch import)."""
+"""What is installed: the catalogs behind ``wsolctl methods`` and ``wsolctl metrics`` (no torch import)."""
 from __future__ import annotations
 
 import warnings
@@ -6,17 +6,23 @@ import warnings
 from rich.console import Console
 from rich.table import Table
 
-from wsolctl import plugins
+from wsolctl import metrics, plugins
 from wsolctl.errors import PluginWarning
+
+
+def _loaded(load):
+    """``load()``'s plugins; its :class:`PluginWarning` warnings (broken plugins) printed on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        loaded = load()
+    for warning in caught:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")
+    return loaded
 
 
 def method_catalog() -> list[dict]:
     """One dict per importable method plugin; broken plugins are warned about (stderr) and skipped."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PluginWarning)
-        loaded = plugins.load_all("methods")
-    for warning in caught:
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")
+    loaded = _loaded(lambda: plugins.load_all("methods"))
     rows = []
     for name, cls in sorted(loaded.items()):
         info = plugins.info("methods", name)
@@ -38,6 +44,29 @@ def print_catalog(rows: list[dict]) -> None:
     for row in rows:
         params = ", ".join(f"{k}={v!r}" for k, v in row["params"].items()) or "—"
         table.add_row(row["name"], row["kind"], row["package"], params)
+    Console().print(table)
+
+
+def metric_catalog() -> list[dict]:
+    """One dict per importable metric plugin (report order), after the always-on built-in one."""
+    rows = [{"name": metrics.BUILT_IN, "package": "wsolctl (built in, always on)", "forward_passes": False,
+             "columns": {c: "[0, 1)" if c == "threshold" else "%" for c in metrics.BUILT_IN_COLUMNS},
+             "description": "PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and mIoU"}]
+    for metric in _loaded(metrics.installed):
+        info = plugins.info("metrics", metric.name)
+        rows.append({"name": metric.name, "package": f"{info.package} {info.version}",
+                     "forward_passes": metric.forward_passes, "columns": {c.name: c.unit for c in metric.columns},
+                     "description": metric.description})
+    return rows
+
+
+def print_metrics(rows: list[dict]) -> None:
+    table = Table(title="wsolctl metrics (recipe: evaluation.metrics)")
+    for column in ("name", "package", "model calls", "results columns (unit)", "description"):
+        table.add_column(column)
+    for row in rows:
+        columns = ", ".join(f"{k} ({v})" for k, v in row["columns"].items())
+        table.add_row(row["name"], row["package"], "yes" if row["forward_passes"] else "no", columns, row["description"])
     Console().print(table)
 
 

@@ -134,13 +134,24 @@ def methods(json_: bool = typer.Option(False, "--json", help="print JSON instead
     """List the installed methods, their kind, package and parameters."""
     from wsolctl.catalog import method_catalog, print_catalog
 
-    rows = method_catalog()
+    _list(method_catalog(), print_catalog, json_)
+
+
+@app.command()
+def metrics(json_: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """List the metrics a recipe's evaluation.metrics may name: columns, units, whether they call the model."""
+    from wsolctl.catalog import metric_catalog, print_metrics
+
+    _list(metric_catalog(), print_metrics, json_)
+
+
+def _list(rows: list[dict], table, json_: bool) -> None:
     if json_:
         import json
 
         typer.echo(json.dumps(rows, indent=2))
     else:
-        print_catalog(rows)
+        table(rows)
 
 
 @app.command()

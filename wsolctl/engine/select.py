@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
+from wsolctl import metrics as registry
 from wsolctl.engine.build import Data, build_model, finished
-from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
+from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
 from wsolctl.io import write_json
-from wsolctl.metrics import LocalizationMeter
+from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
 
 
@@ -33,6 +34,7 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         for rule, epoch in best[label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
+    metrics = registry.chosen(recipe.evaluation.metrics)
     examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
@@ -45,13 +47,12 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
-                          extra=lambda: extra_meters(recipe.evaluation, model))
+                          metrics=metrics, settings=recipe.evaluation)
         for label, rule in picks:
             result = scores.localization[label]
-            columns = {k: v for k, v in result.as_dict().items()
-                       if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
+            columns = {k: getattr(result, k) for k in BUILT_IN_COLUMNS}
             out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
-                                   **scores.extra[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+                                   **scores.metrics[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
     write_json(cache, out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from wsolctl import plugins
+from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
 from wsolctl.selection import RULES
 
@@ -193,7 +194,17 @@ class MethodSpec(PluginSpec):
         return None if needed is None else MethodSpec.model_validate(needed)
 
 
-MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
+def _known_metric(name: str) -> str:
+    """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
+    if name != metric_plugins.BUILT_IN:
+        try:
+            metric_plugins.load(name)
+        except UnknownPlugin as exc:
+            raise PydanticCustomError("unknown_plugin", str(exc)) from None
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_known_metric)]
 # Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
 TEST_ONLY = {"test_only": True}
 
@@ -204,16 +215,21 @@ class Evaluation(Strict):
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
     # Test-time only (validation keeps PxAP for B-LOC, so they are not in run ids; `select` applies the
-    # study's current values to finished runs): wsolctl/metrics_extra.py has the metric definitions.
+    # study's current values to finished runs). Metrics are plugins (wsolctl/metrics/).
     examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures",
                                     json_schema_extra=TEST_ONLY)
     metrics: list[MetricName] = Field(
         ["pxap", "dice"], min_length=1, json_schema_extra=TEST_ONLY,
-        description="localization metrics scored on test; deletion/insertion cost k+1 forward passes per image")
+        description="localization metrics scored on test: pxap (always on) and installed metric plugins "
+                    "(`wsolctl metrics`); those that call the model (deletion, insertion) cost k+1 forward "
+                    "passes per image")
     box_thresholds: int = Field(100, ge=2, le=1000, json_schema_extra=TEST_ONLY,
                                 description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
     faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                                     description="deletion/insertion steps k (RISE)")
+    metric_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra=TEST_ONLY,
+        description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
 
     @field_validator("metrics")
     @classmethod
@@ -221,6 +237,20 @@ class Evaluation(Strict):
         if len(set(metrics)) != len(metrics):
             raise ValueError("a metric is listed twice")
         return metrics
+
+    @field_validator("metric_params")
+    @classmethod
+    def _metric_params(cls, given: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        """Each entry names a metric of ``metrics`` and validates against that metric's ``Params``."""
+        for name, params in given.items():
+            if name not in info.data.get("metrics", [name]):
+                raise ValueError(f"{name!r} is not in evaluation.metrics")
+            try:
+                metric_plugins.load(name).Params.model_validate(params)
+            except ValidationError as exc:  # named here: pydantic would drop the metric from the path
+                raise ValueError("; ".join(f"{'.'.join(map(str, [name, *e['loc']]))}: {e['msg']}"
+                                           for e in exc.errors())) from None
+        return given
 
 
 class RandomSearch(Strict):

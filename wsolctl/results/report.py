@@ -15,15 +15,14 @@ from typing import Callable, Optional, Sequence, Union
 import polars as pl
 import yaml
 
+from wsolctl import metrics as metric_plugins
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 from wsolctl.selection import RULES
 
-METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
-           ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("dice_fg", "Dice@τ*"), ("iou_fg", "IoU@τ*"),
-           ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
-           ("insertion_auc", "insertion AUC"), ("cl_acc", "accuracy")]
+BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
+            ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
 GROUP = ["dataset", "backbone", "method", "selection"]
 FORMATS = ("md", "html")
 
@@ -94,11 +93,10 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
         rows = sources.results.filter(pl.col("selection") == rule.name)
         if len(rows):
             blocks.append(_metrics_table(rows, f"Test results, {rule.title} selection"))
-    blocks.append(Text("Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
+    blocks.append(Text("Metrics in % unless their header says otherwise, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
-                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there; Dice, IoU: "
-                       "of the foreground at τ*. MaxBoxAccV2, pointing game, deletion/insertion AUC: see the "
-                       "metric tables above (recipe `evaluation.metrics`)."))
+                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there. The other "
+                       "metrics (recipe `evaluation.metrics`): see their tables above."))
     return blocks + _figures(sources, out)
 
 
@@ -132,9 +130,16 @@ def _recipe_lines(directory: Path) -> list[str]:
             f"{t['optimizer']['name']}, seed {recipe['seed']}"]
 
 
+def _columns() -> list[tuple[str, str]]:
+    """(column, title) of the "all metrics" tables: built-ins, the installed metric plugins', accuracy."""
+    plugin_columns = [(c.name, c.title if c.unit == "%" else f"{c.title} ({c.unit})")
+                      for metric in metric_plugins.installed() for c in metric.columns if c.title]
+    return BUILT_IN + plugin_columns + [("cl_acc", "accuracy")]
+
+
 def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
     """Every metric; mean ± std over folds/seeds when a group has several rows."""
-    metrics = [(m, t) for m, t in METRICS if m in rows.columns and rows[m].is_not_null().any()]
+    metrics = [(m, t) for m, t in _columns() if m in rows.columns and rows[m].is_not_null().any()]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
         *[pl.col(m).mean().alias(m) for m, _ in metrics],

@@ -12,8 +12,9 @@ from typing import Any, Callable, Optional
 
 import polars as pl
 
-from wsolctl import plugins
+from wsolctl import metrics as registry, plugins
 from wsolctl.errors import UnknownPlugin
+from wsolctl.metrics import ReportTable
 from wsolctl.results.blocks import Table
 
 UNRANKED = 1000  # the default survey_rank of plugins
@@ -21,26 +22,19 @@ UNRANKED = 1000  # the default survey_rank of plugins
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-# Metrics beyond PxAP (wsolctl/metrics_extra.py), each a table when results.parquet has it:
-# column -> (title, caption, lower is better).
-EXTRA = {
-    "dice_fg": ("Foreground Dice at τ*", "Dice = 2TP / (2TP + FN + FP) of the foreground at τ*, the test "
-                "threshold of best mIoU (%)", False),
-    "iou_fg": ("Foreground IoU at τ*", "IoU = TP / (TP + FN + FP) of the foreground at τ* (%)", False),
-    "maxboxacc_v2": ("MaxBoxAccV2", "wsolevaluation's MaxBoxAccV2: % of images with foreground whose best "
-                     "contour box has IoU ≥ δ with a ground-truth box (boxes of the mask's components), "
-                     "best threshold, mean over δ = 30, 50, 70 %", False),
-    "pointing_game": ("Pointing game", "% of images with foreground whose map maximum lies in the mask "
-                      "(ties count fractionally)", False),
-    "deletion_auc": ("Deletion AUC", "RISE deletion: area under the target-class probability as the "
-                     "top-ranked pixels are replaced by the mean colour (%); lower is better", True),
-    "insertion_auc": ("Insertion AUC", "RISE insertion: area under the target-class probability as the "
-                      "top-ranked pixels are put back onto a blurred image (%); higher is better", False),
-}
-FIRST_CLASS = ("dice_fg", "iou_fg")  # shown right after Table 1
-METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch", *EXTRA]
-LOWER_IS_BETTER = {"fn", "fp", *(m for m, (_, _, lower) in EXTRA.items() if lower)}
+BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
+LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
 AVERAGE = "WSOL average"
+
+
+def metric_tables() -> list[tuple[Any, ReportTable]]:
+    """(metric plugin, table) of every installed metric, in the report's order."""
+    return [(metric, table) for metric in registry.installed() for table in metric.tables]
+
+
+def lower_is_better() -> set[str]:
+    """Columns where a lower value is better: FN*, FP* and those the metric plugins declare so."""
+    return {*LOWER_BUILT_IN, *(c.name for metric in registry.installed() for c in metric.columns if c.lower_is_better)}
 
 
 # ----------------------------------------------------------------------------- ordering
@@ -89,7 +83,7 @@ def backbone_title(name: str) -> str:
 # ----------------------------------------------------------------------------- statistics
 def summarise(results: pl.DataFrame) -> pl.DataFrame:
     """One row per dataset × backbone × method × selection: n, mean and std (over folds and seeds)."""
-    present = [m for m in METRICS if m in results.columns]
+    present = [m for m in BUILT_IN + [t.column for _, t in metric_tables()] if m in results.columns]
     return results.group_by(["dataset", "backbone", "method", "selection"]).agg(
         pl.len().alias("n"), *[pl.col(m).mean().alias(m) for m in present],
         *[pl.col(m).std().alias(f"{m}_std") for m in present])
@@ -181,7 +175,7 @@ def _backbone_mean(stats: Stats, backbones: list[str], selection: str, metric: s
 def metric_table(stats: Stats, backbones: list[str], methods: list[str], metric: str, title: str,
                  caption: str) -> Table:
     """One metric under B-LOC, method × backbone, with the mean over backbones."""
-    lower = metric in LOWER_IS_BETTER
+    lower = metric in lower_is_better()
     columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", metric), lower) for b in backbones]
     columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", metric), lower))
     return build(title, columns, methods, caption + "; mean ± std over folds/seeds where there are several; "
@@ -194,16 +188,16 @@ def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str)
                         "Test PxAP (%)")
 
 
-def extra_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
-                 metrics: list[str]) -> list[Table]:
-    """A table per metric of ``EXTRA`` (B-LOC selection)."""
-    return [metric_table(stats, backbones, methods, m, f"{EXTRA[m][0]}, B-LOC selection, `{dataset}`", EXTRA[m][1])
-            for m in metrics]
+def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
+                  tables: list[ReportTable]) -> list[Table]:
+    """The tables metric plugins declare (B-LOC selection)."""
+    return [metric_table(stats, backbones, methods, t.column, f"{t.title}, B-LOC selection, `{dataset}`", t.caption)
+            for t in tables]
 
 
 def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
     """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
-    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_IS_BETTER)
+    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_BUILT_IN)
                for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
     return build(f"Confusion components, B-LOC selection (survey Tables 2–3), `{dataset}`", columns, methods,
                  "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
@@ -241,12 +235,13 @@ def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
         stats = Stats(summarise(rows))
         backbones = ordered(rows["backbone"].unique(), "backbones")
         methods = rows["method"].unique().to_list()
-        present = [c for c in EXTRA if c in rows.columns and rows[c].is_not_null().any()]
-        first = [c for c in present if c in FIRST_CLASS]
-        tables = [table1(stats, backbones, methods, dataset), *extra_tables(stats, backbones, methods, dataset, first),
+        present = [(metric, t) for metric, t in metric_tables() if t.column in rows.columns
+                   and rows[t.column].is_not_null().any()]
+        first = [t for metric, t in present if metric.prominent]
+        tables = [table1(stats, backbones, methods, dataset), *plugin_tables(stats, backbones, methods, dataset, first),
                   confusion_table(stats, backbones, methods, dataset), pair_table(stats, backbones, methods, dataset, "pxap")]
         if "cl_acc" in rows.columns:
             tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
-        tables += extra_tables(stats, backbones, methods, dataset, [c for c in present if c not in first])
+        tables += plugin_tables(stats, backbones, methods, dataset, [t for metric, t in present if not metric.prominent])
         out.append((dataset, tables))
     return out
