@@ -190,10 +190,10 @@ def test_freeze_true_and_n_stages():
 
     backbone = plugins.load("backbones", "resnet18-wsol")()
     module = backbone.build(False)
-    frozen = freeze(module, backbone.info(), 2)
+    frozen = freeze(module, backbone.info(), 3)  # act1 (the stem), layer1, layer2
     trainable = {n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {"layer3", "layer4"}
-    model = WSOLModel(module, CAM(), 2, "layer4", frozen=frozen).train()
+    model = WSOLModel(module, CAM(), 2, backbone.info(), frozen=frozen).train()
     assert not module.layer2.training and not module.bn1.training and module.layer3.training
     assert all(p.requires_grad for g in model.param_groups(0.1, 10) for p in g["params"])
     optimized = sum(p.numel() for g in model.param_groups(0.1, 10) for p in g["params"])
@@ -219,7 +219,7 @@ def test_gradcam_on_a_frozen_vit_backbone():
 
     vit = plugins.load("backbones", VIT)()
     module = vit.build(False)
-    model = WSOLModel(module, GradCAM(), 2, vit.info().cam_layer, frozen=freeze(module, vit.info(), True)).eval()
+    model = WSOLModel(module, GradCAM(), 2, vit.info(), frozen=freeze(module, vit.info(), True)).eval()
     torch.manual_seed(0)
     with torch.no_grad():
         model.head.weight.normal_()  # (a zero-initialised head would give all-zero maps)

@@ -67,6 +67,9 @@ class Backbone:
       path of a local weights file.
     - ``classifier_prefixes``: module names trained at ``lr × lr_classifier_ratio`` (the survey trains
       the last stage and the new layers faster than the rest).
+    - ``decoder_at_classifier_lr``: whether a decoder that a method adds (NEGEV's) trains at
+      ``lr × lr_classifier_ratio`` too; the survey's parameter patterns put it there on VGG16 and
+      InceptionV3 and at ``lr`` on ResNet50 (they name ResNet's classifier side, the others' feature side).
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -75,6 +78,7 @@ class Backbone:
     survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
     pretrained_name: ClassVar[str] = ""  # timm name whose default weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
+    decoder_at_classifier_lr: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()

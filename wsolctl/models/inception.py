@@ -41,7 +41,9 @@ class InceptionV3WSOL(Backbone):
     classifier_prefixes = ("SPG_A3_1b", "SPG_A3_2b")
 
     def info(self) -> BackboneInfo:
-        stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_4a_3x3", 192, 4), Stage("Mixed_5d", 288, 8),
+        # The survey's U-Net encoder stages (its stage_idxs (3, 5, 9, 15)): the stem to Conv2d_2b, Pool1 +
+        # Conv2d_3b, Conv2d_4a + Pool2 + Mixed_5b/5c, Mixed_5d..6e, the two SPG layers.
+        stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_3b_1x1", 80, 4), Stage("Mixed_5c", 288, 8),
                   Stage("Mixed_6e", 768, 8), Stage("SPG_A3_2b", 1024, 8))
         return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", layout="inception")
 

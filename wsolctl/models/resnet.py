@@ -14,15 +14,17 @@ class _ResNetWSOL(Backbone):
     arch = ""
     width = 64  # channels of layer1; ×2 per stage (× 4 more for bottleneck ResNets)
     classifier_prefixes = ("layer4",)
+    decoder_at_classifier_lr = False  # the reference's patterns name layer4 + the classifier: a decoder is at lr
 
     @property
     def pretrained_name(self) -> str:
         return self.arch
 
     def info(self) -> BackboneInfo:
+        # The stem (act1) and the four layers, as timm's feature_info and the survey's U-Net encoder list them.
         channels = [self.width * 2 ** i for i in range(4)]
         stages = tuple(Stage(f"layer{i + 1}", c, r) for i, (c, r) in enumerate(zip(channels, (4, 8, 8, 8))))
-        return BackboneInfo("cnn", stages, cam_layer="layer4", layout="resnet")
+        return BackboneInfo("cnn", (Stage("act1", 64, 2), *stages), cam_layer="layer4", layout="resnet")
 
     def build(self, pretrained=False):
         net = timm_model(self.arch, pretrained, num_classes=0, global_pool="")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from wsolctl._lazy import nn
 from wsolctl.models.base import Backbone, BackboneInfo, Stage, sequential, timm_model
 
-# The last ReLU of each conv block in the kept ``features`` (indices after pool4 is removed), then relu6.
+# One stage per resolution, split at the kept max-pools as timm's feature_info and the survey's U-Net
+# encoder split VGG: the ReLU ahead of pool1, pool2 and pool3, then everything after pool3 (conv4_*,
+# conv5_*, conv6) up to relu6.
 _STAGES = (Stage("features.3", 64, 1), Stage("features.8", 128, 2), Stage("features.15", 256, 4),
-           Stage("features.22", 512, 8), Stage("features.28", 512, 8), Stage("relu6", 1024, 8))
+           Stage("relu6", 1024, 8))
 
 
 class VGG16WSOL(Backbone):
