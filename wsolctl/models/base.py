@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from wsolctl._lazy import nn, torch
 
 Kind = Literal["cnn", "tokens"]
+# timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
+TORCHVISION = "tv_in1k"
 
 
 class NoParams(BaseModel):
@@ -76,7 +78,7 @@ class Backbone:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
     survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
-    pretrained_name: ClassVar[str] = ""  # timm name whose default weights `pretrained: true` loads
+    pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
     decoder_at_classifier_lr: ClassVar[bool] = True
 

@@ -2,14 +2,14 @@
 28×28 CAM for a 224 input), no dilation (shared/reference/methods-and-protocol.md §3)."""
 from __future__ import annotations
 
-from wsolctl.models.base import Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
+from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
 
 _STEM = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
 class _ResNetWSOL(Backbone):
-    """``pretrained: true`` loads the ImageNet weights of timm's ``arch`` (its default tag): the
-    stride change alters no parameter shape."""
+    """``pretrained: true`` loads torchvision's ImageNet weights, the survey's starting point (timm's
+    ``tv_in1k`` tag of ``arch``, not timm's default tag): the stride change alters no parameter shape."""
 
     arch = ""
     width = 64  # channels of layer1; ×2 per stage (× 4 more for bottleneck ResNets)
@@ -18,7 +18,7 @@ class _ResNetWSOL(Backbone):
 
     @property
     def pretrained_name(self) -> str:
-        return self.arch
+        return f"{self.arch}.{TORCHVISION}"
 
     def info(self) -> BackboneInfo:
         # The stem (act1) and the four layers, as timm's feature_info and the survey's U-Net encoder list them.
@@ -27,7 +27,7 @@ class _ResNetWSOL(Backbone):
         return BackboneInfo("cnn", (Stage("act1", 64, 2), *stages), cam_layer="layer4", layout="resnet")
 
     def build(self, pretrained=False):
-        net = timm_model(self.arch, pretrained, num_classes=0, global_pool="")
+        net = timm_model(self.pretrained_name, pretrained, num_classes=0, global_pool="")
         set_stride_one([net.layer3[0], net.layer4[0]])
         return sequential(((n, getattr(net, n)) for n in _STEM), net.num_features)
 
