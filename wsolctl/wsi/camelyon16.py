@@ -28,7 +28,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.data.folds import Sample, write_encoding, write_split
 from wsolctl.errors import DataError
-from wsolctl.io import atomic_directory
+from wsolctl.io import atomic_directory, temporary_directory
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.parallel import SlidePool, WorkerDied, fork_is_safe
 
@@ -491,7 +490,7 @@ def _assign_folds(rows: list[dict], p: SamplingParams) -> list[dict[int, str]]:
 
 
 def _write_folds(out: Path, rows: list[dict], folds: list[dict[int, str]], p: SamplingParams) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".folds.", dir=out))
+    staging = temporary_directory(out, ".folds.")
     try:
         write_encoding(staging, CLASSES)
         samples = []
