@@ -14,6 +14,8 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``forward(model, images, labels)``: logits (and class maps, if the head makes them).
 - ``loss(output, batch)``: the training loss (cross-entropy on ``batch.labels`` by default).
 - ``needs_masks``: True for fully-supervised methods (the training batches then carry masks).
+- ``survey_selection``: the selection rules the survey applies to this method; the report marks
+  the others (NEGEV and U-Net: B-LOC only, so their B-CL rows are marked as an extension).
 - ``single_lr`` / ``head_is_decoder``: the optimiser groups. By default the head and the backbone's
   ``classifier_prefixes`` train at ``lr × lr_classifier_ratio``, the rest at ``lr`` (the survey).
   ``single_lr``: every parameter at ``lr`` (the reference's U-Net). ``head_is_decoder``: the head
@@ -101,6 +103,7 @@ class Method:
     needs_masks: ClassVar[bool] = False
     map_kind: ClassVar[Literal["cam", "probability"]] = "cam"  # how cams() maps are scored and drawn
     prerequisite_rule: ClassVar[str] = "b-loc"  # which selected checkpoint of the prerequisite
+    survey_selection: ClassVar[tuple[str, ...]] = ("b-loc", "b-cl")  # the rules the survey selects it by
     single_lr: ClassVar[bool] = False  # every parameter at train.lr (the reference's segmentation models)
     head_is_decoder: ClassVar[bool] = False  # the trainable head is a decoder: the backbone's decoder lr
 

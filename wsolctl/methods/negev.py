@@ -149,6 +149,7 @@ class NEGEV(Method):
     map_kind = "probability"
     prerequisite_rule = "b-loc"  # one checkpoint for both the classifier and the seed CAMs
     head_is_decoder = True  # its trainable head is a decoder: the backbone's decoder lr applies
+    survey_selection = ("b-loc",)  # the survey selects it by B-LOC only; B-CL is an extension here
 
     @classmethod
     def unsupported(cls, backbone) -> Optional[str]:

@@ -65,6 +65,7 @@ class UNet(Method):
     map_kind = "probability"
 
     single_lr = True  # the reference trains its segmentation models at one lr
+    survey_selection = ("b-loc",)  # the survey selects it by B-LOC only; B-CL is an extension here
 
     def adapt_backbone(self, backbone, info):
         self._info = info  # build_head's decoder is laid out on the declared stages
