@@ -48,12 +48,14 @@ def build_model(method, backbone="resnet18-wsol", num_classes: int = 2, seed: in
 
     from wsolctl import plugins
     from wsolctl.engine.model import WSOLModel
+    from wsolctl.models.base import BackboneInfo, Stage
 
     torch.manual_seed(seed)
-    if not isinstance(backbone, str):
-        return WSOLModel(backbone, method, num_classes, cam_layer="")
+    if not isinstance(backbone, str):  # one stage: the module's output
+        info = BackboneInfo("cnn", (Stage("", backbone.out_channels, 1),), cam_layer="")
+        return WSOLModel(backbone, method, num_classes, info)
     spec = plugins.load("backbones", backbone)()
-    return WSOLModel(spec.build(False), method, num_classes, spec.info().cam_layer, spec.classifier_prefixes)
+    return WSOLModel(spec.build(False), method, num_classes, spec.info(), spec.classifier_prefixes)
 
 
 def backbone_info(name: str):

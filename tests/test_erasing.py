@@ -128,7 +128,7 @@ def test_adl_layer_modes():
 def test_adl_positions_and_identity_in_eval():
     adl = ADL(ADL.Params(drop_rate=1.0, drop_threshold=0.5))
     plain = plugins.load("backbones", "resnet18-wsol")().build(False)
-    adapted = adl.adapt_backbone(copy.deepcopy(plain))
+    adapted = adl.adapt_backbone(copy.deepcopy(plain), info("resnet18-wsol"))
     names = [n for n, m in adapted.named_modules() if type(m).__name__ == "ADLLayer"]
     assert names == ["layer3.adl0", "layer4.adl1", "layer4.adl2"]
     assert list(adapted.layer3._modules)[:2] == ["0", "adl0"]

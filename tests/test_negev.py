@@ -143,7 +143,7 @@ def test_cams_are_the_decoders_foreground_probability(monkeypatch):
     seg[0, 1, 4:12, 20:30] = 3.0
     seg[1, 1, 18:28, 2:9] = 1.0
     seg[:, 0] = 0.5  # background logit, constant
-    monkeypatch.setattr(model.head, "decode", lambda features, skips, images: seg)
+    monkeypatch.setattr(model.head.decoder, "forward", lambda features, images: seg)
     with torch.no_grad():
         maps = method.cams(model, images, torch.tensor([1, 1]))
     torch.testing.assert_close(maps, torch.sigmoid(seg[:, 1] - seg[:, 0]))

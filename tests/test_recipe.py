@@ -148,8 +148,8 @@ def test_pretrained_true_validates_without_weights_or_network(tmp_path, monkeypa
 
 
 def test_freeze_beyond_the_declared_stages_is_a_validation_error(tmp_path):
-    (line,) = problems(write(tmp_path, "f.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, freeze: 5}")))
-    assert line.endswith(":6:27: backbones[0].freeze: backbone 'resnet18-wsol' declares 4 stages")
+    (line,) = problems(write(tmp_path, "f.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, freeze: 6}")))
+    assert line.endswith(":6:27: backbones[0].freeze: backbone 'resnet18-wsol' declares 5 stages")
 
 
 def test_missing_weights_file_is_a_validation_error(tmp_path):

@@ -133,6 +133,9 @@ def test_selection_pairs(full):
     assert pxap[3] == "56.0 / 52.0"
     accuracy = _row(report, "gradcam", "Classification accuracy, B-LOC / B-CL selection (survey Table 5)")
     assert accuracy[1] == "**70.0 ± 0.0** / **90.0 ± 0.0**"
+    # the survey selects the U-Net (and NEGEV) by B-LOC only: its B-CL is marked as an extension
+    assert _row(report, "unet †", "PxAP, B-LOC / B-CL selection (survey Table 4)")
+    assert "†: B-CL is an extension of this tool; the survey selects that method by B-LOC only" in report
 
 
 def test_every_figure_rendered(full):

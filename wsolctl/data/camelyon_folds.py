@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from wsolctl.data.folds import Sample, write_encoding, write_split
+from wsolctl.io import temporary_directory
 from wsolctl.wsi.camelyon16 import SamplingParams, patch_paths
 from wsolctl.wsi.camelyon16_inputs import CLASSES
 
@@ -45,7 +45,7 @@ def assign_folds(rows: list[dict], p: SamplingParams) -> list[dict[int, str]]:
 
 
 def write_folds(out: Path, rows: list[dict], folds: list[dict[int, str]], p: SamplingParams) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".folds.", dir=out))
+    staging = temporary_directory(out, ".folds.")
     try:
         write_encoding(staging, CLASSES)
         samples = []

@@ -86,7 +86,8 @@ def build_model(spec: RunSpec, num_classes: int, pretrained: bool = True) -> WSO
     info = backbone.info()
     module = backbone.build(spec.backbone.pretrained if pretrained else False)
     frozen = freeze(module, info, spec.backbone.freeze)
-    return WSOLModel(module, trainer, num_classes, info.cam_layer, backbone.classifier_prefixes, frozen)
+    return WSOLModel(module, trainer, num_classes, info, backbone.classifier_prefixes, frozen,
+                     backbone.decoder_at_classifier_lr)
 
 
 def finished(run_dir: Path) -> dict:

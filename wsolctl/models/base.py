@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from wsolctl._lazy import nn, torch
 
 Kind = Literal["cnn", "tokens"]
+# timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
+TORCHVISION = "tv_in1k"
 
 
 class NoParams(BaseModel):
@@ -67,14 +69,18 @@ class Backbone:
       path of a local weights file.
     - ``classifier_prefixes``: module names trained at ``lr × lr_classifier_ratio`` (the survey trains
       the last stage and the new layers faster than the rest).
+    - ``decoder_at_classifier_lr``: whether a decoder that a method adds (NEGEV's) trains at
+      ``lr × lr_classifier_ratio`` too; the survey's parameter patterns put it there on VGG16 and
+      InceptionV3 and at ``lr`` on ResNet50 (they name ResNet's classifier side, the others' feature side).
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
     survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
-    pretrained_name: ClassVar[str] = ""  # timm name whose default weights `pretrained: true` loads
+    pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
+    decoder_at_classifier_lr: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()

@@ -93,7 +93,7 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
         rows = sources.results.filter(pl.col("selection") == rule.name)
         if len(rows):
             blocks.append(_metrics_table(rows, f"Test results, {rule.title} selection"))
-    blocks.append(Text("Metrics in % unless their header says otherwise, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
+    blocks.append(Text("Metrics in % unless their header says otherwise, τ* in [0, 1] (2: predicting nothing scored best). TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
                        "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there. The other "
                        "metrics (recipe `evaluation.metrics`): see their tables above."))

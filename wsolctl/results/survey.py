@@ -25,6 +25,7 @@ WSOL_KINDS = ("bottom-up", "top-down")
 BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
 LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
 AVERAGE = "WSOL average"
+EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
 
 
 def metric_tables() -> list[tuple[Any, ReportTable]]:
@@ -61,6 +62,12 @@ def _rank(kind: str, name: str) -> tuple[int, str]:
 
 def method_kind(method: str) -> str:
     return getattr(_plugin("methods", base_name(method)), "kind", "other")
+
+
+def selected_in_survey(method: str, rule: str) -> bool:
+    """Whether the survey selects ``method`` by ``rule`` (the plugin's ``survey_selection``); other
+    rules are this tool's extensions (NEGEV and U-Net: B-LOC only in the survey)."""
+    return rule in getattr(_plugin("methods", base_name(method)), "survey_selection", (rule,))
 
 
 def grouped_methods(methods) -> list[tuple[str, list[str]]]:
@@ -213,11 +220,21 @@ def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: 
     columns += [Column(f"mean {r.upper()}", _backbone_mean(stats, backbones, r, metric)) for r in rules]
     table = build("", columns, methods, "")
     header = ["method"] + [f"{backbone_title(b)}" for b in backbones] + ["mean over backbones"]
-    rows = [[row[0]] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)] for row in table.rows]
+    rows = [[_extension_mark(row[0])] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)]
+            for row in table.rows]
     name, number = ("PxAP", 4) if metric == "pxap" else ("Classification accuracy", 5)
+    marked = any(row[0].endswith(EXTENSION) for row in rows)
     return Table(f"{name}, B-LOC / B-CL selection (survey Table {number}), `{dataset}`", header, rows,
                  f"Test {name.lower() if number == 5 else name} (%) of the model selected by B-LOC (best validation PxAP) / by B-CL (best "
-                 "validation accuracy). Bold: best WSOL value per column and rule.")
+                 "validation accuracy). Bold: best WSOL value per column and rule."
+                 + (f" {EXTENSION}: B-CL is an extension of this tool; the survey selects that method by B-LOC only."
+                    if marked else ""))
+
+
+def _extension_mark(label: str) -> str:
+    """A method row whose B-CL selection the survey does not make gets ``EXTENSION``."""
+    plain = label.startswith("*") or not label  # group headers and the average
+    return label if plain or selected_in_survey(label, "b-cl") else f"{label} {EXTENSION}"
 
 
 def _pair(left: str, right: str) -> str:
