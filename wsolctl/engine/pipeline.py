@@ -153,7 +153,8 @@ def select(out: Path, quiet: bool = False) -> Path:
             spec = with_test_settings(RunSpec.load(directory), test_only)
             recipe = spec.recipe
             device = resolve_device(recipe.device)
-            key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size)
+            key = (recipe.dataset.name, recipe.dataset.root, recipe.dataset.fold, recipe.image_size,
+                   spec.backbone.normalization())
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
             selected = select_run(spec, data, directory, device, progress)
             scored.append((spec, _keep_chosen(selected, entry, study["chosen"])))

@@ -10,6 +10,7 @@ from typing import ClassVar, Iterable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl._lazy import nn, torch
+from wsolctl.recipe.schema import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
 
@@ -41,6 +42,9 @@ class BackboneInfo:
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
       ``"inception"``) that ADL and SPG insert layers into, or None.
+    - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
+      normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
+      hub config.json for ``hf-hub:`` ones, the card for named models, ImageNet's by default.
     """
 
     kind: Kind
@@ -48,6 +52,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
+    normalize: Normalize = IMAGENET
 
     @property
     def out_channels(self) -> int:

@@ -33,6 +33,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Channel = Annotated[float, Field(allow_inf_nan=False)]
+Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# A setting added after run ids existed, whose default reproduces the former behaviour: left out of
+# run ids while at its default (see wsolctl.engine.plan.numbers), so adding it changes no id.
+NEW_DEFAULT = {"omit_default": True}
+
+
+class Normalize(Strict):
+    """Per-channel (RGB) normalisation of images in [0, 1]: ``(x - mean) / std``."""
+
+    mean: tuple[Channel, Channel, Channel]
+    std: tuple[Spread, Spread, Spread]
+
+    def describe(self) -> str:
+        return f"mean {list(self.mean)}, std {list(self.std)}"
+
+
+IMAGENET = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the survey's, timm's default
+
+
 class _Unresolved(BaseModel):
     """Stands for the params of a plugin that could not be found (the validation fails anyway)."""
 
@@ -91,6 +111,15 @@ class BackboneSpec(PluginSpec):
         False, description="true: freeze the whole backbone (everything below the method's head); N: freeze "
         "the stem and the first N stages (CNN) or blocks (ViT). Frozen parts get no gradients, are left out "
         "of the optimizer and stay in eval mode (BatchNorm statistics fixed)")
+    normalize: Optional[Normalize] = Field(
+        None, json_schema_extra=NEW_DEFAULT,
+        description="{mean, std} the images are normalised with; default: the backbone's own (timm's pretrained "
+        "config, the hub config.json, the named model's card; ImageNet's for the survey's WSOL backbones)")
+
+    def normalization(self) -> Normalize:
+        """The normalisation this backbone's images get: the recipe's override or the backbone's own
+        (reads an ``hf-hub:`` model's cached config.json; NotCached when it is not there)."""
+        return self.normalize or self.instantiate().info().normalize
 
     @field_validator("pretrained")
     @classmethod
@@ -139,6 +168,15 @@ class Train(Strict):
     augment: Augment = Field(default_factory=Augment)
     amp: Literal["auto", True, False] = Field("auto", description="mixed precision; auto = on for CUDA only")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    feature_cache: bool = Field(
+        False, json_schema_extra=NEW_DEFAULT,
+        description="frozen backbones (freeze: true): encode the training set once, store the output maps on disk "
+        "next to the data, and train the heads on them (evaluation still runs the whole model)")
+    feature_copies: int = Field(
+        1, ge=1, json_schema_extra=NEW_DEFAULT,
+        description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
+        "(e-1) mod feature_copies. With a deterministic augment (crop: false, no flips, no colour jitter) one "
+        "copy gives exactly the uncached training inputs")
 
 
 class _Partial(Strict):
