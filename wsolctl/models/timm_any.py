@@ -177,6 +177,11 @@ def token_model(model: "nn.Module") -> Optional["nn.Module"]:
 
 
 def _input_size(net) -> tuple[int, int]:
+    """The size the model is built for: its patch embedding's (a card's ``img_size`` may differ from
+    the architecture's pretrained config), else its pretrained config's input size."""
+    size = getattr(getattr(net, "patch_embed", None), "img_size", None)
+    if size is not None:
+        return int(size[0]), int(size[1])
     size = (getattr(net, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))
     return int(size[1]), int(size[2])
 
