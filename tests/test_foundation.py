@@ -151,3 +151,61 @@ methods:
 
     with pytest.raises(RecipeError, match="normalize.std"):
         load_recipe(recipe)
+
+
+HALF_VIT = "test-org/vit-half"  # a small ViT whose hub config declares mean = std = 0.5
+
+
+def seed_half_vit(cache, tmp_path) -> str:
+    """Random weights of vit_tiny_patch16_224 published under HALF_VIT with the config.json timm's
+    exporter writes, its mean and std set to 0.5."""
+    import timm
+    from safetensors.torch import save
+    from timm.models._hub import save_config_for_hf
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    seed_file(cache, HALF_VIT, "model.safetensors", save({k: v.contiguous() for k, v in net.state_dict().items()}))
+    save_config_for_hf(net, tmp_path / "config.json")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pretrained_cfg"].update(mean=[0.5] * 3, std=[0.5] * 3)
+    seed_file(cache, HALF_VIT, "config.json", json.dumps(config).encode())
+    return "hf-hub:" + HALF_VIT
+
+
+@pytest.mark.slow
+def test_hub_config_normalisation_reaches_training_examples_and_predict(hub, tmp_path):
+    """Offline, from a seeded cache: a trained run's stored examples and predict's tiles were
+    normalised with the config's 0.5, not ImageNet's."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import TINY
+    from wsolctl.data.folds import read_split
+    from wsolctl.engine import pipeline
+    from wsolctl.engine.plan import RunSpec
+    from wsolctl.predict.model import TileScorer, load_selected
+
+    name = seed_half_vit(hub, tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.format(root=tmp_path / "data").replace(
+        "  - name: resnet18-wsol\n", f"  - {{name: \"{name}\", pretrained: true, freeze: true}}\n"))
+    out = pipeline.run(recipe, tmp_path / "out", quiet=True).parent
+    (run_dir,) = (out / "runs").iterdir()
+    assert RunSpec.load(run_dir).identity()["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    examples = np.load(run_dir / "examples" / "images.npz")
+    assert examples["mean"].tolist() == examples["std"].tolist() == [0.5, 0.5, 0.5]
+    folds = pipeline.recipe_of(out).dataset.instantiate().folds_dir(tmp_path / "data")
+    test = {s.image: s for s in read_split(folds, 0, "test")}
+    for image, sample_id in zip(examples["images"], examples["ids"]):  # un-normalised with the values used
+        source = np.asarray(Image.open(tmp_path / "data" / test[str(sample_id)].image).convert("RGB").resize(
+            (48, 48), Image.BILINEAR), np.int16)
+        assert np.abs(image.astype(np.int16) - source).max() <= 1
+
+    loaded = load_selected(out, method="cam")
+    assert loaded.mean == loaded.std == (0.5, 0.5, 0.5)
+    seen = []
+    loaded.model.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    probabilities, _ = TileScorer(loaded, 1)(np.full((2, 48, 48, 3), 255, np.uint8))
+    assert torch.allclose(seen[0], torch.ones_like(seen[0]))  # white: (1 - 0.5) / 0.5; ImageNet's would be > 2
+    assert probabilities.shape == (2,)
