@@ -354,8 +354,9 @@ class Recipe(Strict):
     def _supported(self) -> "Recipe":
         """What the backbones declare (``Backbone.info()``, built without weights or network) against
         what their settings and the methods need: a validation error, not a crash mid-run."""
+        problems = self.support_problems() + self.feature_cache_problems()
         errors = [InitErrorDetails(type=PydanticCustomError("unsupported", message), loc=loc, input=None)
-                  for loc, message in self.support_problems()]
+                  for loc, message in problems]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -386,6 +387,24 @@ class Recipe(Strict):
                         problems.append((("methods", i, "name"),
                                          f"{method.name} does not support backbone {spec.name!r}: {reason}"))
         return problems
+
+    def feature_cache_problems(self) -> list[tuple[tuple, str]]:
+        """``train.feature_cache`` needs a wholly frozen backbone and methods that train on its output
+        map alone (``Method.feature_cache_refusal``, from what the method declares)."""
+        problems = []
+        for i, method in enumerate(self.methods):
+            if not self.train_of(method).feature_cache:
+                continue
+            reason = method.plugin.feature_cache_refusal()
+            if reason:
+                problems.append((("methods", i, "name"), f"{method.name} cannot train on cached encoder outputs "
+                                 f"(train.feature_cache): {reason}"))
+            for backbone in self.backbones_of(method):
+                if backbone.freeze is not True:
+                    j = self.backbones.index(backbone)
+                    problems.append((("backbones", j, "freeze"), f"train.feature_cache needs freeze: true on "
+                                     f"backbone {backbone.name!r} (only a wholly frozen encoder can be run once)"))
+        return list(dict.fromkeys(problems))
 
     def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:
         """The backbones ``method`` runs on."""
