@@ -99,8 +99,8 @@ def test_card_layout_is_checked_against_the_config(hub):
 
 
 def test_phikon_v2_is_listed_but_says_why_it_cannot_be_used(hub, tmp_path):
-    from wsolctl.recipe import load_recipe
     from wsolctl.errors import RecipeError
+    from wsolctl.recipe import load_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: p\ndataset: {{name: synthetic-glas, root: {tmp_path}}}\nbackbones:\n  - name: phikon-v2\n"
