@@ -209,3 +209,40 @@ def test_hub_config_normalisation_reaches_training_examples_and_predict(hub, tmp
     probabilities, _ = TileScorer(loaded, 1)(np.full((2, 48, 48, 3), 255, np.uint8))
     assert torch.allclose(seen[0], torch.ones_like(seen[0]))  # white: (1 - 0.5) / 0.5; ImageNet's would be > 2
     assert probabilities.shape == (2,)
+
+
+@pytest.mark.slow
+def test_named_model_runs_end_to_end_offline_with_the_feature_cache(hub, tmp_path):
+    """kaiko-vits16 from a seeded cache (timm's exported config of a ViT-S, random weights): trained
+    frozen on cached features, selected and reported; the checkpoints hold the seeded encoder."""
+    import math
+
+    import numpy as np
+    import polars as pl
+    import timm
+    from safetensors.torch import save
+    from timm.models._hub import save_config_for_hf
+
+    from tests.test_feature_cache import recipe_text
+    from wsolctl.engine import pipeline
+    from wsolctl.models.foundation import CARDS
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_small_patch16_224", pretrained=False)
+    seeded = {k: v.contiguous() for k, v in net.state_dict().items()}
+    repo = CARDS["kaiko-vits16"].hub_id
+    seed_file(hub, repo, "model.safetensors", save(seeded))
+    save_config_for_hf(net, tmp_path / "config.json")
+    seed_file(hub, repo, "config.json", (tmp_path / "config.json").read_bytes())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_text(tmp_path / "data", backbone="{name: kaiko-vits16, pretrained: true, freeze: true}"))
+    out = pipeline.run(recipe, tmp_path / "out", quiet=True).parent
+    results = pl.read_parquet(out / "results.parquet")
+    assert sorted(results["method"].unique()) == ["cam", "gradcam"] and all(map(math.isfinite, results["pxap"]))
+    (run_dir,) = (out / "runs").iterdir()
+    assert np.load(run_dir / "examples" / "images.npz")["mean"].tolist() == [0.5] * 3  # the card's
+    for ckpt in (run_dir / "ckpt").glob("*.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        encoder = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        assert encoder and all(torch.equal(v, seeded[k]) for k, v in encoder.items())
+    assert list((tmp_path / "data" / "features").iterdir())  # trained on the stored outputs

@@ -91,6 +91,10 @@ class Backbone:
     def cam_layer(self) -> str:
         return self.info().cam_layer
 
+    def normalization(self) -> Normalize:
+        """``info().normalize``; a backbone that knows it without its declaration may say so sooner."""
+        return self.info().normalize
+
     def build(self, pretrained: Union[bool, str] = False) -> "nn.Module":
         """Return a module with an ``out_channels`` attribute."""
         raise NotImplementedError

@@ -98,6 +98,9 @@ class NamedModel(TimmBackbone):
     def model_args(self) -> dict[str, Any]:
         return {**self.card.create_args, **super().model_args()}
 
+    def normalization(self) -> Normalize:
+        return self.card.normalize  # known before the config.json is cached
+
     def info(self) -> BackboneInfo:
         if self.card.timm_reason:
             raise InputError(f"backbone {self.name!r} ({self.card.hub_id}): {self.card.timm_reason}")

@@ -119,7 +119,7 @@ class BackboneSpec(PluginSpec):
     def normalization(self) -> Normalize:
         """The normalisation this backbone's images get: the recipe's override or the backbone's own
         (reads an ``hf-hub:`` model's cached config.json; NotCached when it is not there)."""
-        return self.normalize or self.instantiate().info().normalize
+        return self.normalize or self.instantiate().normalization()
 
     @field_validator("pretrained")
     @classmethod
