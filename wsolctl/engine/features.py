@@ -15,8 +15,8 @@ with a random one, K copies stand for fresh draws each epoch (an approximation t
 Storage, next to the data: ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` (float32, one
 chunk per encoding batch, read through memory maps: never all in RAM) and ``meta.json``, written last.
 The key hashes what determines the outputs: backbone (name, params, weights), normalisation, image
-size, augmentation (and its seed when random), number of copies, and a fingerprint of the training
-split (sample ids, labels, file sizes and times). A cache is built in a temporary folder and renamed,
+size, augmentation (and its seed when random), number of copies, torch and timm versions, and a
+fingerprint of the training split (sample ids, labels, file sizes and times). A cache is built in a temporary folder and renamed,
 so concurrent runs and interrupted builds never leave a partial one.
 """
 from __future__ import annotations
@@ -89,11 +89,15 @@ def prepare(spec: RunSpec, data: Data, model: nn.Module, device: torch.device, p
 def cache_key(spec: RunSpec, data: Data) -> str:
     train, backbone = spec.train, spec.backbone
     random_augment = not deterministic(train.augment)
+    import timm
+
     key = {"format": FORMAT, "backbone": numbers(backbone, exclude={"freeze", "normalize"}),
            "weights": _file_stamp(Path(backbone.pretrained)) if isinstance(backbone.pretrained, str) else None,
            "normalize": backbone.normalization().model_dump(mode="json"), "image_size": spec.recipe.image_size,
-           "augment": train.augment.model_dump(mode="json"), "seed": spec.recipe.seed if random_augment else None,
-           "copies": train.feature_copies, "data": _fingerprint(data)}
+           "augment": train.augment.model_dump(mode="json"), "copies": train.feature_copies,
+           # random draws depend on the seed and on how many loader workers draw them
+           "seed": (spec.recipe.seed, train.workers) if random_augment else None,
+           "versions": (torch.__version__, timm.__version__), "data": _fingerprint(data)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

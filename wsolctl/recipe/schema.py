@@ -46,9 +46,6 @@ class Normalize(Strict):
     mean: tuple[Channel, Channel, Channel]
     std: tuple[Spread, Spread, Spread]
 
-    def describe(self) -> str:
-        return f"mean {list(self.mean)}, std {list(self.std)}"
-
 
 IMAGENET = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the survey's, timm's default
 
