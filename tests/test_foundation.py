@@ -62,6 +62,20 @@ def write_config(cache, hub_id: str, architecture: str, model_args: dict, pretra
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_table_alone_describes_the_network(hub, name):
+    """A config.json that names only the architecture builds the same network as the full one."""
+    from wsolctl.models.foundation import CARDS
+
+    arch, model_args, cfg = CONFIGS[name]
+    write_config(hub, CARDS[name].hub_id, arch, {}, cfg)
+    info = plugins.load("backbones", name)().info()
+    patch, prefix, channels = SHAPES[name]
+    assert (info.prefix_tokens, info.reduction, info.out_channels, len(info.stages)) == (
+        prefix, patch, channels, {"uni": 24, "uni2-h": 24, "virchow2": 32, "prov-gigapath": 40,
+                                  "kaiko-vits16": 12, "kaiko-vitb16": 12}.get(name, 40))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_named_model_builds_on_meta_with_its_patch_grid_and_prefix_tokens(hub, name):
     from wsolctl.models.featuremap import FeatureMap
     from wsolctl.models.foundation import CARDS

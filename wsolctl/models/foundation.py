@@ -1,8 +1,8 @@
 """Named pathology foundation models: one table (:data:`MODELS`) of the published encoders, each with
 what its model card says it needs, so that a recipe names one (``name: uni2-h``).
 
-Each entry gives the hub id, the ``timm.create_model`` arguments of the card (layers by name, from
-:data:`wsolctl.models.timm_any.LAYERS`), the normalisation the card prescribes, the tokens ahead of
+Each entry gives the hub id, the ``timm.create_model`` arguments of the card and the architecture
+arguments of its config.json (layers by name, from :data:`wsolctl.models.timm_any.LAYERS`), the normalisation the card prescribes, the tokens ahead of
 the patch tokens (class + register), whether the hub gates it and a licence note. The architecture
 itself comes from the model's ``config.json`` in the hub cache, as timm reads it; the declared token
 layout is checked against the built model. wsolctl builds every token model with a dynamic image
@@ -56,21 +56,25 @@ class Card:
 
 
 SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}
+# create_args: the card's arguments plus the architecture arguments its config.json holds, so that
+# the table alone describes the network (a config.json's model_args come first, these override them).
 MODELS: tuple[Card, ...] = (
-    Card("uni", "UNI", "MahmoodLab/UNI", "ViT-L/16", {"init_values": 1e-5},
+    Card("uni", "UNI", "MahmoodLab/UNI", "ViT-L/16", {"img_size": 224, "patch_size": 16, "init_values": 1e-5},
          licence="CC-BY-NC-ND-4.0, academic research only"),
     Card("uni2-h", "UNI2-h", "MahmoodLab/UNI2-h", "ViT-H/14 (SwiGLU)",
          {"img_size": 224, "patch_size": 14, "depth": 24, "num_heads": 24, "init_values": 1e-5, "embed_dim": 1536,
           "mlp_ratio": 5.33334, "no_embed_class": True, "reg_tokens": 8, **SWIGLU},
          prefix_tokens=9, patch=14, licence="CC-BY-NC-ND-4.0, academic research only"),
-    Card("virchow2", "Virchow2", "paige-ai/Virchow2", "ViT-H/14 (SwiGLU)", dict(SWIGLU), prefix_tokens=5, patch=14,
-         licence="CC-BY-NC-ND-4.0, non-commercial"),
-    Card("h-optimus-0", "H-optimus-0", "bioptimus/H-optimus-0", "ViT-g/14", {"init_values": 1e-5},
+    Card("virchow2", "Virchow2", "paige-ai/Virchow2", "ViT-H/14 (SwiGLU)",
+         {"img_size": 224, "init_values": 1e-5, "reg_tokens": 4, "mlp_ratio": 5.3375, **SWIGLU},
+         prefix_tokens=5, patch=14, licence="CC-BY-NC-ND-4.0, non-commercial"),
+    Card("h-optimus-0", "H-optimus-0", "bioptimus/H-optimus-0", "ViT-g/14", {"img_size": 224, "init_values": 1e-5},
          normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="Apache-2.0"),
-    Card("h-optimus-1", "H-optimus-1", "bioptimus/H-optimus-1", "ViT-g/14", {"init_values": 1e-5},
-         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="see the model card (access on request)"),
-    Card("prov-gigapath", "Prov-GigaPath", "prov-gigapath/prov-gigapath", "ViT-g/14 tile encoder, patch 16",
-         licence="Apache-2.0 (access on request)"),
+    Card("h-optimus-1", "H-optimus-1", "bioptimus/H-optimus-1", "ViT-g/14", {"img_size": 224, "init_values": 1e-5},
+         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="academic research use (access on request)"),
+    Card("prov-gigapath", "Prov-GigaPath", "prov-gigapath/prov-gigapath", "ViT-g tile encoder, patch 16",
+         {"img_size": 224, "patch_size": 16, "embed_dim": 1536, "depth": 40, "num_heads": 24, "init_values": 1e-5,
+          "mlp_ratio": 5.33334}, licence="Apache-2.0 (access on request)"),
     Card("kaiko-vits16", "Kaiko ViT-S/16", "1aurent/vit_small_patch16_224.kaiko_ai_towards_large_pathology_fms",
          "ViT-S/16", normalize=HALF, gated=False, licence="kaiko.ai's (timm port by 1aurent; see the card)"),
     Card("kaiko-vitb16", "Kaiko ViT-B/16", "1aurent/vit_base_patch16_224.kaiko_ai_towards_large_pathology_fms",
