@@ -260,3 +260,30 @@ def test_named_model_runs_end_to_end_offline_with_the_feature_cache(hub, tmp_pat
         encoder = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         assert encoder and all(torch.equal(v, seeded[k]) for k, v in encoder.items())
     assert list((tmp_path / "data" / "features").iterdir())  # trained on the stored outputs
+
+
+def test_backbones_command_lists_named_models_with_gated_and_cached_state(hub, tmp_path):
+    from typer.testing import CliRunner
+
+    from wsolctl.cli import app
+    from wsolctl.models.foundation import CARDS
+
+    write_config(hub, CARDS["kaiko-vits16"].hub_id, *CONFIGS["kaiko-vits16"])
+    result = CliRunner().invoke(app, ["backbones", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert set(CARDS) | {"resnet50-wsol", "deit-small"} <= set(rows)
+    assert rows["kaiko-vits16"]["cached"] == "config only" and rows["uni2-h"]["cached"] == "no"
+    assert rows["uni2-h"]["gated"] and not rows["kaiko-vits16"]["gated"]
+    assert rows["uni2-h"]["tokens"] == "class token + 8 register tokens"
+    assert rows["h-optimus-0"]["normalize"]["mean"] == [0.707223, 0.578729, 0.703617]
+    assert rows["resnet50-wsol"]["normalize"] == IMAGENET.model_dump(mode="json")
+    assert not rows["phikon-v2"]["usable"] and "transformers" in rows["phikon-v2"]["note"]
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: s\ndataset: {{name: synthetic-glas, root: {tmp_path}}}\nbackbones:\n"
+                      "  - name: uni2-h\n  - name: vit_tiny_patch16_224\nmethods:\n  - name: cam\n")
+    shown = CliRunner().invoke(app, ["show", str(recipe)])
+    assert shown.exit_code == 0, shown.output
+    assert "#   uni2-h: mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225] (the backbone's)" in shown.output
+    assert "#   vit_tiny_patch16_224: mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5] (the backbone's)" in shown.output
