@@ -61,6 +61,7 @@ def write_config(cache, hub_id: str, architecture: str, model_args: dict, pretra
     seed_file(cache, hub_id, "config.json", json.dumps(config).encode())
 
 
+@pytest.mark.slow  # another meta build of each model (the giant ones take seconds)
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_the_table_alone_describes_the_network(hub, name):
     """A config.json that names only the architecture builds the same network as the full one."""
