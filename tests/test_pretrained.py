@@ -162,7 +162,9 @@ def test_uncached_hf_hub_backbone_validates_offline(hub, tmp_path):
     from wsolctl.recipe import load_recipe
 
     recipe = load_recipe(RECIPES / "foundation.yaml", [f"dataset.root={tmp_path / 'data'}"])
-    assert any(b.name.startswith("hf-hub:") and b.pretrained is True and b.freeze is True for b in recipe.backbones)
+    assert any(b.instantiate().pretrained_name.startswith("hf-hub:") and b.pretrained is True and b.freeze is True
+               for b in recipe.backbones)
+    assert recipe.train.feature_cache
     assert list(hub.iterdir()) == []
 
 

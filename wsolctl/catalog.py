@@ -96,3 +96,82 @@ def print_runs(recipe) -> None:
     console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
                   f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
                   "those already run in the search reused")
+
+
+def backbone_catalog() -> list[dict]:
+    """One dict per registered backbone: where its weights come from, the normalisation it declares,
+    and, for the named foundation models, the card's facts; whether the hub cache holds its files
+    (no network)."""
+    from wsolctl.errors import InputError
+    from wsolctl.models.foundation import NamedModel
+    from wsolctl.models.weights import HubWeights
+
+    rows = []
+    for name in sorted(plugins.registered("backbones")):
+        cls = plugins.load("backbones", name)
+        backbone = cls()
+        card = cls.card if issubclass(cls, NamedModel) else None
+        row = {"name": name, "weights": backbone.pretrained_name or None, "gated": bool(card and card.gated),
+               "tokens": card.layout if card else None, "licence": card.licence if card else None,
+               "usable": not (card and card.timm_reason), "note": card.timm_reason if card else None}
+        try:
+            row["normalize"] = backbone.info().normalize.model_dump(mode="json")
+        except InputError:  # an hf-hub: model whose config.json is not cached: the card's, if any
+            row["normalize"] = card.normalize.model_dump(mode="json") if card else None
+        try:
+            weights = HubWeights.of(row["weights"]) if row["weights"] else None
+        except InputError:
+            weights = None
+        row["cached"] = _cached_state(weights)
+        rows.append(row)
+    return rows
+
+
+def _cached_state(weights) -> str:
+    """yes (every file it needs), config only (an hf-hub: model's architecture, not its weights), no, - (none)."""
+    from wsolctl.models.weights import cached_file
+
+    if weights is None:
+        return "-"
+    if weights.cached() is not None:
+        return "yes"
+    config = weights.config and cached_file(weights.repo_id, "config.json", weights.revision) is not None
+    return "config only" if config else "no"
+
+
+def print_backbones(rows: list[dict]) -> None:
+    table = Table(title="wsolctl backbones (cached: in the Hugging Face cache, HF_HOME)")
+    for column in ("name", "weights", "gated", "cached", "normalize", "tokens", "licence / note"):
+        table.add_column(column)
+    for row in rows:
+        norm = row["normalize"]
+        table.add_row(row["name"], row["weights"] or "-", "yes" if row["gated"] else "no", row["cached"],
+                      _norm_text(norm),
+                      row["tokens"] or "-", row["note"] or row["licence"] or "-")
+    Console().print(table)
+
+
+def _norm_text(norm: dict | None) -> str:
+    from wsolctl.recipe.schema import IMAGENET
+
+    if norm is None:
+        return "from config.json"
+    if norm == IMAGENET.model_dump(mode="json"):
+        return "ImageNet"
+    return " / ".join(",".join(f"{v:g}" for v in norm[k]) for k in ("mean", "std"))
+
+
+def normalization_lines(recipe) -> list[str]:
+    """``wsolctl show``: what each backbone's images are normalised with, as YAML comments."""
+    from wsolctl.errors import NotCached
+
+    lines = ["# images are normalised per backbone with (backbones[].normalize overrides the backbone's own):"]
+    for spec in recipe.backbones:
+        try:
+            norm = spec.normalization()
+            where = "recipe" if spec.normalize else "the backbone's"
+            text = f"mean {list(norm.mean)}, std {list(norm.std)} ({where})"
+        except NotCached:
+            text = "the backbone's config.json, not cached yet (wsolctl weights fetch RECIPE)"
+        lines.append(f"#   {spec.name}: {text}")
+    return lines

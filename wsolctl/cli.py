@@ -72,7 +72,8 @@ def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
 @app.command()
 def show(recipe: Path, set_: List[str] = SetOpt,
          runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing")) -> None:
-    """Print the fully resolved recipe (bases merged, overrides applied, defaults filled)."""
+    """Print the fully resolved recipe (bases merged, overrides applied, defaults filled) and each
+    backbone's image normalisation."""
     loaded = _load(recipe, set_)
     if runs:
         from wsolctl.catalog import print_runs
@@ -80,7 +81,10 @@ def show(recipe: Path, set_: List[str] = SetOpt,
         return _guard(print_runs, loaded)
     import yaml
 
+    from wsolctl.catalog import normalization_lines
+
     typer.echo(yaml.safe_dump(loaded.resolved_dict(), sort_keys=False), nl=False)
+    typer.echo("\n".join(_guard(normalization_lines, loaded)))
 
 
 @app.command()
@@ -152,6 +156,20 @@ def _list(rows: list[dict], table, json_: bool) -> None:
         typer.echo(json.dumps(rows, indent=2))
     else:
         table(rows)
+
+
+@app.command()
+def backbones(json_: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """List the installed backbones and named foundation models: weights, gated, cached, normalisation."""
+    from wsolctl.catalog import backbone_catalog, print_backbones
+
+    rows = _guard(backbone_catalog)
+    if json_:
+        import json
+
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_backbones(rows)
 
 
 @app.command()

@@ -121,7 +121,8 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
             spec = with_test_settings(known.get(outcome.run_id) or RunSpec.load(directory), test_only)
             dataset = spec.recipe.dataset
             device = resolve_device(spec.recipe.device)
-            key = (dataset.name, dataset.root, dataset.fold, spec.recipe.image_size)
+            key = (dataset.name, dataset.root, dataset.fold, spec.recipe.image_size,
+                   spec.backbone.normalization())
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
             selected = select_run(spec, data, directory, device, progress)
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]

@@ -66,11 +66,12 @@ def build_data(spec: RunSpec, device: torch.device) -> Data:
     pin = device.type == "cuda"
     # Training masks are loaded only when some method is trained on them (fully supervised).
     train_masks = any(m.plugin.needs_masks for m in recipe.methods)
+    normalize = spec.backbone.normalization()
 
     def loader(split: str, train: bool = False) -> DataLoader:
         samples = read_split(folds_dir, fold, split)
         images = FoldImages(root, samples, size, augment=train_cfg.augment if train else None,
-                            with_masks=split in ("valpx", "test") or (train and train_masks))
+                            with_masks=split in ("valpx", "test") or (train and train_masks), normalize=normalize)
         return DataLoader(images, batch_size=train_cfg.batch_size if train else eval_cfg.batch_size,
                           shuffle=train, drop_last=False, num_workers=train_cfg.workers, pin_memory=pin)
 

@@ -72,10 +72,11 @@ def trivial_pxap(data: Data, thresholds: int) -> float:
 
 def _example_batch(data: Data, per_class: int, path: Path):
     """The first ``per_class`` test images of each class (deterministic), saved once for reports:
-    uint8 RGB images, boolean masks, labels and ids."""
+    uint8 RGB images (un-normalised with the normalisation they were given, recorded as ``mean`` and
+    ``std``), boolean masks, labels and ids."""
     import numpy as np
 
-    from wsolctl.data.images import MEAN, STD
+    from wsolctl.data.images import unnormalize
 
     dataset = data.test.dataset
     chosen = [i for label in sorted(data.classes.values())
@@ -84,11 +85,12 @@ def _example_batch(data: Data, per_class: int, path: Path):
         return None
     images, labels, masks = zip(*(dataset[i] for i in chosen))
     images, labels, masks = torch.stack(images), torch.tensor(labels), torch.stack(masks)
-    rgb = (images * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]).clamp(0, 1)
+    rgb = unnormalize(images, dataset.normalization)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, images=(rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8),
                         masks=masks.numpy(), labels=labels.numpy(),
-                        ids=np.array([dataset.samples[i].image for i in chosen]))
+                        ids=np.array([dataset.samples[i].image for i in chosen]),
+                        mean=np.array(dataset.normalization.mean), std=np.array(dataset.normalization.std))
     return images, labels, masks
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from wsolctl.engine import features
 from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec
@@ -57,6 +59,7 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
     scheduler = build_scheduler(train, optimizer)
     methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
     history, start = _resume(run_dir, model, optimizer, scheduler, device)
+    cache = features.prepare(spec, data, model, device, progress)  # None unless train.feature_cache
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
 
@@ -69,7 +72,9 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
         loss = float("nan")
         if epoch > 0:
             seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only
-            loss = _train_epoch(model, data, optimizer, scaler, device, use_amp, progress)
+            with features.on_features(model) if cache else nullcontext():  # heads learn on stored outputs
+                loss = _train_epoch(model, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
+                                    use_amp, progress)
             scheduler.step()
         rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch)
         for row in rows:
@@ -82,11 +87,11 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
                                        "best": {m: best_epochs(history, m) for m in methods}})
 
 
-def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, progress) -> float:
+def _train_epoch(model, loader, optimizer, scaler, device, use_amp: bool, progress) -> float:
     model.train()
     total, count = 0.0, 0
-    batches = progress.task("train", len(data.train))
-    for images, labels, masks in data.train:
+    batches = progress.task("train", len(loader))
+    for images, labels, masks in loader:
         batch = Batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
                       masks.to(device, non_blocking=True) if model.method.needs_masks else None)
         total += train_step(model, batch, optimizer, scaler, use_amp) * len(labels)

@@ -33,6 +33,10 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``unsupported(backbone)``: a reason string when it cannot run on a backbone, decided from what
   the backbone declares (:class:`wsolctl.models.base.BackboneInfo`: CNN or token model, stages,
   prefix tokens, stage layout), never from its name.
+- ``trains_on_features``: True when the head learns from the backbone's output map alone
+  (``forward`` passes the images through ``model.backbone`` once and uses nothing else of them): with
+  a frozen backbone the engine may then train it on stored encoder outputs (``train.feature_cache``).
+  :meth:`Method.feature_cache_refusal` says why a method cannot, from what it declares.
 - ``kind`` and ``survey_rank``: the report's grouping (bottom-up / top-down / fully supervised) and
   order within the group (the survey's; other plugins come after, by name).
 
@@ -106,6 +110,7 @@ class Method:
     survey_selection: ClassVar[tuple[str, ...]] = ("b-loc", "b-cl")  # the rules the survey selects it by
     single_lr: ClassVar[bool] = False  # every parameter at train.lr (the reference's segmentation models)
     head_is_decoder: ClassVar[bool] = False  # the trainable head is a decoder: the backbone's decoder lr
+    trains_on_features: ClassVar[bool] = False  # the head learns from model.backbone(images) alone
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
@@ -113,6 +118,18 @@ class Method:
     @classmethod
     def unsupported(cls, backbone: "BackboneInfo") -> Optional[str]:
         """Why this method cannot run on a backbone that declares ``backbone``, or None when it can."""
+        return None
+
+    @classmethod
+    def feature_cache_refusal(cls) -> Optional[str]:
+        """Why this method cannot train on stored encoder outputs, or None when it can: its training
+        must leave the input images and the backbone as they are and use nothing but the backbone's map."""
+        if cls.augment is not Method.augment:
+            return "its training changes the input images (it overrides augment), so they cannot be encoded once"
+        if cls.adapt_backbone is not Method.adapt_backbone:
+            return "it changes the backbone (it overrides adapt_backbone)"
+        if not cls.trains_on_features:
+            return "it does not declare trains_on_features (its training uses more than the backbone's output map)"
         return None
 
     def training_key(self) -> dict:

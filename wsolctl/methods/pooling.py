@@ -141,6 +141,7 @@ class ClassMapPooling(Method):
     ``modalities``)."""
 
     kind = "bottom-up"
+    trains_on_features = True
 
     @property
     def modalities(self) -> int:
@@ -230,6 +231,7 @@ class DeepMIL(Method):
     survey_rank = 9
     kind = "bottom-up"
     Params = DeepMILParams
+    trains_on_features = True
 
     def build_head(self, in_channels: int, num_classes: int):
         p = self.params

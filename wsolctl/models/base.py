@@ -10,6 +10,7 @@ from typing import ClassVar, Iterable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl._lazy import nn, torch
+from wsolctl.recipe.schema import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
 # timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
@@ -43,6 +44,9 @@ class BackboneInfo:
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
       ``"inception"``) that ADL and SPG insert layers into, or None.
+    - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
+      normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
+      hub config.json for ``hf-hub:`` ones, the card for named models, ImageNet's by default.
     """
 
     kind: Kind
@@ -50,6 +54,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
+    normalize: Normalize = IMAGENET
 
     @property
     def out_channels(self) -> int:
@@ -91,6 +96,10 @@ class Backbone:
     @property
     def cam_layer(self) -> str:
         return self.info().cam_layer
+
+    def normalization(self) -> Normalize:
+        """``info().normalize``; a backbone that knows it without its declaration may say so sooner."""
+        return self.info().normalize
 
     def build(self, pretrained: Union[bool, str] = False) -> "nn.Module":
         """Return a module with an ``out_channels`` attribute."""

@@ -3,7 +3,8 @@
 Per input, in ``out/<name>/`` (written into a temporary folder renamed into place when complete)::
 
     heatmap.tif      tiled pyramidal uint8 TIFF (map × 255) of the whole slide at heatmap.json's downsample
-    heatmap.json     downsample, slide size, method, run id, selection rule, normalisation, threshold
+    heatmap.json     downsample, slide size, method, run id, selection rule, normalisation, threshold,
+                     the tiles' input normalisation (the backbone's mean / std)
     overlay.png      thumbnail with the heatmap blended in and a colour bar
     regions.geojson  polygons (level-0 pixels) where the map ≥ threshold, as QuPath annotations
     regions.xml      the same polygons as ASAP XML (group _0, holes _2)
@@ -332,6 +333,7 @@ def _write_heatmap(folder: Path, p: _SlidePrediction, loaded, options: PredictOp
             "method": loaded.method_label, "backbone": loaded.backbone, "run_id": loaded.run_id,
             "selection": loaded.selection, "epoch": loaded.epoch, "class": p.class_name, "class_index": p.class_index,
             "map_kind": loaded.map_kind, "normalisation": p.heat.norm.describe(), "threshold": p.threshold,
+            "input_normalize": {"mean": list(loaded.mean), "std": list(loaded.std)},
             "tile_size": options.tile_size, "level": options.level, "overlap": options.overlap,
             "min_tissue": options.min_tissue, "tiles": len(p.layout.origins)}
     (folder / "heatmap.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -35,6 +35,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Channel = Annotated[float, Field(allow_inf_nan=False)]
+Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# A setting added after run ids existed, whose default reproduces the former behaviour: left out of
+# run ids while at its default (see wsolctl.engine.plan.numbers), so adding it changes no id.
+NEW_DEFAULT = {"omit_default": True}
+
+
+class Normalize(Strict):
+    """Per-channel (RGB) normalisation of images in [0, 1]: ``(x - mean) / std``."""
+
+    mean: tuple[Channel, Channel, Channel]
+    std: tuple[Spread, Spread, Spread]
+
+
+IMAGENET = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the survey's, timm's default
+
+
 class _Unresolved(BaseModel):
     """Stands for the params of a plugin that could not be found (the validation fails anyway)."""
 
@@ -93,6 +110,15 @@ class BackboneSpec(PluginSpec):
         False, description="true: freeze the whole backbone (everything below the method's head); N: freeze "
         "the stem and the first N stages (CNN) or blocks (ViT). Frozen parts get no gradients, are left out "
         "of the optimizer and stay in eval mode (BatchNorm statistics fixed)")
+    normalize: Optional[Normalize] = Field(
+        None, json_schema_extra=NEW_DEFAULT,
+        description="{mean, std} the images are normalised with; default: the backbone's own (timm's pretrained "
+        "config, the hub config.json, the named model's card; ImageNet's for the survey's WSOL backbones)")
+
+    def normalization(self) -> Normalize:
+        """The normalisation this backbone's images get: the recipe's override or the backbone's own
+        (reads an ``hf-hub:`` model's cached config.json; NotCached when it is not there)."""
+        return self.normalize or self.instantiate().normalization()
 
     @field_validator("pretrained")
     @classmethod
@@ -141,6 +167,15 @@ class Train(Strict):
     augment: Augment = Field(default_factory=Augment)
     amp: Literal["auto", True, False] = Field("auto", description="mixed precision; auto = on for CUDA only")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    feature_cache: bool = Field(
+        False, json_schema_extra=NEW_DEFAULT,
+        description="frozen backbones (freeze: true): encode the training set once, store the output maps on disk "
+        "next to the data, and train the heads on them (evaluation still runs the whole model)")
+    feature_copies: int = Field(
+        1, ge=1, json_schema_extra=NEW_DEFAULT,
+        description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
+        "(e-1) mod feature_copies. With a deterministic augment (crop: false, no flips, no colour jitter) one "
+        "copy gives exactly the uncached training inputs")
 
 
 class _Partial(Strict):
@@ -347,8 +382,9 @@ class Recipe(Strict):
     def _supported(self) -> "Recipe":
         """What the backbones declare (``Backbone.info()``, built without weights or network) against
         what their settings and the methods need: a validation error, not a crash mid-run."""
+        problems = self.support_problems() + self.feature_cache_problems()
         errors = [InitErrorDetails(type=PydanticCustomError("unsupported", message), loc=loc, input=None)
-                  for loc, message in self.support_problems()]
+                  for loc, message in problems]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -382,6 +418,24 @@ class Recipe(Strict):
                                              f"{m.name} does not support backbone {spec.name!r}: {reason}"))
                             break
         return problems
+
+    def feature_cache_problems(self) -> list[tuple[tuple, str]]:
+        """``train.feature_cache`` needs a wholly frozen backbone and methods that train on its output
+        map alone (``Method.feature_cache_refusal``, from what the method declares)."""
+        problems = []
+        for i, method in enumerate(self.methods):
+            if not self.train_of(method).feature_cache:
+                continue
+            reason = method.plugin.feature_cache_refusal()
+            if reason:
+                problems.append((("methods", i, "name"), f"{method.name} cannot train on cached encoder outputs "
+                                 f"(train.feature_cache): {reason}"))
+            for backbone in self.backbones_of(method):
+                if backbone.freeze is not True:
+                    j = self.backbones.index(backbone)
+                    problems.append((("backbones", j, "freeze"), f"train.feature_cache needs freeze: true on "
+                                     f"backbone {backbone.name!r} (only a wholly frozen encoder can be run once)"))
+        return list(dict.fromkeys(problems))
 
     def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:
         """The backbones ``method`` runs on."""
