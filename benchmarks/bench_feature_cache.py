@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 from wsolctl.engine.build import prepare_dataset
 from wsolctl.recipe import load_recipe
 

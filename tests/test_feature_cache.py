@@ -52,7 +52,7 @@ def test_cache_off_by_default_keeps_run_ids():
 def test_cached_training_matches_uncached_and_stores_chunks_once(tmp_path):
     """Deterministic augment, one copy: the heads see exactly the encoder outputs uncached training
     computes, so losses and validation scores agree; the cache is built once and reused."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     histories = {}
     for cache in (False, True):
@@ -76,7 +76,7 @@ def test_cached_training_matches_uncached_and_stores_chunks_once(tmp_path):
 
 @pytest.mark.slow
 def test_random_augment_uses_the_declared_number_of_copies(tmp_path):
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     recipe = load(tmp_path, augment="  feature_copies: 2\n")  # default augment: random crops, flips, jitter
     pipeline.train(recipe, tmp_path / "out", quiet=True)

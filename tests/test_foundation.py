@@ -196,8 +196,8 @@ def test_hub_config_normalisation_reaches_training_examples_and_predict(hub, tmp
     from PIL import Image
 
     from tests.conftest import TINY
+    from wsolctl import pipeline
     from wsolctl.data.folds import read_split
-    from wsolctl.engine import pipeline
     from wsolctl.engine.plan import RunSpec
     from wsolctl.predict.model import TileScorer, load_selected
 
@@ -239,7 +239,7 @@ def test_named_model_runs_end_to_end_offline_with_the_feature_cache(hub, tmp_pat
     from timm.models._hub import save_config_for_hf
 
     from tests.test_feature_cache import recipe_text
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
     from wsolctl.models.foundation import CARDS
 
     torch.manual_seed(0)
