@@ -56,13 +56,14 @@ def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gr
     if cls is None:
         raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(methods())}")
     tokens = token_model(model)
-    if layer is None:
-        layer = getattr(model, "cam_layer", None) or (token_cam_layer(tokens) if tokens is not None else "layer4")
-    chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     names = params.pop("layers", None)
+    instance = cls(cls.Params(**params))
+    if layer is None:  # the method's own default (FullGrad: the whole model), from the model's CAM layer
+        layer = instance.layer_names(getattr(model, "cam_layer", None)
+                                     or (token_cam_layer(tokens) if tokens is not None else "layer4"))
+    chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     if names:
         chosen = list(names)
-    instance = cls(cls.Params(**params))
     modules = [resolve_layer(model, item) for item in chosen]
     return instance.explain(forward_func_of(model), modules, images, targets, tokens=tokens)
 
