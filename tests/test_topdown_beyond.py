@@ -24,7 +24,7 @@ from tests.test_topdown import oracle_g_a, small_net
 from wsolctl.methods import eigencam
 from wsolctl.topdown import cams
 
-SIZE = 48
+SIZE = 32
 PGC = {"hirescam": HiResCAM, "gradcamelementwise": GradCAMElementWise, "eigencam": EigenCAM,
        "eigengradcam": EigenGradCAM, "kpcacam": KPCA_CAM, "fem": FEM, "shapleycam": ShapleyCAM,
        "fullgrad": FullGrad, "finercam": FinerCAM}
@@ -36,8 +36,8 @@ def toy_data(n: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, SIZE, SIZE, generator=g) * 0.5
     y = torch.arange(n) % 3
-    x[y == 0, :, 4:20, 4:20] += 2.0
-    x[y == 1, :, 28:44, 28:44] += 2.0
+    x[y == 0, :, 2:14, 2:14] += 2.0
+    x[y == 1, :, 18:30, 18:30] += 2.0
     return x, y
 
 
@@ -47,10 +47,10 @@ def resnet():
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y = toy_data(48, 0)
+    x, y = toy_data(36, 0)
     model.train()
-    for step in range(24):
-        i = torch.arange(16) + 16 * (step % 3)
+    for step in range(12):
+        i = torch.arange(12) + 12 * (step % 3)
         opt.zero_grad()
         F.cross_entropy(model(x[i]), y[i]).backward()
         opt.step()
@@ -58,7 +58,7 @@ def resnet():
     xt, yt = toy_data(6, 1)
     with torch.no_grad():
         assert (model(xt).argmax(1) == yt).float().mean() >= 0.5  # it has learnt something
-    return model, model.layer3, xt, yt, None
+    return model, model.layer2, xt, yt, None  # 4×4 maps: FEM needs more than 1 + k² positions
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def assert_parity(name, setup, monkeypatch, **params):
     r = pearson(scaled(got, x.shape[-2:]), expected)
     if name in SIGNLESS:  # equal up to the component's sign: the other sign's map matches instead
         original = eigencam.oriented
-        monkeypatch.setattr(eigencam, "oriented", lambda p, c: -original(p, c))
+        monkeypatch.setattr(eigencam, "oriented", lambda p: -original(p))
         flipped = pearson(scaled(ours(name, model, layer, x, targets), x.shape[-2:]), expected)
         r = [max(a, b) for a, b in zip(r, flipped)]
     assert min(r) >= 0.999, (name, r)
@@ -127,9 +127,10 @@ def test_fullgrad_parity_and_the_papers_rescale(resnet, vit):
         expected = theirs("fullgrad", model, layer, x, targets, None)
         same = pearson(scaled(ours("fullgrad", model, layer, x, targets, variant="pytorch-grad-cam"), x.shape[-2:]), expected)
         assert min(same) >= 0.999, same
-        # the authors' rescale (per image over all channels) is a different map: documented r
+        # the authors' rescale (per image over all channels) is another map (measured r in
+        # docs/methods/top-down.md; the formula is checked by test_fullgrad_papers_formula_by_hand)
         paper = pearson(scaled(ours("fullgrad", model, layer, x, targets), x.shape[-2:]), expected)
-        assert 0.5 < min(paper) < 0.9999, paper
+        assert min(paper) < 0.999, paper
 
 
 @pytest.mark.parametrize("name", [n for n in PGC if n not in ("fullgrad", "shapleycam")])
@@ -202,18 +203,17 @@ def test_kpca_projection_is_scikit_learns(kernel):
     centred = eigencam.centred_positions(feats)
     for i in range(2):
         ref = KernelPCA(n_components=1, kernel=kernel).fit_transform(centred[i].numpy())[:, 0]
-        ref = ref if np.dot(ref, centred[i].sum(1).numpy()) >= 0 else -ref  # wsolctl's sign
         np.testing.assert_allclose(got[i].flatten().numpy(), ref, rtol=1e-6, atol=1e-8)
 
 
-def test_eigen_sign_follows_the_channel_sum():
-    """The object (high activation in every channel) is on the positive side of the component,
-    whatever sign LAPACK returns."""
+def test_eigen_sign_makes_the_extreme_value_positive():
+    """Whatever sign LAPACK returns, the largest-magnitude value of the projection is positive."""
     a = torch.full((2, 4, 3, 3), 0.1)
     a[:, :, 0, 0] = 5.0
     a[1, 3] = torch.rand(3, 3)
-    m = eigencam.first_component(a)
-    assert (m[:, 0, 0] == m.flatten(1).amax(1)).all() and (m[:, 0, 0] > 0).all()
+    for sign in (1.0, -1.0):  # the extreme position is the bright one, or the only dark one
+        m = eigencam.first_component(sign * a)
+        assert (m[:, 0, 0] == m.flatten(1).abs().amax(1)).all()
     got = ours("eigencam", small_net(), "act", torch.randn(2, 3, 8, 8), 0)
     assert got.shape == (2, 8, 8) and got.amax() > 0
 
@@ -327,18 +327,17 @@ def test_batched_equals_one_image_at_a_time(name, vit):
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
 
 
-def test_on_the_engines_cnn_and_vit_models():
-    from tests.conftest import build_model
+def test_on_the_engines_vit_model():
+    """The engine's WSOLModel on a DeiT (a FeatureMap backbone, an Output with logits); the contract
+    test runs every method on the engine's CNN model."""
+    from tests.conftest import backbone_info, build_model
     from wsolctl.methods.cam import CAM
     from wsolctl.methods.rollout import AttentionRollout
 
-    x = torch.randn(2, 3, 48, 48)
-    for backbone in ("resnet18-wsol", "deit-tiny"):
-        model = build_model(CAM(), backbone).eval()
-        for name in NEW + (["rollout"] if backbone == "deit-tiny" else []):
-            got = ours(name, model, None, x, torch.tensor([0, 1]))
-            assert got.dim() == 3 and len(got) == 2 and torch.isfinite(got).all(), (backbone, name)
-    from tests.conftest import backbone_info
-
+    model = build_model(CAM(), "deit-tiny").eval()
+    x = torch.randn(2, 3, 32, 32)
+    for name in NEW + ["rollout"]:
+        got = ours(name, model, None, x, torch.tensor([0, 1]))
+        assert got.dim() == 3 and len(got) == 2 and torch.isfinite(got).all(), name
     assert AttentionRollout.unsupported(backbone_info("resnet18-wsol"))
     assert AttentionRollout.unsupported(backbone_info("deit-tiny")) is None

@@ -12,13 +12,14 @@ positions (each channel's spatial mean removed). Every map = ReLU(·) of the exp
   (population std), map = ReLU(Σ_k w_k A_k). Class-agnostic.
 
 Sign of a principal component: an eigenvector's sign is arbitrary (LAPACK returns either, CPU and
-CUDA may differ), and a ReLU after a flipped projection keeps the background instead of the object.
-wsolctl orients every projection so that it correlates positively with the features' channel sum
-(Σ_k X_k: the total activation map for Eigen-CAM / KPCA-CAM, HiResCAM's map Σ_k g⊙A, the class
-evidence, for Eigen-Grad-CAM); for a linear PCA that is the axis v₁ with Σ_k v₁ₖ > 0.
-pytorch-grad-cam keeps whatever sign ``numpy.linalg.svd`` returns (Eigen-CAM, Eigen-Grad-CAM) and
-scikit-learn's ``svd_flip`` sign (largest-magnitude value positive; KPCA-CAM), so their maps agree with
-wsolctl's up to the sign (docs/methods/top-down.md gives the measured agreement).
+CUDA may differ), and a ReLU after a flipped projection keeps the other side of the map. wsolctl
+makes the largest-magnitude value of each projection positive: scikit-learn's ``svd_flip``
+convention (so KPCA-CAM is scikit-learn's, as pytorch-grad-cam's) and Seg-Eigen-CAM's sign
+correction (Chung and Ying, 2025, eq. 13). pytorch-grad-cam's Eigen-CAM and Eigen-Grad-CAM keep
+whatever sign ``numpy.linalg.svd`` returns, so they agree with wsolctl's up to the sign
+(docs/methods/top-down.md gives the measured agreement). Aligning the component with the channel
+sum instead was tried and dropped: after a LayerNorm (a ViT's ``norm1``) the channel sum is about 0
+at every token, so the sign would follow rounding noise.
 
 All of it is batched: one ``torch.linalg.svd`` / ``eigh`` call on the (N, h·w, ·) stack, on the
 images' device.
@@ -45,18 +46,17 @@ def centred_positions(x: "torch.Tensor") -> "torch.Tensor":
     return flat - flat.mean(dim=1, keepdim=True)
 
 
-def oriented(projection: "torch.Tensor", centred: "torch.Tensor") -> "torch.Tensor":
-    """Flip each row of (N, L) that correlates negatively with the channel sum of (N, L, C) ``centred``."""
-    agreement = (projection * centred.sum(dim=2)).sum(dim=1, keepdim=True)
-    return torch.where(agreement < 0, -projection, projection)
+def oriented(projection: "torch.Tensor") -> "torch.Tensor":
+    """Flip each row of (N, L) so that its largest-magnitude value is positive (svd_flip)."""
+    peak = projection.gather(1, projection.abs().argmax(dim=1, keepdim=True))
+    return torch.where(peak < 0, -projection, projection)
 
 
 def first_component(x: "torch.Tensor") -> "torch.Tensor":
     """(N, C, h, w) → (N, h, w): projection of the centred positions on their first principal axis."""
     n, _, h, w = x.shape
-    centred = centred_positions(x)
-    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
-    return oriented(u[:, :, 0] * s[:, :1], centred).view(n, h, w)
+    u, s, _ = torch.linalg.svd(centred_positions(x), full_matrices=False)
+    return oriented(u[:, :, 0] * s[:, :1]).view(n, h, w)
 
 
 class EigenCAM(TopDownMethod):
@@ -103,11 +103,10 @@ def first_kernel_component(x: "torch.Tensor", kind: str, gamma: Optional[float],
                            coef0: float) -> "torch.Tensor":
     """(N, C, h, w) → (N, h, w): KernelPCA(n_components=1).fit_transform of the centred positions."""
     n, c, h, w = x.shape
-    centred = centred_positions(x)
-    k = kernel_matrix(centred, kind, gamma if gamma is not None else 1.0 / c, degree, coef0)
+    k = kernel_matrix(centred_positions(x), kind, gamma if gamma is not None else 1.0 / c, degree, coef0)
     k = k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True) + k.mean(dim=(1, 2), keepdim=True)
     values, vectors = torch.linalg.eigh(k)  # ascending
-    return oriented(vectors[:, :, -1] * values[:, -1:].clamp_min(0).sqrt(), centred).view(n, h, w)
+    return oriented(vectors[:, :, -1] * values[:, -1:].clamp_min(0).sqrt()).view(n, h, w)
 
 
 class KPCACAM(EigenCAM):
