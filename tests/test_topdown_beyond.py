@@ -82,8 +82,10 @@ def scaled(maps: torch.Tensor, size) -> np.ndarray:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """r per map; two constant maps (a class with no evidence: all 0 after the ReLU) count as equal."""
     b = b.reshape(len(b), -1)
-    return [float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)]
+    return [float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0
+            else (1.0 if np.allclose(x, y, atol=1e-5) else -1.0) for x, y in zip(a, b)]
 
 
 def theirs(name, model, layer, x, targets, reshape):
