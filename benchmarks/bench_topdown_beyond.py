@@ -13,7 +13,7 @@ pytorch-grad-cam leaves to LAPACK). FullGrad is compared in its ``pytorch-grad-c
 on ResNet-50 has H·A = 0 (ReLU network). Attention rollout has no pytorch-grad-cam counterpart.
 
 Memory: resident set size (psutil-free: /proc/self/statm) after ``--warmup`` batches and after
-``--batches`` more, per method, on timm ``test_resnet`` (``test_vit`` for rollout) at 64 px, batch 8:
+``--batches`` more, per method, on timm ``test_resnet`` (``test_vit`` for rollout) at ``--mem-size`` px (64), batch 8:
 what must stay flat (no hooks, graphs or tensors kept between calls).
 """
 from __future__ import annotations
@@ -108,9 +108,9 @@ def memory(args) -> None:
 
     torch.manual_seed(0)
     cnn = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
-    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=64).eval()
-    x, targets = torch.randn(8, 3, 64, 64), torch.arange(8) % 3
-    print(f"batches={args.batches} warm-up={args.warmup} batch=8 size=64", flush=True)
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=args.mem_size).eval()
+    x, targets = torch.randn(8, 3, args.mem_size, args.mem_size), torch.arange(8) % 3
+    print(f"batches={args.batches} warm-up={args.warmup} batch=8 size={args.mem_size}", flush=True)
     print("\n| method | model | RSS after warm-up (MB) | RSS after batches (MB) | growth (MB) |")
     print("|---|---|---|---|---|")
     for name in args.methods.split(",") + ["rollout"]:
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--mem-size", type=int, default=64, help="input size of the memory run")
     parser.add_argument("--methods", default=",".join(NEW))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
