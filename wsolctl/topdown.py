@@ -31,7 +31,10 @@ batch would influence each other's maps).
 The gradient family (gradcam, gradcampp, xgradcam, layercam) costs one forward and one backward
 to the layer per batch, whatever the batch's targets; smoothgradcampp costs ``n`` of them plus one
 forward; scorecam / ablationcam one forward per channel (× ``n`` for sscam / iscam), in chunks of at
-most ``chunk_size`` images. It works under ``torch.no_grad()`` (it re-enables gradients itself) and
+most ``chunk_size`` images. Beyond the survey: hirescam, gradcamelementwise, finercam, eigengradcam,
+fullgrad (every bias layer, map at the input resolution) cost one forward and one backward;
+shapleycam one more backward; eigencam, kpcacam, fem and rollout (token models, class-agnostic) one
+forward. It works under ``torch.no_grad()`` (it re-enables gradients itself) and
 with in-place ReLUs / residual additions after the layer (timm / torchvision ResNets): Captum's hook
 keeps a clone of the layer output.
 """
