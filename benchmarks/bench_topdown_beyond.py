@@ -12,9 +12,10 @@ and Pearson r of the maps (minimum over images; for Eigen-/KPCA-CAM up to the co
 pytorch-grad-cam leaves to LAPACK). FullGrad is compared in its ``pytorch-grad-cam`` variant; ShapleyCAM
 on ResNet-50 has H·A = 0 (ReLU network). Attention rollout has no pytorch-grad-cam counterpart.
 
-Memory: resident set size (psutil-free: /proc/self/statm) after ``--warmup`` batches and after
-``--batches`` more, per method, on timm ``test_resnet`` (``test_vit`` for rollout) at ``--mem-size`` px (64), batch 8:
-what must stay flat (no hooks, graphs or tensors kept between calls).
+Memory: resident set size (/proc/self/statm) after ``--warmup`` batches and after ``--batches`` more,
+per method, on a small CNN (two biased conv + BatchNorm layers, layer: the second conv; timm
+``test_vit`` for rollout) at ``--mem-size`` px (32), batch 8: what must stay flat (no hooks, graphs or
+tensors kept between calls; the model's size does not matter for that).
 """
 from __future__ import annotations
 
@@ -103,21 +104,31 @@ def speed(args) -> None:
         print(f"| {name} | {r:.6f} | {to:.3f} | {tt:.3f} | {tt / to:.2f}× |")
 
 
+def small_cnn() -> "torch.nn.Module":
+    """A few-layer CNN with biased convolutions and BatchNorm (FullGrad's bias layers): the memory run
+    checks what a call keeps (hooks, graphs, tensors), which does not depend on the model's size."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.GELU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)).eval()
+
+
 def memory(args) -> None:
     import timm
 
     from wsolctl.topdown import cams
 
+    cnn = small_cnn()
     torch.manual_seed(0)
-    cnn = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
     vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=args.mem_size).eval()
     x, targets = torch.randn(8, 3, args.mem_size, args.mem_size), torch.arange(8) % 3
     print(f"batches={args.batches} warm-up={args.warmup} batch=8 size={args.mem_size}", flush=True)
     print("\n| method | model | RSS after warm-up (MB) | RSS after batches (MB) | growth (MB) |")
     print("|---|---|---|---|---|")
     for name in args.methods.split(",") + ["rollout"]:
-        model = vit if name == "rollout" else cnn
-        layer = "blocks.1.norm1" if name == "rollout" else "layer2"
+        model, layer = (vit, "blocks.1.norm1") if name == "rollout" else (cnn, "4")
 
         def batch():
             with torch.no_grad():
@@ -131,7 +142,7 @@ def memory(args) -> None:
             batch()
         gc.collect()
         after = rss_mb()
-        print(f"| {name} | {'test_vit' if name == 'rollout' else 'test_resnet'} | {before:.1f} | {after:.1f} | "
+        print(f"| {name} | {'test_vit' if name == 'rollout' else 'small CNN'} | {before:.1f} | {after:.1f} | "
               f"{after - before:+.1f} |", flush=True)
 
 
@@ -145,7 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--mem-size", type=int, default=64, help="input size of the memory run")
+    parser.add_argument("--mem-size", type=int, default=32, help="input size of the memory run")
     parser.add_argument("--methods", default=",".join(NEW))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
