@@ -16,6 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 PXAP = {("gap", "resnet50-wsol"): (50.0, 54.0), ("cam", "resnet50-wsol"): (60.0, 64.0),
         ("cam", "vgg16-wsol"): (48.0, 52.0), ("gradcam", "resnet50-wsol"): (70.0, 70.0),
         ("thirdparty", "resnet50-wsol"): (30.0, 30.0), ("tscam", "deit-small"): (40.0, 44.0),
+        ("scorecam", "resnet50-wsol"): (80.0, 80.0),  # beyond the survey: never in its tables
         ("unet", "resnet50-wsol"): (95.0, 97.0)}
 
 
@@ -112,10 +113,29 @@ def test_method_order_and_groups(full):
     section = report[report.index("survey Table 1"):report.index("survey Tables 2–3")]
     labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert labels == ["method", "*Bottom-up WSOL*", "gap", "cam", "tscam", "*Top-down WSOL*", "gradcam",
-                      "*WSOL average*", "*Fully supervised*", "unet", "*Other (kind unknown: plugin not installed)*",
-                      "thirdparty"]
+                      "*WSOL average*", "*Fully supervised*", "unet"]
     assert [m for _, ms in survey.grouped_methods(["unet", "iscam", "maxmin", "gap", "gradcam"]) for m in ms] == \
         ["gap", "maxmin", "gradcam", "iscam", "unet"]
+
+
+def test_methods_beyond_the_survey_have_their_own_group(full):
+    _, report = full
+    beyond = report[report.index("## Beyond the survey"):report.index("## All metrics")]
+    assert report.index("survey Table 5") < report.index("## Beyond the survey")  # after the survey's tables
+    section = beyond[beyond.index("Beyond the survey: PxAP, B-LOC selection, `glas`"):]
+    section = section[: section.index("\n\n", section.index("|"))]
+    labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert labels == ["method", "*Top-down WSOL*", "scorecam", "*Other (kind unknown: plugin not installed)*",
+                      "thirdparty"]
+    assert _row(report, "scorecam", "Beyond the survey: PxAP, B-LOC selection") == ["**80.0 ± 0.0**", "**80.0**"]
+    assert "Beyond the survey: Classification accuracy, B-LOC / B-CL selection, `glas`" in beyond
+    # declared on the class itself: Score-CAM subclasses CAM (a survey method) and is not the survey's
+    assert survey.in_survey("cam") and survey.in_survey("gradcam") and survey.in_survey("unet[1]")
+    assert not survey.in_survey("scorecam") and not survey.in_survey("thirdparty")
+    assert survey.families(["thirdparty", "unet", "scorecam", "gap", "gradcam"]) == [
+        ("Bottom-up WSOL", ["gap"]), ("Top-down WSOL", ["gradcam"]), ("Fully supervised", ["unet"]),
+        ("Beyond the survey: Top-down WSOL", ["scorecam"]),
+        ("Beyond the survey: Other (kind unknown: plugin not installed)", ["thirdparty"])]
 
 
 def test_confusion_bold_lower_is_better(full):

@@ -9,6 +9,7 @@ from wsolctl.methods.base import Method, Output
 
 class CAM(Method):
     survey_rank = 4
+    in_survey = True
     kind = "bottom-up"
 
     def training_key(self) -> dict:

@@ -141,6 +141,7 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
 
 class NEGEV(Method):
     survey_rank = 15
+    in_survey = True
     kind = "bottom-up"
     Params = NegevParams
     map_kind = "probability"

@@ -59,6 +59,7 @@ def captured_attention(backbone):
 
 class TSCAM(Method):
     survey_rank = 13
+    in_survey = True
     kind = "bottom-up"
 
     @classmethod

@@ -111,6 +111,7 @@ def decoder_head(in_channels: int, num_classes: int, skips: list[tuple[str, int]
 
 class UNet(Method):
     survey_rank = 1
+    in_survey = True
     kind = "fully-supervised"
     Params = UNetParams
     needs_masks = True
