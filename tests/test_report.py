@@ -251,8 +251,9 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     backbones = {m.name: m.backbones for m in recipe.methods}
     assert backbones["tscam"] == ["deit-tiny", "deit-small", "deit-base"]
     assert backbones["cam"] == ["vgg16-wsol", "inceptionv3-wsol", "resnet50-wsol"] == backbones["unet"]
-    order = [m for _, ms in survey.grouped_methods(backbones) for m in ms]
-    assert [m.name for m in recipe.methods] == order  # listed in the survey's order
+    order = [m for _, ms in survey.families(backbones) for m in ms]
+    assert [m.name for m in recipe.methods] == order  # the survey's order, then the methods beyond it
+    assert {"pixelcam", "sat"} <= set(backbones) and backbones["sat"] == backbones["tscam"]
     tscam = next(m for m in recipe.methods if m.name == "tscam")
     assert recipe.train_of(tscam).optimizer.lr_classifier_ratio == 1  # the reference: one lr for every parameter
 
