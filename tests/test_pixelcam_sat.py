@@ -14,7 +14,6 @@ from wsolctl.methods.negev import IGNORE, sample_seeds
 from wsolctl.methods.pixelcam import PixelCAM, PixelCAMParams
 from wsolctl.methods.sat import SAT, gaussian_kernel
 
-
 # --- SAT --------------------------------------------------------------------------------------------
 
 def _reference_sat(model, images, gated: int = 3):

@@ -31,7 +31,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl import plugins
-from wsolctl._lazy import F, nn, torch
+from wsolctl._lazy import F, nn
 from wsolctl.errors import UnknownPlugin
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.negev import IGNORE, sample_seeds

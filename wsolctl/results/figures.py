@@ -3,6 +3,7 @@ Fig. 8), model selection (Fig. 9), training curves, qualitative grids (Figs. 12-
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -166,11 +167,11 @@ def qualitative(examples: dict, columns: list[MapColumn], label: int, path: Path
         ax.set_axis_off()
     for b, i in enumerate(index):
         image, mask = examples["images"][i], examples["masks"][i].astype(float)
-        image_id = str(examples["ids"][i]) if "ids" in examples else str(i)
+        image_id = Path(str(examples["ids"][i])).stem if "ids" in examples else str(i)
         for r, (family, maps) in enumerate(layout):
             line = axes[b * len(layout) + r]
             if maps is None:
-                _panel(line[0], image, mask, None, None, f"image {image_id}")
+                _panel(line[0], image, mask, None, None, image_id if len(image_id) <= 20 else "…" + image_id[-19:])
                 line[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
                 line[1].set_title("ground truth", fontsize=7)
                 continue
@@ -179,7 +180,8 @@ def qualitative(examples: dict, columns: list[MapColumn], label: int, path: Path
             if r == 1 or family != layout[r - 1][0]:
                 line[0].text(-0.08, 0.5, family.replace(": ", ":\n"), transform=line[0].transAxes, rotation=90,
                              ha="right", va="center", fontsize=7, fontweight="bold")
-    fig.suptitle(f"{title} — red: ground truth; white: the map's contour at its threshold τ*", fontsize=9)
+    legend = f"{title} — red: ground truth; white: each map's contour at its threshold τ*"
+    fig.suptitle(textwrap.fill(legend, int(PANEL_INCHES * width * 11)), fontsize=9)
     return _save(fig, path, dpi=90)
 
 
