@@ -262,3 +262,29 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
 def test_synthetic_study_recipes_validate(name):
     result = CliRunner().invoke(app, ["validate", str(RECIPES / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
+
+
+def test_qualitative_grid_wraps_by_family(tmp_path):
+    """40 methods: at most 8 maps per row, a family never shares a row, every map drawn."""
+    from PIL import Image
+
+    from wsolctl.results import figures
+
+    sizes = {"Bottom-up WSOL": 15, "Top-down WSOL": 5, "Fully supervised": 1, "Beyond the survey: Bottom-up WSOL": 2,
+             "Beyond the survey: Top-down WSOL": 17}
+    rng = np.random.default_rng(0)
+    columns = [figures.MapColumn(f"{family[:3]}{i}", family, rng.integers(0, 255, (4, 16, 16), dtype=np.uint8), 0.5)
+               for family, n in sizes.items() for i in range(n)]
+    rows = figures._grid_rows(columns, 8)
+    assert [(family, len(maps)) for family, maps in rows] == [
+        ("Bottom-up WSOL", 8), ("Bottom-up WSOL", 7), ("Top-down WSOL", 5), ("Fully supervised", 1),
+        ("Beyond the survey: Bottom-up WSOL", 2), ("Beyond the survey: Top-down WSOL", 8),
+        ("Beyond the survey: Top-down WSOL", 8), ("Beyond the survey: Top-down WSOL", 1)]
+    masks = np.zeros((4, 16, 16), bool)
+    masks[:, 4:12, 4:12] = True
+    examples = {"images": rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), "masks": masks,
+                "labels": np.array([0, 0, 1, 1]), "ids": np.array(["a", "b", "c", "d"])}
+    path = figures.qualitative(examples, columns, 1, tmp_path / "q.png", "glas: class 1")
+    width, height = Image.open(path).size
+    panel = figures.PANEL_INCHES * 90
+    assert width <= 8.5 * panel and height >= 2 * 9 * panel  # 8 columns; 2 images × (1 + 8 rows)
