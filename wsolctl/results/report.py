@@ -94,9 +94,7 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
         blocks += [Heading(f"Dataset `{dataset}`"), *tables]
     beyond = survey.dataset_tables(sources.results, beyond=True)
     if beyond:
-        blocks += [Heading(survey.BEYOND), Text(BEYOND_NOTE)]
-        for dataset, tables in beyond:
-            blocks += [Heading(f"{survey.BEYOND}, dataset `{dataset}`", 3), *tables]
+        blocks += [Heading(survey.BEYOND), Text(BEYOND_NOTE)] + [t for _, tables in beyond for t in tables]
     blocks.append(Heading("All metrics per selection rule"))
     for rule, title in RULES.items():
         rows = sources.results.filter(pl.col("selection") == rule)
