@@ -258,10 +258,21 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     assert recipe.train_of(tscam).optimizer.lr_classifier_ratio == 1  # the reference: one lr for every parameter
 
 
-@pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon"])
+@pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon", "beyond-survey"])
 def test_synthetic_study_recipes_validate(name):
     result = CliRunner().invoke(app, ["validate", str(RECIPES / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
+
+
+def test_beyond_survey_recipe_runs_the_methods_beyond_the_survey():
+    from wsolctl.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / "beyond-survey.yaml")
+    names = [m.name for m in recipe.methods]
+    ours, beyond = survey.split_survey(names)
+    assert ours == ["cam"]  # the reference run PixelCAM starts from
+    assert {"pixelcam", "sat", "scorecam", "sscam", "iscam", "ablationcam"} <= set(beyond)
+    assert recipe.dataset.name == "synthetic-glas" and recipe.device == "cpu"
 
 
 def test_qualitative_grid_wraps_by_family(tmp_path):
