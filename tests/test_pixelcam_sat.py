@@ -143,6 +143,17 @@ def test_pixelcam_starts_from_its_prerequisite_and_trains_jointly(backbone):
     assert torch.allclose(cams, want, atol=1e-6) and PixelCAM.map_kind == "probability"
 
 
+def test_pixelcam_seeds_from_a_top_down_method():
+    """cams_from: layercam: the seed CAMs are LayerCAM's maps of the frozen CAM classifier."""
+    method, model, prerequisite = _pixelcam(cams_from="layercam")
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])
+    model.train()
+    got = model(images, labels).extras["seed_cams"]
+    want = plugins.load("methods", "layercam")().cams(prerequisite, images, labels)
+    want = F.interpolate(want[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    assert got.abs().sum() > 0 and torch.allclose(got, want, atol=1e-5)
+
+
 def test_pixelcam_loss_is_ce_plus_partial_ce_on_the_seeds():
     method, model, _ = _pixelcam(seed_weight=0.5, n_fg=3, n_bg=4)
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 0])

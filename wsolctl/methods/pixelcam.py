@@ -31,7 +31,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl import plugins
-from wsolctl._lazy import F, nn
+from wsolctl._lazy import F, nn, torch
 from wsolctl.errors import UnknownPlugin
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.negev import IGNORE, sample_seeds
@@ -134,7 +134,8 @@ class PixelCAM(Method):
         if self._teacher is None:
             raise RuntimeError("PixelCAM is trained from its prerequisite's model: load_prerequisite was not called")
         self._teacher.eval()
-        cams = self.seeder.cams(self._teacher, images, labels).detach().float()
+        with torch.no_grad():  # gradient-based (top-down) seeders turn gradients back on for their layer
+            cams = self.seeder.cams(self._teacher, images, labels).detach().float()
         return F.interpolate(cams[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
     def seeds(self, cams, labels):
