@@ -39,6 +39,9 @@ training loop, evaluation, selection and outputs. A method says only what differ
   :meth:`Method.feature_cache_refusal` says why a method cannot, from what it declares.
 - ``kind`` and ``survey_rank``: the report's grouping (bottom-up / top-down / fully supervised) and
   order within the group (the survey's; other plugins come after, by name).
+- ``in_survey``: True only for the survey's own methods (its Table 1 and the U-Net bound). It counts
+  only where a class sets it itself (a subclass of a survey method is not the survey's method); every
+  other method is reported in the report's "Beyond the survey" group, after the survey's tables.
 
 See docs/plugins.md for a worked example.
 """
@@ -102,6 +105,7 @@ class Method:
     api_version: ClassVar[int] = API_VERSION
     kind: ClassVar[Kind] = "bottom-up"  # the report's method groups, in this order: KINDS
     survey_rank: ClassVar[int] = 1000  # rank in the survey's tables within its kind; others follow by name
+    in_survey: ClassVar[bool] = False  # one of the survey's methods: set on the class itself, never inherited
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""  # set from the entry-point name when loaded
     needs_masks: ClassVar[bool] = False

@@ -9,6 +9,7 @@ from wsolctl.methods.base import Method, Output
 
 class CAM(Method):
     survey_rank = 4
+    in_survey = True
     kind = "bottom-up"
     trains_on_features = True  # head(backbone(images)): so do the top-down methods that explain it
 

@@ -76,6 +76,7 @@ class HaS(_TrainsOwnCAM):
     """Hide-and-Seek: random grid cells of each training image are hidden; CAM head."""
 
     survey_rank = 5
+    in_survey = True
     kind = "bottom-up"
     Params = HaSParams
 
@@ -112,6 +113,7 @@ class ACoL(Method):
     erased. Loss CE(A) + CE(B); class maps max(minmax(A), minmax(B))."""
 
     survey_rank = 7
+    in_survey = True
     kind = "bottom-up"
     Params = ACoLParams
 
@@ -183,6 +185,7 @@ class ADL(_TrainsOwnCAM):
     """Attention-based Dropout Layer inserted at three backbone positions; CAM head."""
 
     survey_rank = 11
+    in_survey = True
     kind = "bottom-up"
     Params = ADLParams
 
@@ -221,6 +224,7 @@ class CutMix(_TrainsOwnCAM):
     labels by the exact kept area λ; CAM head."""
 
     survey_rank = 12
+    in_survey = True
     kind = "bottom-up"
     Params = CutMixParams
 

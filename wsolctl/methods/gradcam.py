@@ -54,6 +54,7 @@ from wsolctl.methods.topdown import (
 
 class GradCAM(GradientMethod):
     survey_rank = 1
+    in_survey = True
 
     def compute(self, forward_func, layers, images, targets):
         from captum.attr import LayerGradCam
@@ -74,6 +75,7 @@ def gradcampp_weights(g, g2, g3, a, g_for_relu):
 
 class GradCAMPP(GradientMethod):
     survey_rank = 2
+    in_survey = True
 
     def weights(self, g, a):
         return gradcampp_weights(g, g * g, g * g * g, a, g)
@@ -113,6 +115,7 @@ def _gradient_powers_class():
 
 class SmoothGradCAMPP(GradientMethod):
     survey_rank = 3
+    in_survey = True
     Params = SmoothParams
 
     def compute(self, forward_func, layers, images, targets):
@@ -130,6 +133,7 @@ class SmoothGradCAMPP(GradientMethod):
 
 class XGradCAM(GradientMethod):
     survey_rank = 4
+    in_survey = True
 
     def weights(self, g, a):
         return safe_div((g * a).sum(dim=(2, 3)), a.sum(dim=(2, 3)))
@@ -143,6 +147,7 @@ class LayerCAMParams(LayerParams):
 
 class LayerCAM(GradientMethod):
     survey_rank = 5
+    in_survey = True
     Params = LayerCAMParams
     multi_layer = True
 

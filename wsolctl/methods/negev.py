@@ -114,21 +114,25 @@ def _draw(weights, region, n: int):
 def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float = 0.2,
                  dilation: int = 1, eps: float = 1e-6):
     """Pixel pseudo-labels from CAMs (N, H, W): 1 = foreground seed, 0 = background seed,
-    ``IGNORE`` elsewhere (long, N × H × W)."""
+    ``IGNORE`` elsewhere (long, N × H × W). ``fg_region`` None: foreground seeds anywhere (the
+    reference probability seeder; the background region then keeps the pixels it shares with it)."""
     cams = minmax(cams.detach().float())
     n, h, w = cams.shape
     fg = torch.zeros(n, h * w, device=cams.device)
     bg = torch.zeros_like(fg)
     for i, cam in enumerate(cams.flatten(1)):
         order = cam.argsort()
-        if fg_region == "otsu":
+        if fg_region is None:
+            high = torch.ones_like(cam, dtype=torch.bool)
+        elif fg_region == "otsu":
             high = cam > otsu_threshold(cam)
         else:
             high = torch.zeros_like(cam, dtype=torch.bool)
             high[order[h * w - max(1, round(fg_region * h * w)):]] = True
         low = torch.zeros_like(high)
         low[order[: max(1, round(bg_region * h * w))]] = True
-        low &= ~high  # a flat CAM: no pixel is both
+        if fg_region is not None:
+            low &= ~high  # a flat CAM: no pixel is both
         fg[i, _draw(cam + eps, high, n_fg)] = 1
         bg[i, _draw(1 - cam + eps, low, n_bg)] = 1
     fg, bg = fg.view(n, 1, h, w), bg.view(n, 1, h, w)
@@ -144,6 +148,7 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
 
 class NEGEV(Method):
     survey_rank = 15
+    in_survey = True
     kind = "bottom-up"
     Params = NegevParams
     map_kind = "probability"

@@ -87,6 +87,7 @@ def seed_bce(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
 
 class SPG(Method):
     survey_rank = 8
+    in_survey = True
     kind = "bottom-up"
     Params = SPGParams
 

@@ -59,6 +59,7 @@ def encode(model, images):
 
 class UNet(Method):
     survey_rank = 1
+    in_survey = True
     kind = "fully-supervised"
     Params = UNetParams
     needs_masks = True

@@ -25,6 +25,9 @@ BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn"
             ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
 GROUP = ["dataset", "backbone", "method", "selection"]
 FORMATS = ("md", "html")
+BEYOND_NOTE = ("Methods that are not among the survey's (their plugin does not declare `in_survey`): later "
+               "methods, other CAM variants and third-party plugins. The same tables as the survey's, over "
+               "these methods only, so that they change neither the survey's WSOL averages nor its best values.")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -88,6 +91,9 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
     blocks: list[Block] = [Heading(f"wsolctl report: {name}", 1), *_context(sources)]
     for dataset, tables in survey.dataset_tables(sources.results):
         blocks += [Heading(f"Dataset `{dataset}`"), *tables]
+    beyond = survey.dataset_tables(sources.results, beyond=True)
+    if beyond:
+        blocks += [Heading(survey.BEYOND), Text(BEYOND_NOTE)] + [t for _, tables in beyond for t in tables]
     blocks.append(Heading("All metrics per selection rule"))
     for rule in RULES.values():
         rows = sources.results.filter(pl.col("selection") == rule.name)
@@ -205,9 +211,10 @@ def _qualitative(sources: Sources, out: Path) -> list[Block]:
 
 
 def _examples(sources: Sources, dataset: str):
-    """(images.npz arrays, [(column title, CAMs)], note, class names by label) for one dataset, or
-    None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
-    models. Class names are the data's (encoding.yaml, recorded in the run's done.json)."""
+    """(images.npz arrays, [:class:`figures.MapColumn`], note, class names by label) for one dataset,
+    or None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
+    models, with their test threshold τ*. Class names are the data's (encoding.yaml, recorded in the
+    run's done.json)."""
     import numpy as np
 
     rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
@@ -216,28 +223,33 @@ def _examples(sources: Sources, dataset: str):
     first = rows.sort(["fold", "seed"]).row(0, named=True)
     rows = rows.filter((pl.col("fold") == first["fold"]) & (pl.col("seed") == first["seed"]))
     reference, columns, used = None, [], []
-    for method in [m for _, ms in survey.grouped_methods(rows["method"].unique()) for m in ms]:
-        mine = rows.filter(pl.col("method") == method)
-        backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
-        folder = sources.run_dir(mine.filter(pl.col("backbone") == backbone).row(0, named=True)) / "examples"
-        if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
-            continue
-        images = dict(np.load(folder / "images.npz"))
-        if reference is None:
-            reference, names = images, _class_names(folder.parent)
-        if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
-            continue
-        used += [backbone] if backbone not in used else []
-        title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-        stored = np.load(folder / f"{method}__b-loc.npz")
-        probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
-        columns.append((f"{title} (p)" if probability else title, stored["cams"]))
+    for family, methods in survey.families(rows["method"].unique()):
+        for method in methods:
+            mine = rows.filter(pl.col("method") == method)
+            backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
+            row = mine.filter(pl.col("backbone") == backbone).row(0, named=True)
+            folder = sources.run_dir(row) / "examples"
+            if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
+                continue
+            images = dict(np.load(folder / "images.npz"))
+            if reference is None:
+                reference, names = images, _class_names(folder.parent)
+            if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
+                continue
+            used += [backbone] if backbone not in used else []
+            title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
+            stored = np.load(folder / f"{method}__b-loc.npz")
+            probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
+            threshold = row.get("threshold")
+            columns.append(figures.MapColumn(f"{title} (p)" if probability else title, family, stored["cams"],
+                                             None if threshold is None or threshold != threshold else float(threshold)))
     if reference is None:
         return None
     note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
             f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first backbone of the tables it "
-            "ran on). Red: ground-truth contour; colour: the min-max normalised CAM (jet, red = high), or for "
-            "columns marked (p) the foreground probability as it is scored, not rescaled per image.")
+            "ran on), grouped by method family. Red: ground-truth contour; colour: the min-max normalised CAM "
+            "(jet, red = high), or for columns marked (p) the foreground probability as it is scored, not "
+            "rescaled per image; white: the map's contour at τ*, the method's test threshold of best mIoU.")
     return reference, columns, note, names
 
 

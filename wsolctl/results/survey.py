@@ -4,6 +4,11 @@ Every table is a :class:`Table` of Markdown cells: methods grouped
 bottom-up / top-down / fully supervised in the survey's order, one column per backbone, mean ± std
 over folds and seeds, a "WSOL average" row and the best WSOL value of each column in bold (lower is
 better for FN* and FP*). Torch-free.
+
+Only the methods whose plugin declares ``in_survey`` (the survey's own) enter those tables; every
+other method (Score-CAM family, PixelCAM, SAT, third-party plugins) gets the same tables in a
+"Beyond the survey" group of its own (:func:`beyond_tables`), so that it never shifts the survey's
+WSOL average nor its bold best values.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "full
 WSOL_KINDS = ("bottom-up", "top-down")
 BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
 LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
+BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
 EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
 
@@ -68,6 +74,27 @@ def selected_in_survey(method: str, rule: str) -> bool:
     """Whether the survey selects ``method`` by ``rule`` (the plugin's ``survey_selection``); other
     rules are this tool's extensions (NEGEV and U-Net: B-LOC only in the survey)."""
     return rule in getattr(_plugin("methods", base_name(method)), "survey_selection", (rule,))
+
+
+def in_survey(method: str) -> bool:
+    """Whether the method is one of the survey's: its plugin class sets ``in_survey`` itself (a
+    subclass of a survey method, or a plugin not installed here, is not)."""
+    plugin = _plugin("methods", base_name(method))
+    return plugin is not None and bool(vars(plugin).get("in_survey", False))
+
+
+def split_survey(methods) -> tuple[list[str], list[str]]:
+    """(the survey's methods, the others), each in the order given."""
+    methods = list(methods)
+    return [m for m in methods if in_survey(m)], [m for m in methods if not in_survey(m)]
+
+
+def families(methods) -> list[tuple[str, list[str]]]:
+    """[(title, methods)]: the survey's groups (:func:`grouped_methods`), then the methods beyond the
+    survey grouped the same way; the order of the report and of its figures."""
+    ours, others = split_survey(set(methods))
+    return ([(KIND_TITLES[kind], ms) for kind, ms in grouped_methods(ours)]
+            + [(f"{BEYOND}: {KIND_TITLES[kind]}", ms) for kind, ms in grouped_methods(others)])
 
 
 def grouped_methods(methods) -> list[tuple[str, list[str]]]:
@@ -189,30 +216,40 @@ def metric_table(stats: Stats, backbones: list[str], methods: list[str], metric:
                  f"best WSOL value per column in bold{' (lowest)' if lower else ''}.")
 
 
-def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+def table_title(name: str, dataset: str, survey_ref: str = "", beyond: bool = False) -> str:
+    """A table's title: ``name (survey ref), `dataset```; beyond the survey, no survey reference."""
+    if beyond:
+        return f"{BEYOND}: {name}, `{dataset}`"
+    return f"{name}{f' (survey {survey_ref})' if survey_ref else ''}, `{dataset}`"
+
+
+def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str, beyond: bool = False) -> Table:
     """PxAP, B-LOC, method × backbone, with the mean over backbones."""
-    return metric_table(stats, backbones, methods, "pxap", f"PxAP, B-LOC selection (survey Table 1), `{dataset}`",
+    return metric_table(stats, backbones, methods, "pxap", table_title("PxAP, B-LOC selection", dataset, "Table 1", beyond),
                         "Test PxAP (%)")
 
 
 def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
-                  tables: list[ReportTable]) -> list[Table]:
+                  tables: list[ReportTable], beyond: bool = False) -> list[Table]:
     """The tables metric plugins declare (B-LOC selection)."""
-    return [metric_table(stats, backbones, methods, t.column, f"{t.title}, B-LOC selection, `{dataset}`", t.caption)
+    return [metric_table(stats, backbones, methods, t.column,
+                         table_title(f"{t.title}, B-LOC selection", dataset, beyond=beyond), t.caption)
             for t in tables]
 
 
-def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
+                    beyond: bool = False) -> Table:
     """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
     columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_BUILT_IN)
                for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
-    return build(f"Confusion components, B-LOC selection (survey Tables 2–3), `{dataset}`", columns, methods,
+    return build(table_title("Confusion components, B-LOC selection", dataset, "Tables 2–3", beyond), columns, methods,
                  "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
                  "averaged over the thresholds (survey eqs. 21–24). Bold: best WSOL value (lowest for FN*, FP*). "
                  "High FN* = under-activation, high FP* = over-activation.")
 
 
-def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str) -> Table:
+def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str,
+               beyond: bool = False) -> Table:
     """``metric`` under B-LOC / B-CL side by side (survey Table 4: PxAP, Table 5: accuracy)."""
     rules = ("b-loc", "b-cl")
     columns = [Column(f"{backbone_title(b)} {r.upper()}", lambda m, b=b, r=r: stats.get(b, m, r, metric))
@@ -224,7 +261,7 @@ def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: 
             for row in table.rows]
     name, number = ("PxAP", 4) if metric == "pxap" else ("Classification accuracy", 5)
     marked = any(row[0].endswith(EXTENSION) for row in rows)
-    return Table(f"{name}, B-LOC / B-CL selection (survey Table {number}), `{dataset}`", header, rows,
+    return Table(table_title(f"{name}, B-LOC / B-CL selection", dataset, f"Table {number}", beyond), header, rows,
                  f"Test {name.lower() if number == 5 else name} (%) of the model selected by B-LOC (best validation PxAP) / by B-CL (best "
                  "validation accuracy). Bold: best WSOL value per column and rule."
                  + (f" {EXTENSION}: B-CL is an extension of this tool; the survey selects that method by B-LOC only."
@@ -243,22 +280,28 @@ def _pair(left: str, right: str) -> str:
     return f"{left} / {right}"
 
 
-def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
+def dataset_tables(results: pl.DataFrame, beyond: bool = False) -> list[tuple[str, list[Table]]]:
     """[(dataset, [Table 1, Dice and IoU at τ*, Tables 2-3, Table 4, Table 5, the other metrics beyond
-    PxAP])] for every dataset of ``results`` (tables of metrics it lacks are left out)."""
+    PxAP])] for every dataset of ``results`` (tables of metrics it lacks are left out), over the
+    survey's methods; ``beyond=True``: the same tables over the other methods (datasets without
+    any are left out)."""
     out = []
     for dataset in ordered(results["dataset"].unique(), "datasets"):
         rows = results.filter(pl.col("dataset") == dataset)
+        methods = split_survey(rows["method"].unique().to_list())[1 if beyond else 0]
+        if not methods:
+            continue
+        rows = rows.filter(pl.col("method").is_in(methods))
         stats = Stats(summarise(rows))
         backbones = ordered(rows["backbone"].unique(), "backbones")
-        methods = rows["method"].unique().to_list()
         present = [(metric, t) for metric, t in metric_tables() if t.column in rows.columns
                    and rows[t.column].is_not_null().any()]
         first = [t for metric, t in present if metric.prominent]
-        tables = [table1(stats, backbones, methods, dataset), *plugin_tables(stats, backbones, methods, dataset, first),
-                  confusion_table(stats, backbones, methods, dataset), pair_table(stats, backbones, methods, dataset, "pxap")]
+        tables = [table1(stats, backbones, methods, dataset, beyond), *plugin_tables(stats, backbones, methods, dataset, first, beyond),
+                  confusion_table(stats, backbones, methods, dataset, beyond), pair_table(stats, backbones, methods, dataset, "pxap", beyond)]
         if "cl_acc" in rows.columns:
-            tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
-        tables += plugin_tables(stats, backbones, methods, dataset, [t for metric, t in present if not metric.prominent])
+            tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc", beyond))
+        tables += plugin_tables(stats, backbones, methods, dataset, [t for metric, t in present if not metric.prominent],
+                                  beyond)
         out.append((dataset, tables))
     return out
