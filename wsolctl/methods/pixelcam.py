@@ -104,8 +104,8 @@ class PixelCAM(Method):
     def prerequisite(self) -> dict:
         return {"name": self.params.cams_from, "params": self.params.cams_params}
 
-    def adapt_backbone(self, backbone):
-        return self.seeder.adapt_backbone(backbone)
+    def adapt_backbone(self, backbone, info):
+        return self.seeder.adapt_backbone(backbone, info)
 
     def build_head(self, in_channels: int, num_classes: int):
         return PixelCAMHead(self.seeder.build_head(in_channels, num_classes), in_channels)
