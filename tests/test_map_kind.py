@@ -64,7 +64,7 @@ def test_map_kind_is_declared_by_the_plugin():
     assert Method.map_kind == "cam"
     built_in = {name: cls for name, cls in plugins.load_all("methods").items() if cls.__module__.startswith("wsolctl.")}
     probability = {name for name, cls in built_in.items() if cls.map_kind == "probability"}
-    assert probability == {"negev", "unet"}
+    assert probability == {"negev", "pixelcam", "unet"}
     assert all(cls.map_kind == "cam" for name, cls in built_in.items() if name not in probability)
 
 

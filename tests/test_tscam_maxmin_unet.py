@@ -235,6 +235,7 @@ def test_default_decoder_takes_no_raw_image_skip(name):
     assert not torch.allclose(changed[0], changed[1])
 
 
+@pytest.mark.slow  # about 90 s of training steps on 2 loaded cores
 def test_unet_overfits_one_batch_through_the_engine_step():
     from wsolctl.engine.train import train_step
 
