@@ -1,6 +1,6 @@
 """Plugin discovery through entry points — the same groups for built-ins and third parties.
 
-Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``. Names are listed from package
+Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``, ``wsolctl.annotators``. Names are listed from package
 metadata without importing anything; a plugin is imported only when a recipe or command needs it.
 A plugin that fails to import is skipped with a warning; the others keep working.
 
@@ -32,7 +32,8 @@ class Kind:
     api_version: Optional[int] = None  # plugins must declare this ``api_version``; None: unchecked
 
 
-KINDS: dict[str, Kind] = {"methods": Kind(api_version=API_VERSION), "datasets": Kind(), "backbones": Kind()}
+KINDS: dict[str, Kind] = {"methods": Kind(api_version=API_VERSION), "datasets": Kind(), "backbones": Kind(),
+                          "annotators": Kind()}
 FALLBACKS = "wsolctl.fallbacks"
 
 

@@ -23,7 +23,8 @@ from wsolctl.io import write_json
 from wsolctl.recipe.schema import BackboneSpec, MethodSpec, Recipe, Train
 from wsolctl.recipe.sweep import Variant, shared_key
 
-RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc"}  # selection rule -> validation metric (max is best)
+# selection rule -> validation metric (max is best); b-pseudo: valpx PxAP against pseudo-masks (engine/pseudo.py)
+RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc", "b-pseudo": "valpx_pseudo_pxap"}
 SPEC = "spec.json"
 
 

@@ -10,6 +10,7 @@ import torch
 from wsolctl.engine.build import Data, build_model, finished
 from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
 from wsolctl.engine.plan import RunSpec, test_settings
+from wsolctl.engine.pseudo import OtsuMeter, at_rule, row_threshold_rule, threshold_columns
 from wsolctl.io import write_json
 from wsolctl.metrics import LocalizationMeter
 from wsolctl.progress import Progress
@@ -33,6 +34,7 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         for rule, epoch in best[label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
+    validation = {(row["method"], row["epoch"]): row for row in json.loads((run_dir / "epochs.json").read_text())}
     examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
@@ -45,13 +47,17 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
-                          extra=lambda: extra_meters(recipe.evaluation, model))
+                          extra=lambda: [*extra_meters(recipe.evaluation, model), OtsuMeter()])
         for label, rule in picks:
             result = scores.localization[label]
-            columns = {k: v for k, v in result.as_dict().items()
-                       if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
+            extra = dict(scores.extra[label])
+            thresholds = threshold_columns(result, extra, validation[(label, epoch)])
+            threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
+            columns = {**result.as_dict(), **at_rule(result, threshold_rule, thresholds)}
+            columns = {k: v for k, v in columns.items() if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
             out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
-                                   **scores.extra[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+                                   "threshold_rule": threshold_rule, **extra, **thresholds,
+                                   "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
     write_json(cache, out)

@@ -34,8 +34,9 @@ def best_validation(out: Path, run_id: str) -> dict[str, dict[str, float]]:
     for row in json.loads(path.read_text()):
         entry = best.setdefault(row["method"], {m: -math.inf for m in RULES.values()})
         for metric in RULES.values():
-            if row[metric] is not None and math.isfinite(row[metric]):
-                entry[metric] = max(entry[metric], row[metric])
+            value = row.get(metric)
+            if value is not None and math.isfinite(value):
+                entry[metric] = max(entry[metric], value)
     return best
 
 
@@ -86,7 +87,7 @@ def save(out: Path, runs: list[RunSpec], phases: dict[str, str], chosen: dict[st
                          "duration_s": durations.get(run.run_id),
                          "valpx_pxap": _finite(best.get(method, {}).get("valpx_pxap")),
                          "valcl_acc": _finite(best.get(method, {}).get("valcl_acc")),
-                         "chosen_b_loc": flags["b-loc"], "chosen_b_cl": flags["b-cl"],
+                         **{f"chosen_{rule.replace('-', '_')}": flag for rule, flag in flags.items()},
                          "chosen": any(flags.values())})
     write_json(out / "study.json", {"runs": entries, "chosen": chosen})
     write_parquet(out / "runs.parquet", pl.DataFrame(rows, infer_schema_length=None))

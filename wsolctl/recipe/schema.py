@@ -192,7 +192,16 @@ class MethodSpec(PluginSpec):
         return None if needed is None else MethodSpec.model_validate(needed)
 
 
-MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
+class AnnotatorSpec(PluginSpec):
+    """A pseudo-annotator (entry point group ``wsolctl.annotators``): maps a validation image (and, for
+    some, a reference model) to a pseudo-mask, for selection and thresholds without pixel annotations."""
+
+    kind: ClassVar[str] = "annotators"
+
+
+MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion", "road"]
+SelectionRule = Literal["b-loc", "b-cl", "b-pseudo"]
+CheckName = Literal["model-randomisation"]
 # Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
 TEST_ONLY = {"test_only": True}
 
@@ -213,6 +222,27 @@ class Evaluation(Strict):
                                 description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
     faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                                     description="deletion/insertion steps k (RISE)")
+    road_percentiles: list[int] = Field(
+        [10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1, json_schema_extra=TEST_ONLY,
+        description="ROAD: % of pixels imputed at each step (Rong et al. 2022; pytorch-grad-cam's default list)")
+    annotator: Optional[AnnotatorSpec] = Field(
+        None, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
+        "threshold (no pixel annotation needed; docs/results.md)")
+    pseudo_threshold: Literal["val-pseudo", "otsu"] = Field(
+        "val-pseudo", json_schema_extra=TEST_ONLY,
+        description="threshold of the b-pseudo models: τ* on the validation pseudo-masks, or Otsu on each map")
+    checks: list[CheckName] = Field(
+        [], json_schema_extra=TEST_ONLY,
+        description="sanity checks of the selected models' maps (opt-in; model-randomisation: Adebayo et al. 2018)")
+    check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
+                              description="test images (a seeded subset) of the sanity checks")
+
+    @field_validator("road_percentiles")
+    @classmethod
+    def _percentiles(cls, values: list[int]) -> list[int]:
+        if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
+            raise ValueError("must be increasing percentages strictly between 0 and 100")
+        return values
 
     @field_validator("metrics")
     @classmethod
@@ -289,7 +319,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[Literal["b-loc", "b-cl"]] = Field(["b-loc", "b-cl"], min_length=1)
+    selection: list[SelectionRule] = Field(["b-loc", "b-cl"], min_length=1)
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
 
@@ -311,6 +341,17 @@ class Recipe(Strict):
             if unknown:
                 raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
         return methods
+
+    @field_validator("selection")
+    @classmethod
+    def _pseudo_needs_annotator(cls, selection: list[str], info: ValidationInfo) -> list[str]:
+        evaluation = info.data.get("evaluation")
+        if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
+            raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
+                             "(e.g. {name: haematoxylin}; docs/results.md lists them)")
+        if len(set(selection)) != len(selection):
+            raise ValueError("a rule is listed twice")
+        return selection
 
     @model_validator(mode="after")
     def _supported(self) -> "Recipe":
