@@ -168,7 +168,7 @@ def predict(
         out: Path = typer.Option(..., "--out", "-o", help="output folder: one subfolder per input, predictions.parquet"),
         method: Optional[str] = typer.Option(None, "--method", "-m", help="method (default: the only one in RUN_DIR)"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="backbone (default: the only one)"),
-        selection: str = typer.Option("b-loc", "--selection", help="b-loc | b-cl"),
+        selection: str = typer.Option("b-loc", "--selection", help="b-loc | b-cl | b-pseudo"),
         run: Optional[str] = typer.Option(None, "--run", help="run id, when several folds/seeds hold the model"),
         target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
         tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),

@@ -48,7 +48,7 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Optional[str] = Field(None, description="method label in results.parquet; default: the only one")
     backbone: Optional[str] = Field(None, description="default: the only one")
-    selection: Literal["b-loc", "b-cl"] = "b-loc"
+    selection: Literal["b-loc", "b-cl", "b-pseudo"] = "b-loc"
     run: Optional[str] = Field(None, description="run id, when several folds / seeds hold the same model")
     target: Optional[Union[int, str]] = Field(None, description="class name or index; default the positive class (1)")
     tile_size: int = Field(512, ge=16, le=8192, description="tile side in pixels at `level`")
@@ -198,6 +198,16 @@ def _settings(loaded, options: PredictOptions) -> tuple[int, float]:
     return loaded.class_index(options.target), loaded.threshold if options.threshold is None else options.threshold
 
 
+def region_threshold(threshold: float, values: np.ndarray) -> float:
+    """``threshold``, or where it is NaN (a model whose threshold rule is Otsu per map, e.g. b-pseudo
+    with ``evaluation.pseudo_threshold: otsu``) Otsu's threshold of this input's map values."""
+    if math.isfinite(threshold):
+        return threshold
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(values)) if values.size and values.min() < values.max() else 1.0
+
+
 def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml: Optional[Path], progress=None) -> dict:
     """Tile, score, stitch and write one slide's outputs into ``folder``; returns its row's fields."""
     import polars as pl
@@ -240,6 +250,7 @@ def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml
     scored = covered & canvas.tissue  # "over tissue": tissue pixels of predicted tiles
     norm = normalise(loaded.map_kind, raw, scored)
     heat = np.where(covered, norm.apply(raw), 0.0).astype(np.float32)
+    threshold = region_threshold(threshold, heat[scored])
     levels = write_tiff(folder / "heatmap.tif", heat, ds, slide.mm_x)
     regions = extract_regions(heat, threshold, ds)
     class_name = loaded.class_name(class_index)
@@ -319,6 +330,7 @@ def predict_image(loaded, path: Path, folder: Path, options: PredictOptions, xml
     raw = maps[0].cpu().numpy()
     norm = normalise(loaded.map_kind, raw, np.ones(raw.shape, bool))
     heat = np.clip(resize_map(norm.apply(raw), image.shape[1], image.shape[0]), 0, 1)
+    threshold = region_threshold(threshold, heat)
     Image.fromarray(np.round(heat * 255).astype(np.uint8)).save(folder / "cam.png")
     class_name = loaded.class_name(class_index)
     write_overlay(folder / "overlay.png", image, heat, None, f"{class_name} map", threshold,

@@ -79,6 +79,8 @@ class DatasetSpec(PluginSpec):
     kind: ClassVar[str] = "datasets"
     root: str = Field(min_length=1, description="Folder holding the fold files (created for synthetic data).")
     fold: int = Field(0, ge=0, description="Which fold-K folder to use.")
+    masks: bool = Field(True, description="false: read no pixel annotation anywhere (every mask empty; select "
+                        "with b-pseudo or b-cl, score what needs no mask), as for data that has none")
 
 
 class BackboneSpec(PluginSpec):
@@ -346,6 +348,9 @@ class Recipe(Strict):
     @classmethod
     def _pseudo_needs_annotator(cls, selection: list[str], info: ValidationInfo) -> list[str]:
         evaluation = info.data.get("evaluation")
+        dataset = info.data.get("dataset")
+        if "b-loc" in selection and dataset is not None and not dataset.masks:
+            raise ValueError("b-loc needs the validation masks, and dataset.masks is false: use b-pseudo or b-cl")
         if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
             raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
                              "(e.g. {name: haematoxylin}; docs/results.md lists them)")

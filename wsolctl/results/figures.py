@@ -10,7 +10,7 @@ import polars as pl
 from wsolctl.results import survey
 
 WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
-RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue"}
+RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue", "b-pseudo": "tab:purple"}
 
 
 def _pyplot():

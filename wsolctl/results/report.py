@@ -16,7 +16,7 @@ import polars as pl
 import yaml
 
 from wsolctl.io import write_text
-from wsolctl.results import figures, survey
+from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
@@ -24,7 +24,7 @@ METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn",
            ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
            ("insertion_auc", "insertion AUC"), ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
-RULES = {"b-loc": "B-LOC", "b-cl": "B-CL"}
+RULES = {"b-loc": "B-LOC", "b-cl": "B-CL", "b-pseudo": "B-PSEUDO"}
 FORMATS = ("md", "html")
 
 
@@ -98,8 +98,12 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
                        "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there; Dice, IoU: "
                        "of the foreground at τ*. MaxBoxAccV2, pointing game, deletion/insertion AUC: see the "
-                       "metric tables above (recipe `evaluation.metrics`)."))
-    return blocks + _figures(sources, out)
+                       "metric tables above (recipe `evaluation.metrics`). B-PSEUDO rows: τ and the values at τ "
+                       "follow the row's `threshold_rule` (results.parquet)."))
+    regret = trust.regret_blocks(sources.results)
+    if regret:
+        blocks += [Heading("Selection and thresholds without annotations"), *regret]
+    return blocks + trust.check_blocks(sources, out) + _figures(sources, out)
 
 
 def _context(sources: Sources) -> list[Block]:
