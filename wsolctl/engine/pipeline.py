@@ -170,7 +170,7 @@ def _keep_chosen(selected: dict, entry: dict, chosen: dict[str, str]) -> dict:
     def keep(row: dict) -> bool:
         return chosen.get(f"{entry['backbone']}|{row['method']}|{row['selection']}") == entry["config_id"]
 
-    return {"results": [r for r in selected["results"] if keep(r)], "curves": [c for c in selected["curves"] if keep(c)]}
+    return {name: [r for r in selected.get(name, []) if keep(r)] for name in ("results", "curves", "checks")}
 
 
 def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:

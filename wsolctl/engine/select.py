@@ -28,7 +28,7 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
     best = finished(run_dir)["best"]
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": [], "settings": settings}
+    out: dict = {"results": [], "curves": [], "checks": [], "settings": settings}
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for label in spec.labels:
         for rule, epoch in best[label].items():
@@ -60,8 +60,37 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
                                    "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
+        if "model-randomisation" in recipe.evaluation.checks:
+            out["checks"] += _randomisation(spec, model, methods, picks, data, device, run_dir / "checks")
     write_json(cache, out)
     return out
+
+
+def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
+                   folder: Path) -> list[dict]:
+    """The cascading randomisation check of each picked (method, rule) on a seeded test subset
+    (rows for checks.parquet; the maps per depth in ``folder/<method>__<rule>.npz``)."""
+    import numpy as np
+
+    from wsolctl.engine.checks import check_subset, model_randomisation
+
+    recipe = spec.recipe
+    dataset = data.test.dataset
+    chosen = check_subset(len(dataset), recipe.evaluation.check_images, recipe.seed)
+    images, labels, _ = zip(*(dataset[i] for i in chosen))
+    images, labels = torch.stack(images).to(device), torch.tensor(labels, device=device)
+    if recipe.evaluation.cam_target == "predicted":
+        with torch.no_grad():
+            labels = model.eval()(images).logits.argmax(dim=1)
+    stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, rule in picks:
+        found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)
+        rows += [{"method": label, "selection": rule, **row} for row in found]
+        np.savez_compressed(folder / f"{label}__{rule}.npz", maps=maps, layers=np.array([r["layer"] for r in found]),
+                            kind=methods[label].map_kind)
+    return rows
 
 
 def trivial_pxap(data: Data, thresholds: int) -> float:

@@ -74,3 +74,68 @@ def regret_blocks(results: pl.DataFrame) -> list[Block]:
 
 def _fmt(value) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.1f}"
+
+
+# ----------------------------------------------------------------------------- sanity checks
+# A heuristic, stated in the report: after every layer is randomised, a map that reflects the model
+# should have lost most of its rank agreement with the trained map. |Spearman| or SSIM at or above
+# this stays "barely changed".
+BARELY_CHANGED = 0.5
+
+
+def randomisation_summary(checks: pl.DataFrame) -> pl.DataFrame:
+    """Per dataset, backbone, method and selection: the similarities after full randomisation (the
+    deepest depth), means over runs, and ``passes`` (both below :data:`BARELY_CHANGED`)."""
+    deepest = checks.filter(pl.col("depth") == pl.col("depth").max().over("run_id", "method", "selection"))
+    summary = deepest.group_by("dataset", "backbone", "method", "selection", maintain_order=True).agg(
+        pl.len().alias("n"), pl.col("depth").max(), pl.col("spearman_abs").mean(), pl.col("spearman_signed").mean(),
+        pl.col("ssim").mean())
+    return summary.with_columns(passes=(pl.col("spearman_abs").abs() < BARELY_CHANGED) & (pl.col("ssim") < BARELY_CHANGED))
+
+
+def check_blocks(sources, out) -> list[Block]:
+    """Table and figures of the model-randomisation check (nothing when no checks.parquet)."""
+    from wsolctl.results import figures
+    from wsolctl.results.blocks import Heading, Image
+
+    checks, _ = sources.table("checks.parquet")
+    if checks is None or not len(checks):
+        return []
+    summary = randomisation_summary(checks)
+    body = [[r["dataset"], r["backbone"], r["method"], r["selection"], str(r["depth"]), _fmt2(r["spearman_abs"]),
+             _fmt2(r["spearman_signed"]), _fmt2(r["ssim"]), "pass" if r["passes"] else "**FAIL: barely changes**"]
+            for r in summary.sort("dataset", "backbone", "method", "selection").iter_rows(named=True)]
+    blocks: list[Block] = [
+        Heading("Sanity check: cascading model randomisation"),
+        Table("Similarity to the trained model's maps after randomising every layer",
+              ["dataset", "backbone", "method", "selection", "layers", "Spearman (abs)", "Spearman (signed)", "SSIM", "check"],
+              body, f"Adebayo et al. (2018): head, then the backbone's stages from the last to the first, "
+              f"re-initialised; a method fails when |Spearman| or SSIM stays ≥ {BARELY_CHANGED} (a heuristic). "
+              "Means over the seeded test subset (`evaluation.check_images`)."),
+        Image("similarity against randomised depth", "figures/randomisation.png")]
+    figures.randomisation_curves(checks, out / "figures" / "randomisation.png")
+    examples = _example_maps(sources, checks)
+    if examples:
+        figures.randomisation_maps(examples, out / "figures" / "randomisation-maps.png")
+        blocks.append(Image("maps per randomised depth", "figures/randomisation-maps.png"))
+    return blocks
+
+
+def _example_maps(sources, checks: pl.DataFrame) -> list:
+    """(title, maps of the first checked image per depth, layers) per method of the first run."""
+    import numpy as np
+
+    rows = []
+    run_id = checks["run_id"][0]
+    folders = [d / "runs" / run_id / "checks" for d in sources.dirs if (d / "runs" / run_id / "checks").is_dir()]
+    for (method, selection), _ in checks.filter(pl.col("run_id") == run_id).group_by(
+            "method", "selection", maintain_order=True):
+        path = folders[0] / f"{method}__{selection}.npz" if folders else None
+        if path is not None and path.is_file():
+            stored = np.load(path)
+            rows.append((f"{method} ({selection})", stored["maps"][:, 0], [str(x) for x in stored["layers"]]))
+    return rows
+
+
+def _fmt2(value) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
