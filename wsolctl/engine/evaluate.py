@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from wsolctl.engine.model import WSOLModel
 from wsolctl.methods.base import Method
 from wsolctl.metrics import LocalizationMeter, LocalizationResult, prepare_cams
-from wsolctl.metrics_extra import FaithfulnessMeter, MapMeter, MaxBoxAccV2Meter, PointingGameMeter
+from wsolctl.metrics_extra import FaithfulnessMeter, MapMeter, MaxBoxAccV2Meter, PointingGameMeter, RoadMeter
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Evaluation
 
@@ -32,6 +32,7 @@ def extra_meters(settings: Evaluation, model: WSOLModel) -> list[MapMeter]:
         "pointing-game": PointingGameMeter,
         "deletion": lambda: FaithfulnessMeter(model, "deletion", settings.faithfulness_steps, settings.batch_size),
         "insertion": lambda: FaithfulnessMeter(model, "insertion", settings.faithfulness_steps, settings.batch_size),
+        "road": lambda: RoadMeter(model, settings.road_percentiles, settings.batch_size),
     }
     return [factories[name]() for name in settings.metrics if name in factories]
 

@@ -22,7 +22,8 @@ from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
            ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("dice_fg", "Dice@τ*"), ("iou_fg", "IoU@τ*"),
            ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
-           ("insertion_auc", "insertion AUC"), ("cl_acc", "accuracy")]
+           ("insertion_auc", "insertion AUC"), ("road_morf", "ROAD MoRF"), ("road_lerf", "ROAD LeRF"),
+           ("cl_acc", "accuracy")]
 GROUP = ["dataset", "backbone", "method", "selection"]
 RULES = {"b-loc": "B-LOC", "b-cl": "B-CL", "b-pseudo": "B-PSEUDO"}
 FORMATS = ("md", "html")
