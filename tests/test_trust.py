@@ -329,3 +329,86 @@ def test_road_agrees_with_pytorch_grad_cam():
     flipped.update(1 - cams, None, images, targets)
     assert flipped.compute()["road_morf"] == pytest.approx(got["road_lerf"], abs=1e-9)
     assert got["road_morf"] != pytest.approx(got["road_lerf"], abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- a study without masks
+NO_MASKS = """\
+name: nomasks
+seed: 0
+device: cpu
+image_size: 32
+dataset:
+  name: synthetic-glas
+  root: {root}
+  params: {{size: 32, train_per_class: 4, test_per_class: 2, folds: 2, valpx_per_class: 1}}
+backbones:
+  - name: resnet18-wsol
+methods:
+  - name: cam
+train: {{epochs: 1, batch_size: 4}}
+evaluation:
+  thresholds: 100
+  annotator: {{name: haematoxylin}}
+  metrics: [pxap, road]
+  road_percentiles: [30, 70]
+  checks: [model-randomisation]
+  check_images: 2
+selection: [b-pseudo, b-cl]
+"""
+
+
+@pytest.mark.slow
+def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
+    """The data's masks are deleted from disk (and no localization.txt is left): training, b-pseudo
+    selection with the val-pseudo threshold, the checks, ROAD, the report and predict on a slide all
+    run without reading a mask."""
+    import shutil
+
+    from tests.test_predict import write_slide
+    from wsolctl.engine import pipeline
+    from wsolctl.engine.build import prepare_dataset
+    from wsolctl.predict import PredictOptions, predict
+    from wsolctl.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(NO_MASKS.format(root=tmp_path / "data"))
+    prepare_dataset(load_recipe(recipe))
+    shutil.rmtree(tmp_path / "data" / "masks")
+    for path in (tmp_path / "data").rglob("localization.txt"):
+        path.unlink()
+    out = pipeline.run(recipe, tmp_path / "out", quiet=True).parent
+    results = pl.read_parquet(out / "results.parquet")
+    pseudo = results.filter(pl.col("selection") == "b-pseudo").row(0, named=True)
+    assert pseudo["threshold_rule"] == "val-pseudo" and 0 <= pseudo["threshold"] < 1
+    assert pseudo["threshold"] == pseudo["threshold_val_pseudo"] and math.isnan(pseudo["pxap"])
+    assert math.isfinite(pseudo["road_morf"]) and math.isfinite(pseudo["road_lerf"])
+    assert results.filter(pl.col("selection") == "b-cl")["threshold_rule"].to_list() == ["test-masks"]
+    epochs = pl.read_parquet(out / "epochs.parquet")
+    assert epochs["valpx_pseudo_pxap"].is_finite().all() and epochs["valpx_pxap"].is_nan().all()
+    checks = pl.read_parquet(out / "checks.parquet")
+    assert sorted(checks["selection"].unique()) == ["b-cl", "b-pseudo"] and checks["depth"].max() == 5
+    report = (out / "report.md").read_text()
+    assert "Sanity check: cascading model randomisation" in report and "B-PSEUDO" in report
+    assert "What annotation-free selection costs" not in report  # no true masks: no regret table
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_slide(slides / "tumor_a.tif")
+    done = predict(out, [slides], tmp_path / "pred", PredictOptions(selection="b-pseudo", tile_size=256,
+                                                                    batch_size=8), quiet=True)
+    row = pl.read_parquet(done.path).row(0, named=True)
+    assert row["status"] == "ok", row
+    import json
+
+    meta = json.loads(next((tmp_path / "pred").rglob("heatmap.json")).read_text())
+    assert meta["selection"] == "b-pseudo" and meta["threshold"] == pytest.approx(pseudo["threshold"])
+
+
+def test_region_threshold_falls_back_to_otsu_per_input():
+    from skimage.filters import threshold_otsu
+
+    from wsolctl.predict.run import region_threshold
+
+    values = np.random.default_rng(0).random(500) ** 3
+    assert region_threshold(0.4, values) == 0.4
+    assert region_threshold(math.nan, values) == pytest.approx(threshold_otsu(values))
+    assert region_threshold(math.nan, np.full(5, 0.3)) == 1.0  # a flat map: no region

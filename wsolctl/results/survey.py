@@ -36,6 +36,9 @@ EXTRA = {
                      "top-ranked pixels are replaced by the mean colour (%); lower is better", True),
     "insertion_auc": ("Insertion AUC", "RISE insertion: area under the target-class probability as the "
                       "top-ranked pixels are put back onto a blurred image (%); higher is better", False),
+    "road_morf": ("ROAD MoRF", "ROAD (Rong et al. 2022): change of the target-class probability (points) when "
+                  "the most relevant pixels are imputed (noisy linear), mean over percentiles; lower is better", True),
+    "road_lerf": ("ROAD LeRF", "ROAD: the same when the least relevant pixels are imputed; higher is better", False),
 }
 FIRST_CLASS = ("dice_fg", "iou_fg")  # shown right after Table 1
 METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch", *EXTRA]

@@ -33,7 +33,7 @@ def regret_table(results: pl.DataFrame) -> pl.DataFrame:
                 if column not in picks.columns or picks[column].is_null().all():
                     continue
                 dice, pxap = picks[column].fill_nan(None).mean(), picks["pxap"].fill_nan(None).mean()
-                if dice is not None:
+                if dice is not None and pxap is not None:  # PxAP is NaN without true test masks
                     combos[(selection[0], rule)] = (pxap, dice, picks["epoch"].mean())
         reference = combos.get(REFERENCE)
         for (selection, rule), (pxap, dice, epoch) in combos.items():
