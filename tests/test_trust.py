@@ -332,29 +332,17 @@ def test_road_agrees_with_pytorch_grad_cam():
 
 
 # ----------------------------------------------------------------------------- a study without masks
-NO_MASKS = """\
-name: nomasks
-seed: 0
-device: cpu
-image_size: 32
-dataset:
-  name: synthetic-glas
-  root: {root}
-  params: {{size: 32, train_per_class: 4, test_per_class: 2, folds: 2, valpx_per_class: 1}}
-backbones:
-  - name: resnet18-wsol
-methods:
-  - name: cam
-train: {{epochs: 1, batch_size: 4}}
-evaluation:
-  thresholds: 100
-  annotator: {{name: haematoxylin}}
-  metrics: [pxap, road]
-  road_percentiles: [30, 70]
-  checks: [model-randomisation]
-  check_images: 2
-selection: [b-pseudo, b-cl]
-"""
+def _no_masks_recipe(root: Path) -> str:
+    """TINY at 32 px with one method, selected with b-pseudo / b-cl, with ROAD and the checks."""
+    import yaml
+
+    recipe = yaml.safe_load(TINY.format(root=root))
+    recipe["name"], recipe["image_size"], recipe["methods"] = "nomasks", 32, [{"name": "cam"}]
+    recipe["dataset"]["params"].update(size=32, train_per_class=4, test_per_class=2)
+    recipe["evaluation"].update(annotator={"name": "haematoxylin"}, metrics=["pxap", "road"],
+                                road_percentiles=[30, 70], checks=["model-randomisation"], check_images=2)
+    recipe["selection"] = ["b-pseudo", "b-cl"]
+    return yaml.safe_dump(recipe)
 
 
 @pytest.mark.slow
@@ -371,7 +359,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     from wsolctl.recipe import load_recipe
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(NO_MASKS.format(root=tmp_path / "data"))
+    recipe.write_text(_no_masks_recipe(tmp_path / "data"))
     prepare_dataset(load_recipe(recipe))
     shutil.rmtree(tmp_path / "data" / "masks")
     for path in (tmp_path / "data").rglob("localization.txt"):
