@@ -83,22 +83,9 @@ def test_otsu_matches_skimage_and_its_dice_is_pixel_counts():
     assert meter.compute()["dice_fg_otsu"] == pytest.approx(100 * 2 * tp.item() / (2 * tp + fp + fn).item())
 
 
-class _MaskLookup:
-    """A stand-in annotator whose pseudo-masks are exactly the true masks of the images it sees."""
-
-    def __init__(self, loader):
-        self.table = {tuple(img.flatten()[:64].tolist()): mask for images, _, masks in loader
-                      for img, mask in zip(images, masks)}
-
-    def bind(self, device):
-        pass
-
-    def masks(self, images, labels):
-        return torch.stack([self.table[tuple(img.flatten()[:64].tolist())] for img in images.cpu()])
-
-
 def test_b_pseudo_with_true_masks_as_pseudo_masks_selects_like_b_loc(tmp_path):
     """Two 'epochs' (two model states); pseudo-masks equal to the true masks: same epoch, same τ."""
+    from wsolctl.engine.annotators import ValpxMasks
     from wsolctl.engine.build import build_data, build_model as engine_model
     from wsolctl.engine.plan import plan_runs
     from wsolctl.engine.pseudo import WithMasks, pseudo_masks
@@ -111,7 +98,7 @@ def test_b_pseudo_with_true_masks_as_pseudo_masks_selects_like_b_loc(tmp_path):
     (spec,) = plan_runs(search_variants(load_recipe(path))[0])
     device = torch.device("cpu")
     data = build_data(spec, device)
-    pseudo = WithMasks(data.valpx, pseudo_masks(_MaskLookup(data.valpx), data.valpx, device))
+    pseudo = WithMasks(data.valpx, pseudo_masks(ValpxMasks(), data.valpx, device))
     methods = {label: m.instantiate() for label, m in zip(spec.labels, spec.methods)}
     history = []
     for epoch, seed in enumerate((0, 3)):
@@ -125,6 +112,35 @@ def test_b_pseudo_with_true_masks_as_pseudo_masks_selects_like_b_loc(tmp_path):
         assert row["valpx_pseudo_threshold"] == row["valpx_threshold"]
         assert row["valpx_pseudo_pxap"] == row["valpx_pxap"]
         assert len({r["valpx_pxap"] for r in history if r["method"] == label}) == 2  # the epochs really differ
+
+
+@pytest.mark.slow
+def test_whole_study_b_pseudo_on_true_masks_equals_b_loc(tmp_path):
+    """Through train → select: the valpx-masks annotator (the true masks as pseudo-masks) makes
+    b-pseudo pick b-loc's epoch, and its val-pseudo τ is b-loc's val-masks τ."""
+    from wsolctl.engine import pipeline
+
+    path = tmp_path / "r.yaml"
+    path.write_text(_tiny(tmp_path).replace("epochs: 1", "epochs: 2")
+                    + "  annotator: {name: valpx-masks}\nselection: [b-loc, b-pseudo]\n")
+    out = tmp_path / "out"
+    pipeline.train(path, out, quiet=True)
+    pipeline.select(out, quiet=True)
+    results = pl.read_parquet(out / "results.parquet")
+    for method in ("cam", "gradcam"):
+        rows = {r["selection"]: r for r in results.filter(pl.col("method") == method).iter_rows(named=True)}
+        loc, pseudo = rows["b-loc"], rows["b-pseudo"]
+        assert pseudo["epoch"] == loc["epoch"] and pseudo["pxap"] == loc["pxap"]
+        assert pseudo["threshold"] == loc["threshold_val_masks"] == pseudo["threshold_val_pseudo"]
+        assert pseudo["dice_fg"] == loc["dice_fg_val_masks"]
+    epochs = pl.read_parquet(out / "epochs.parquet")
+    assert (epochs["valpx_pxap"] == epochs["valpx_pseudo_pxap"]).all()
+    assert (epochs["valpx_threshold"] == epochs["valpx_pseudo_threshold"]).all()
+
+
+def test_mask_reading_annotator_refused_without_masks(tmp_path):
+    with pytest.raises(RecipeError, match="reads the validation masks"):
+        _load(tmp_path, _tiny(tmp_path, masks=False) + "  annotator: {name: valpx-masks}\nselection: [b-pseudo]\n")
 
 
 # ----------------------------------------------------------------------------- regret table

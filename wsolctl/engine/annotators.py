@@ -22,13 +22,17 @@ Built in:
   (CAM-type) and thresholded per image by Otsu (or at a fixed ``threshold``), target = the image's
   label.
 
-``empty_classes`` (both): classes whose pseudo-mask is all background whatever the image shows, e.g.
+* ``valpx-masks``: the valpx true masks themselves (declares ``reads_masks``). Not annotation-free:
+  a calibration, with it ``b-pseudo`` must select exactly as ``b-loc`` and ``val-pseudo`` give
+  ``val-masks``' τ (the upper bound of any annotator, as U-Net is of the methods).
+
+``empty_classes`` (the first two): classes whose pseudo-mask is all background whatever the image shows, e.g.
 ``[0]`` for CAMELYON16's normal patches (GlaS: none, benign glands are foreground too).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -61,9 +65,11 @@ class RunCamsParams(_Common):
 
 
 class Annotator:
-    """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``."""
+    """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``.
+    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, masks)``)."""
 
     Params: type[BaseModel] = _Common
+    reads_masks: ClassVar[bool] = False
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
@@ -131,3 +137,17 @@ class RunCams(Annotator):
         with torch.no_grad():
             cams = self.method.cams(self.model, images, labels.to(images.device))
         return prepare_cams(cams, images.shape[-2:], self.method.map_kind)
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValpxMasks(Annotator):
+    """The true masks as pseudo-masks (a calibration of the pipeline, not annotation-free)."""
+
+    Params = NoParams
+    reads_masks = True
+
+    def masks(self, images, labels, masks=None):
+        return masks.bool()

@@ -37,8 +37,9 @@ def pseudo_masks(annotator, loader, device: torch.device) -> list[torch.Tensor]:
     """The annotator's masks of every batch of ``loader`` (unshuffled), on the CPU, once."""
     annotator.bind(device)
     out = []
-    for images, labels, _ in loader:
-        out.append(annotator.masks(images.to(device), labels.to(device)).bool().cpu())
+    for images, labels, masks in loader:
+        truth = (masks,) if getattr(annotator, "reads_masks", False) else ()
+        out.append(annotator.masks(images.to(device), labels.to(device), *truth).bool().cpu())
     return out
 
 

@@ -351,6 +351,10 @@ class Recipe(Strict):
         dataset = info.data.get("dataset")
         if "b-loc" in selection and dataset is not None and not dataset.masks:
             raise ValueError("b-loc needs the validation masks, and dataset.masks is false: use b-pseudo or b-cl")
+        if dataset is not None and not dataset.masks and evaluation is not None and evaluation.annotator is not None \
+                and evaluation.annotator.plugin.reads_masks:
+            raise ValueError(f"annotator {evaluation.annotator.name} reads the validation masks, and dataset.masks "
+                             "is false")
         if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
             raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
                              "(e.g. {name: haematoxylin}; docs/results.md lists them)")
