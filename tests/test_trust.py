@@ -406,6 +406,24 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     meta = json.loads(next((tmp_path / "pred").rglob("heatmap.json")).read_text())
     assert meta["selection"] == "b-pseudo" and meta["threshold"] == pytest.approx(pseudo["threshold"])
 
+    # that run, named in a later recipe, annotates images with its thresholded CAMs (run-cams)
+    from wsolctl.engine.annotators import RunCams
+    from wsolctl.engine.build import load_trained
+    from wsolctl.metrics import prepare_cams
+
+    run_dir = out / "runs" / pseudo["run_id"]
+    annotator = RunCams(RunCams.Params(run=str(run_dir), selection="b-cl"))
+    annotator.bind(torch.device("cpu"))
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])
+    masks = annotator.masks(images, labels)
+    model, spec = load_trained(run_dir, "cam", "b-cl")
+    with torch.no_grad():
+        maps = prepare_cams(spec.methods[0].instantiate().cams(model, images, labels), (32, 32))
+    from skimage.filters import threshold_otsu
+
+    expected = torch.stack([m > threshold_otsu(m.numpy()) for m in maps])
+    assert masks.shape == (3, 32, 32) and torch.equal(masks, expected) and 0 < masks.float().mean() < 1
+
 
 def test_region_threshold_falls_back_to_otsu_per_input():
     from skimage.filters import threshold_otsu
