@@ -100,11 +100,15 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
     for i, (ax, values) in enumerate(zip(axes, keys)):
         match = pl.all_horizontal(*[pl.col(k) == v for k, v in zip(key, values)])
-        rows = epochs.filter(match).group_by("epoch").agg(pl.col("valpx_pxap").mean(), pl.col("valcl_acc").mean()).sort("epoch")
+        pseudo = ["valpx_pseudo_pxap"] if "valpx_pseudo_pxap" in epochs.columns else []
+        rows = epochs.filter(match).group_by("epoch").agg(
+            *[pl.col(c).mean() for c in ("valpx_pxap", "valcl_acc", *pseudo)]).sort("epoch")
         ax.plot(rows["epoch"], rows["valpx_pxap"], marker=".", label="valpx PxAP")
         ax.plot(rows["epoch"], rows["valcl_acc"], marker=".", label="valcl accuracy")
+        if pseudo:
+            ax.plot(rows["epoch"], rows["valpx_pseudo_pxap"], marker=".", label="valpx PxAP (pseudo-masks)")
         chosen = results.filter(match)
-        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green")):
+        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green"), ("b-pseudo", "tab:purple")):
             for epoch in chosen.filter(pl.col("selection") == rule)["epoch"].unique():
                 ax.axvline(epoch, color=color, ls="--", lw=1, label=f"{rule.upper()} epoch")
         ax.set(title=" / ".join(str(v) for v in reversed(values)), xlabel="epoch", ylabel="%", ylim=(0, 100))
