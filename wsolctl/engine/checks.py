@@ -70,7 +70,7 @@ def cascade_layers(model: torch.nn.Module, stages: Sequence[str]) -> list[tuple[
 
 def reinitialise(module: torch.nn.Module, seed: int) -> None:
     """Every sub-module with ``reset_parameters`` back to its initialisation, seeded."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # CPU and CUDA generators restored afterwards
         torch.manual_seed(seed)
         for sub in module.modules():
             if hasattr(sub, "reset_parameters"):
