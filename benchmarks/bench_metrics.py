@@ -22,7 +22,10 @@ from timing import timed
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.metrics import LocalizationMeter, prepare_cams
-from wsolctl.metrics_extra import FaithfulnessMeter, MaxBoxAccV2Meter, PointingGameMeter, RoadMeter
+from wsolctl.metrics.boxes import MaxBoxAccV2Meter
+from wsolctl.metrics.faithfulness import FaithfulnessMeter
+from wsolctl.metrics.pointing import PointingGameMeter
+from wsolctl.metrics.road import RoadMeter
 
 
 def seconds(fn, device: torch.device, repeats: int = 1) -> float:
@@ -43,7 +46,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     backbone = plugins.load("backbones", args.backbone)()
-    model = WSOLModel(backbone.build(False), plugins.load("methods", "cam")(), 2, backbone.cam_layer).to(device).eval()
+    model = WSOLModel(backbone.build(False), plugins.load("methods", "cam")(), 2, backbone.info()).to(device).eval()
     images = torch.randn(args.images, 3, args.size, args.size, device=device)
     targets = torch.randint(0, 2, (args.images,), device=device)
     maps = prepare_cams(torch.rand(args.images, 7, 7, device=device), (args.size, args.size))

@@ -44,7 +44,8 @@ def _inputs(folder: Path, count: int, side: int) -> tuple[Path, Path]:
 def main() -> None:
     import polars as pl
 
-    from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16
+    from wsolctl.data.camelyon import sample_camelyon16
+    from wsolctl.wsi.camelyon16 import SamplingParams
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slides", type=int, default=8)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 
 RECIPE = """
 name: bench-sweep

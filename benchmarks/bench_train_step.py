@@ -34,7 +34,7 @@ def main() -> None:
     device = torch.device(args.device)
     backbone = plugins.load("backbones", args.backbone)()
     method = plugins.load("methods", "cam")()
-    model = WSOLModel(backbone.build(False), method, 2, backbone.cam_layer).to(device).train()
+    model = WSOLModel(backbone.build(False), method, 2, backbone.info()).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)

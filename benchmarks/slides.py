@@ -81,7 +81,7 @@ evaluation:
 
 def tiny_study(folder: Path, size: int = 224, backbone: str = "resnet18-wsol") -> Path:
     """Train and select CAM on ``backbone`` for one epoch on a few synthetic patches (once)."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     out = Path(folder) / f"study-{backbone}-{size}"
     if not (out / "results.parquet").is_file():

@@ -8,11 +8,12 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from wsolctl.data.camelyon import Camelyon16, Camelyon16Params
+from wsolctl.data.camelyon import Camelyon16, Camelyon16Params, sample_camelyon16
 from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.errors import DataError
 from wsolctl.wsi.annotations import asap_xml, parse_asap, rasterize
-from wsolctl.wsi.camelyon16 import SamplingParams, read_reference, sample_camelyon16
+from wsolctl.wsi.camelyon16 import SamplingParams
+from wsolctl.wsi.camelyon16_inputs import read_reference
 from wsolctl.wsi.sampling import calibrate
 from wsolctl.wsi.slide import Slide
 from wsolctl.wsi.tissue import otsu_thresholds, tissue_mask

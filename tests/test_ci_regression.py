@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
+@pytest.mark.slow
 def test_ci_recipe_matches_its_baseline(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "wsolctl", "run", str(RECIPES / "ci-regression.yaml"), "--out", str(out),

@@ -69,6 +69,7 @@ def test_missing_row_fails_extra_row_does_not(tmp_path):
     assert not compare(cand, base).failed  # the candidate may add rows
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path):
     base = save(tmp_path, "a.parquet", results())
     worse = save(tmp_path, "b.parquet", results({("gradcam", "pxap"): 10.0}))
@@ -111,6 +112,7 @@ def test_two_sided_modes_small_and_nan_differences(tmp_path, mode):
     assert compare(same, base, mode=mode).failed  # a NaN candidate for a number
 
 
+@pytest.mark.slow
 def test_cli_mode(tmp_path):
     base = save(tmp_path, "a.parquet", results())
     better = save(tmp_path, "b.parquet", results().with_columns(pl.col("pxap") + 20.0))

@@ -5,7 +5,8 @@ import math
 import polars as pl
 import pytest
 
-from wsolctl.engine import pipeline
+from tests.conftest import assert_localizes
+from wsolctl import pipeline
 from wsolctl.results.compare import compare
 from wsolctl.results.tables import RESULT_COLUMNS
 
@@ -22,6 +23,7 @@ def finished(tmp_path_factory):
     return recipe, out
 
 
+@pytest.mark.slow
 def test_outputs_and_schema(finished):
     _, out = finished
     for name in ("results.parquet", "epochs.parquet", "curves.parquet", "report.md", "recipe.resolved.yaml",
@@ -32,6 +34,7 @@ def test_outputs_and_schema(finished):
     assert sorted(results["method"].unique()) == ["cam", "gradcam"]
     assert sorted(results["selection"].unique()) == ["b-cl", "b-loc"]
     assert results["run_id"].n_unique() == 1  # CAM and Grad-CAM share one classifier
+    assert_localizes(results)
     for row in results.iter_rows(named=True):
         assert 0 <= row["pxap"] <= 100 and 0 <= row["threshold"] <= 1 and row["epoch"] in (0, 1)
         assert math.isclose(row["tp"] + row["fn"], 100, abs_tol=1e-6)
@@ -53,6 +56,7 @@ def test_outputs_and_schema(finished):
     assert "B-LOC selection" in report and "trivial baseline" in report and "share one trained classifier" in report
 
 
+@pytest.mark.slow
 def test_selection_follows_validation_history(finished):
     _, out = finished
     epochs = pl.read_parquet(out / "epochs.parquet")
@@ -65,6 +69,7 @@ def test_selection_follows_validation_history(finished):
             assert rows[rule] == hist.filter(pl.col(metric) == best)["epoch"].max()  # ties → later epoch
 
 
+@pytest.mark.slow
 def test_a_trained_model_comes_back_from_its_run_directory(finished):
     import torch
 
@@ -86,6 +91,7 @@ def test_a_trained_model_comes_back_from_its_run_directory(finished):
     assert scores.accuracy == pytest.approx(row["cl_acc"]) and scores.localization["gradcam"].pxap == pytest.approx(row["pxap"])
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_work(finished):
     recipe, out = finished
     state = next((out / "runs").glob("*/state.pt"))
@@ -95,6 +101,7 @@ def test_rerun_skips_finished_work(finished):
     assert before == after
 
 
+@pytest.mark.slow
 def test_same_recipe_and_seed_give_the_same_numbers(finished, tmp_path):
     recipe, out = finished
     again = pipeline.run(recipe, tmp_path / "again", quiet=True).parent
@@ -105,6 +112,7 @@ def test_same_recipe_and_seed_give_the_same_numbers(finished, tmp_path):
     assert a.drop("params").equals(b.drop("params"))
 
 
+@pytest.mark.slow
 def test_resume_after_interruption(finished, tmp_path, monkeypatch):
     """Kill training during epoch 2, rerun: the history equals an uninterrupted run's."""
     from wsolctl.engine import train as train_module
@@ -146,6 +154,7 @@ def test_resume_after_interruption(finished, tmp_path, monkeypatch):
     assert strip(resumed) == strip(history)
 
 
+@pytest.mark.slow
 def test_select_and_report_run_alone(finished, tmp_path):
     import shutil
 
@@ -177,6 +186,7 @@ def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
         pipeline.select(out, quiet=True)
 
 
+@pytest.mark.slow
 def test_baseline_pxap_is_the_test_sets_foreground_fraction(finished):
     """The trivial all-foreground map's PxAP is the fraction of ROI pixels of the test masks, as
     evaluated (resized to the recipe's image size), counted here independently of the meter."""

@@ -3,10 +3,11 @@ import copy
 import math
 
 import polars as pl
+import pytest
 import torch
 from torch import nn
 
-from tests.conftest import backbone_info as info, build_model
+from tests.conftest import assert_localizes, backbone_info as info, build_model
 from wsolctl import plugins
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.methods.base import Batch
@@ -127,7 +128,7 @@ def test_adl_layer_modes():
 def test_adl_positions_and_identity_in_eval():
     adl = ADL(ADL.Params(drop_rate=1.0, drop_threshold=0.5))
     plain = plugins.load("backbones", "resnet18-wsol")().build(False)
-    adapted = adl.adapt_backbone(copy.deepcopy(plain))
+    adapted = adl.adapt_backbone(copy.deepcopy(plain), info("resnet18-wsol"))
     names = [n for n, m in adapted.named_modules() if type(m).__name__ == "ADLLayer"]
     assert names == ["layer3.adl0", "layer4.adl1", "layer4.adl2"]
     assert list(adapted.layer3._modules)[:2] == ["0", "adl0"]
@@ -224,9 +225,10 @@ def test_spg_taps_branches_and_loss():
 
 
 # ------------------------------------------------------------------ one tiny study, all five
+@pytest.mark.slow
 def test_tiny_study_all_five(tmp_path):
     from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     recipe = tmp_path / "tiny.yaml"
     text = TINY.format(root=tmp_path / "data").replace(
@@ -243,3 +245,4 @@ def test_tiny_study_all_five(tmp_path):
     for row in results.iter_rows(named=True):
         assert row["selection"] in ("b-loc", "b-cl") and math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100
     assert len(results) == 10
+    assert_localizes(results)

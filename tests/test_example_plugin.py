@@ -1,5 +1,5 @@
-"""The example plugin packages install like any third-party plugins and run from a recipe: a method
-(plugins/wsolctl-example-method), a dataset and a backbone (plugins/wsolctl-example-data).
+"""The example plugin packages install like any third-party plugins and run from a recipe: a method and
+a metric (plugins/wsolctl-example-method), a dataset and a backbone (plugins/wsolctl-example-data).
 
 They are built from copies in the test's tmp dir, so no build/ or *.egg-info lands in the source tree."""
 import json
@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+pytestmark = pytest.mark.slow  # pip installs, subprocess CLIs, whole studies
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +47,16 @@ def test_installed_example_plugin_trains_from_a_recipe(plugin_env, tmp_path, tin
     (tmp_path / "plugin.yaml").write_text(recipe)
     bad = wsolctl(plugin_env, tmp_path, "validate", "plugin.yaml", "--set", "methods.1.params.dropout=2")
     assert bad.returncode == 2 and "methods[1].params.dropout: Input should be less than 1" in bad.stderr
-    result = wsolctl(plugin_env, tmp_path, "run", "plugin.yaml", "--out", "out", "--quiet")
+    metric = {row["name"]: row for row in json.loads(wsolctl(plugin_env, tmp_path, "metrics", "--json").stdout)}
+    assert metric["example-contrast"]["columns"] == {"contrast": "pp"}
+    result = wsolctl(plugin_env, tmp_path, "run", "plugin.yaml", "--out", "out", "--quiet",
+                     "--set", "evaluation.metrics=[pxap, example-contrast]")
     assert result.returncode == 0, result.stderr
     results = pl.read_parquet(tmp_path / "out" / "results.parquet")
     assert set(results["method"]) == {"cam", "example-maxpool"}
+    assert results["contrast"].is_between(-100, 100).all()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Score contrast, B-LOC selection" in report and "contrast (pp)" in report
     assert results["run_id"].n_unique() == 2  # different heads: separate classifiers
     assert results.filter(pl.col("method") == "example-maxpool")["pxap"].is_finite().all()
 

@@ -1,6 +1,7 @@
 """The package's layers, read from its imports (``ast``: module-level, function-level and
-``TYPE_CHECKING`` imports alike): no import cycle between modules, and at most two imports from a
-lower layer to a higher one. Layers, low to high (README, "Layout")."""
+``TYPE_CHECKING`` imports alike): no import cycle and no import from a lower layer to a higher one,
+between modules and between packages (``wsolctl.data`` stands for every module in it; a top-level
+module stands for itself). Layers, low to high (README, "Layout")."""
 import ast
 from pathlib import Path
 
@@ -9,14 +10,15 @@ LAYERS = [  # module prefixes, low to high
     ("wsolctl", "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.plugins",
      "wsolctl.metrics"),
     ("wsolctl.recipe",),
-    ("wsolctl.data", "wsolctl.wsi"),
+    ("wsolctl.wsi",),
+    ("wsolctl.data",),
     ("wsolctl.models",),
     ("wsolctl.methods", "wsolctl.topdown"),
     ("wsolctl.engine",),
     ("wsolctl.results", "wsolctl.predict"),
+    ("wsolctl.pipeline",),
     ("wsolctl.cli", "wsolctl.catalog", "wsolctl.__main__"),
 ]
-MAX_UPWARD = 2
 
 
 def module_name(path: Path, root: Path = PACKAGE.parent) -> str:
@@ -61,6 +63,20 @@ def graph() -> dict[str, set[str]]:
     return {name: imports(path, set(found)) for name, path in found.items()}
 
 
+def package(module: str) -> str:
+    """The package a module belongs to: ``wsolctl.<folder>``, or the module itself at the top."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else module
+
+
+def packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph folded onto packages (imports inside one package dropped)."""
+    out: dict[str, set[str]] = {}
+    for a, targets in edges.items():
+        out.setdefault(package(a), set()).update(package(b) for b in targets if package(b) != package(a))
+    return out
+
+
 def find_cycle(edges: dict[str, set[str]]) -> list[str]:
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -92,24 +108,35 @@ def test_every_module_has_a_layer():
         layer(name)
 
 
-def test_no_import_cycles():
-    cycle = find_cycle(graph())
-    assert not cycle, "import cycle: " + " -> ".join(cycle)
+def test_no_import_cycles_between_modules_or_packages():
+    for edges in (graph(), packages(graph())):
+        cycle = find_cycle(edges)
+        assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
-def test_at_most_two_upward_imports():
-    found = upward(graph())
-    assert len(found) <= MAX_UPWARD, "imports from a lower layer to a higher one: " + ", ".join(
-        f"{a} -> {b}" for a, b in found)
+def test_no_import_back_up_the_layers():
+    for edges in (graph(), packages(graph())):
+        found = upward(edges)
+        assert not found, "imports from a lower layer to a higher one: " + ", ".join(f"{a} -> {b}" for a, b in found)
 
 
 def test_the_analysis_sees_function_level_and_relative_imports(tmp_path):
     (tmp_path / "wsolctl" / "data").mkdir(parents=True)
     source = tmp_path / "wsolctl" / "data" / "m.py"
-    source.write_text("import os\nfrom . import folds\n\ndef f():\n    from wsolctl.engine import pipeline\n")
-    known = {"wsolctl.data.m", "wsolctl.data.folds", "wsolctl.engine", "wsolctl.engine.pipeline"}
+    source.write_text("import os\nfrom . import folds\n\ndef f():\n    from wsolctl import pipeline\n")
+    known = {"wsolctl.data.m", "wsolctl.data.folds", "wsolctl.engine", "wsolctl.pipeline"}
     found = imports(source, known, tmp_path)
-    assert found == {"wsolctl.data.folds", "wsolctl.engine.pipeline"}
-    assert upward({"wsolctl.data.m": found}) == [("wsolctl.data.m", "wsolctl.engine.pipeline")]
+    assert found == {"wsolctl.data.folds", "wsolctl.pipeline"}
+    assert upward({"wsolctl.data.m": found}) == [("wsolctl.data.m", "wsolctl.pipeline")]
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+
+
+def test_packages_fold_modules_and_find_a_circle_no_module_cycle_shows():
+    # data.a -> wsi.b and wsi.c -> data.d: no cycle between modules, a circle between packages
+    edges = {"wsolctl.data.a": {"wsolctl.wsi.b"}, "wsolctl.wsi.c": {"wsolctl.data.d", "wsolctl.errors"}}
+    assert not find_cycle(edges)
+    folded = packages(edges)
+    assert folded == {"wsolctl.data": {"wsolctl.wsi"}, "wsolctl.wsi": {"wsolctl.data", "wsolctl.errors"}}
+    assert find_cycle(folded) == ["wsolctl.data", "wsolctl.wsi", "wsolctl.data"]
+    assert upward(folded) == [("wsolctl.wsi", "wsolctl.data")]
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsolctl.metrics import LocalizationMeter, _float32_quantisation_is_exact, prepare_cams, prepare_masks
+from wsolctl.metrics import LocalizationMeter, prepare_cams, prepare_masks
+from wsolctl.metrics.pixel import _float32_quantisation_is_exact
 
 
 def _load_reference():
@@ -98,7 +99,7 @@ def test_perfect_map():
     assert result.pxap == 100  # first step (≥ 1): precision 1, recall 0 → 1
     assert result.tp == pytest.approx(100)  # fg scores 1 ≥ every τ in (0, 1]
     assert result.fp == 0 and result.tn == 100  # bg scores 0 are below every τ > 0
-    assert result.miou == 100 and result.threshold == pytest.approx(0.999)
+    assert result.miou == 100 and result.threshold == 1.0  # ≥ 1: the fg pixels exactly
 
 
 def test_inverted_map_scores_like_the_trivial_baseline():
@@ -110,6 +111,46 @@ def test_inverted_map_scores_like_the_trivial_baseline():
     assert result.pxap == pytest.approx(25.0)
     assert result.tp == 0 and result.fn == 100  # fg scores 0 are below every τ in (0, 1]
     assert result.fp == pytest.approx(100) and result.tn == pytest.approx(0)
+
+
+def reference_operating_point(meter) -> float:
+    """The survey code's ``MaskEvaluator.compute``: mIoU over the counts at or above each edge,
+    descending (≥ 2, ≥ 1, ≥ 0.999, …, ≥ 0), ``np.argmax`` (the first, i.e. highest, of a tie);
+    returned as the real threshold (the reference indexes the ascending edges, mirrored)."""
+    bg, fg = histograms(meter)
+    tp, fp = fg[::-1].cumsum(), bg[::-1].cumsum()
+    fn, tn = fg.sum() - tp, bg.sum() - fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        miou = 0.5 * (tp / (tp + fp + fn) + tn / (tn + fp + fn))
+    lower_edges = np.append(np.arange(0, 1, 1 / meter.n_thresholds), [1.0, 2.0])
+    return float(lower_edges[::-1][np.argmax(miou)])
+
+
+def test_anti_correlated_map_predicts_nothing_as_the_reference():
+    """A map high on the background and low on the foreground: every threshold that predicts some
+    pixels does worse than predicting nothing (mIoU = ½·|bg|/|all|), which the reference's search
+    includes (≥ 2) and picks."""
+    masks = np.zeros((2, 8, 8), bool)
+    masks[:, 2:5, 2:5] = True  # 9 of 64 pixels foreground
+    cams = np.where(masks, 0.1, 0.9).astype(np.float32)
+    meter = LocalizationMeter()
+    meter.update(cams, masks)
+    result = meter.compute()
+    assert result.threshold == 2.0 == reference_operating_point(meter)
+    assert result.miou == pytest.approx(50 * 55 / 64)  # IoU_fg 0, IoU_bg = 55/64
+    assert (result.tp_at_threshold, result.fp_at_threshold) == (0, 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_operating_point_is_the_reference_codes(seed):
+    cams, masks = random_split(seed)
+    meter = LocalizationMeter()
+    meter.update(cams, masks)
+    assert meter.compute().threshold == reference_operating_point(meter)
+    exact = np.where(masks, 1.0, 0.3).astype(np.float32)  # fg exactly 1: "≥ 1" is the best point
+    meter.reset()
+    meter.update(exact, masks)
+    assert meter.compute().threshold == 1.0 == reference_operating_point(meter)
 
 
 def test_constant_map_gives_foreground_fraction():
@@ -161,7 +202,7 @@ def test_curves_match_brute_force_thresholding():
     cams, masks = random_split(1, shape=(3, 12, 12))
     result = score(cams, masks, n_thresholds=100)
     fg, bg = cams[masks].astype(np.float64), cams[~masks].astype(np.float64)
-    tau = np.arange(0, 1, 0.01)
+    tau = np.append(np.arange(0, 1, 0.01), [1.0, 2.0])  # the grid, then "≥ 1" and "predict nothing"
     tp = np.array([(fg >= t).sum() for t in tau], dtype=float)
     fp = np.array([(bg >= t).sum() for t in tau], dtype=float)
     fn, tn = fg.size - tp, bg.size - fp
@@ -171,7 +212,7 @@ def test_curves_match_brute_force_thresholding():
     np.testing.assert_allclose(result.curves["miou"], miou)
     best = np.flatnonzero(miou == miou.max())[-1]
     assert result.threshold == tau[best] and result.miou == pytest.approx(miou[best])
-    window = np.append(tau[1:], 1.0)  # TP*: τ = 0.01 .. 1.0
+    window = tau[1:-1]  # TP*: τ = 0.01 .. 1.0
     assert result.tp == pytest.approx(np.sum([100 * (fg >= t).mean() for t in window]) * 0.01)
     assert result.fp == pytest.approx(np.sum([100 * (bg >= t).mean() for t in window]) * 0.01)
 
@@ -203,7 +244,7 @@ def test_marginals_are_complementary():
     assert result.tp + result.fn == pytest.approx(100)
     assert result.fp + result.tn == pytest.approx(100)
     assert set(result.curves) >= {"threshold", "precision", "recall", "tp", "fn", "fp", "tn", "miou"}
-    assert all(len(curve) == 1000 for curve in result.curves.values())
+    assert all(len(curve) == 1002 for curve in result.curves.values())  # the grid, 1 and 2
     assert "curves" not in result.as_dict() and result.as_dict()["pxap"] == result.pxap
 
 

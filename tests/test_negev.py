@@ -6,8 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tests.conftest import backbone_info as info, build_model
-from wsolctl.engine import pipeline
+from tests.conftest import assert_localizes, backbone_info as info, build_model
+from wsolctl import pipeline
 from wsolctl.engine.train import train_step
 from wsolctl.methods.base import Batch, Output
 from wsolctl.methods.cam import CAM
@@ -143,7 +143,7 @@ def test_cams_are_the_decoders_foreground_probability(monkeypatch):
     seg[0, 1, 4:12, 20:30] = 3.0
     seg[1, 1, 18:28, 2:9] = 1.0
     seg[:, 0] = 0.5  # background logit, constant
-    monkeypatch.setattr(model.head, "decode", lambda features, skips, images: seg)
+    monkeypatch.setattr(model.head.decoder, "forward", lambda features, images: seg)
     with torch.no_grad():
         maps = method.cams(model, images, torch.tensor([1, 1]))
     torch.testing.assert_close(maps, torch.sigmoid(seg[:, 1] - seg[:, 0]))
@@ -152,6 +152,7 @@ def test_cams_are_the_decoders_foreground_probability(monkeypatch):
         assert maps[i][inside[i]].min() > 0.5 > maps[i][~inside[i]].max()
 
 
+@pytest.mark.slow
 def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):
     text = tiny_recipe.read_text().replace("synthetic-glas", "synthetic-camelyon")
     text = text.replace("  - name: cam\n  - name: gradcam\n",
@@ -165,6 +166,6 @@ def test_pipeline_trains_cam_first_then_negev(tmp_path, tiny_recipe):
     results = pl.read_parquet(out / "results.parquet")
     assert set(results["method"]) == {"negev"}
     assert sorted(results["selection"]) == ["b-cl", "b-loc"]
-    assert all(math.isfinite(v) for v in results["pxap"])
+    assert_localizes(results)  # measured: 14.7 against 11.4 for the all-foreground map
     epochs = pl.read_parquet(out / "epochs.parquet").filter(pl.col("method") == "negev")
     assert all(math.isfinite(v) and v > 0 for v in epochs.filter(pl.col("epoch") == 1)["train_loss"])

@@ -42,6 +42,7 @@ def test_any_timm_model_is_a_backbone_and_typos_are_caught():
         plugins.load("backbones", "resnet18-wsl")
 
 
+@pytest.mark.slow
 def test_methods_json_lists_kind_package_params():
     result = subprocess.run([sys.executable, "-m", "wsolctl", "methods", "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -219,11 +219,12 @@ def test_entry_points_point_here():
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_all_six_train_and_localize_end_to_end(tmp_path):
     import polars as pl
 
-    from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from tests.conftest import TINY, assert_localizes, assert_not_degenerate
+    from wsolctl import pipeline
 
     methods = """methods:
   - name: gap
@@ -247,3 +248,7 @@ def test_all_six_train_and_localize_end_to_end(tmp_path):
         assert row["selection"] in ("b-loc", "b-cl")
         assert math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100, row
     assert len(results) == 12
+    assert_not_degenerate(results)
+    # measured (B-LOC): DeepMIL 58.2, GAP / LSE / MaxPool 54.2 (the untrained epoch 0) against 51.2 for the
+    # all-foreground map; WILDCAT 50.8 and PRM 50.4 after one epoch at 32 px (below it, so not asserted)
+    assert_localizes(results.filter(pl.col("method").is_in(["deepmil", "gap", "lse", "maxpool"])))

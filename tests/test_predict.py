@@ -4,7 +4,6 @@ heatmap must separate tumour from tissue, regions must be level-0 polygons on th
 corrupt slide must fail alone, reruns must skip finished inputs."""
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import polars as pl
 import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
+
+from tests.conftest import plugins_on_path
 
 PLUGIN = Path(__file__).parent / "plugins" / "redness"
 SIDE = (3072, 2048)  # width, height
@@ -81,20 +82,13 @@ def auc(scores, labels):
 
 @pytest.fixture(scope="module")
 def plugin_path():
-    from wsolctl import plugins
-
-    sys.path.insert(0, str(PLUGIN))
-    plugins.registered.cache_clear()
-    plugins.load.cache_clear()
-    yield PLUGIN
-    sys.path.remove(str(PLUGIN))
-    plugins.registered.cache_clear()
-    plugins.load.cache_clear()
+    with plugins_on_path(PLUGIN) as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, plugin_path):
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     base = tmp_path_factory.mktemp("predict")
     recipe = base / "redness.yaml"
@@ -126,6 +120,7 @@ def predicted(study):
     return result, study["base"] / "pred"
 
 
+@pytest.mark.slow
 def test_known_map_separates_tumour_from_tissue(predicted):
     import large_image
 
@@ -155,6 +150,7 @@ def test_known_map_separates_tumour_from_tissue(predicted):
     assert inside["map_max"][0] > 0.9 and inside["map_mean"][0] > 0.9
 
 
+@pytest.mark.slow
 def test_regions_are_level0_polygons_on_the_tumours(predicted):
     from wsolctl.wsi.annotations import parse_asap
 
@@ -177,6 +173,7 @@ def test_regions_are_level0_polygons_on_the_tumours(predicted):
     assert normal["features"] == []
 
 
+@pytest.mark.slow
 def test_corrupt_slide_fails_alone_and_rerun_skips(predicted, study):
     from wsolctl.predict import PredictOptions, predict
 
@@ -202,6 +199,7 @@ def test_corrupt_slide_fails_alone_and_rerun_skips(predicted, study):
     assert [r["status"] for r in again.rows] == [r["status"] for r in result.rows]
 
 
+@pytest.mark.slow
 def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     """A CAM-type map on an arbitrary scale (5·redness − 1) gets one min-max per slide; with overlap
     the blend stays smooth and the tumour still ranks first."""
@@ -218,6 +216,7 @@ def test_cam_maps_normalised_once_per_slide_with_overlap(study, tmp_path):
     assert pl.read_parquet(tmp_path / "tumor_a" / "tiles.parquet").height > 24  # 6 × 4 without overlap
 
 
+@pytest.mark.slow
 def test_slide_without_tissue_gives_empty_outputs(study, tmp_path):
     """No tissue tile (CLAM crashed on empty score arrays): an all-zero heatmap, no regions, no score."""
     import tifffile
@@ -236,6 +235,7 @@ def test_slide_without_tissue_gives_empty_outputs(study, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "blank" / "heatmap.tif")).max() == 0
 
 
+@pytest.mark.slow
 def test_model_choice_errors_and_image_inputs(study, tmp_path):
     from wsolctl.errors import InputError
     from wsolctl.predict import PredictOptions, load_selected, predict
@@ -259,6 +259,7 @@ def test_model_choice_errors_and_image_inputs(study, tmp_path):
     assert (tmp_path / "out" / "patch" / "overlay.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(study, tmp_path):
     from typer.testing import CliRunner
 
@@ -274,3 +275,62 @@ def test_cli_exit_codes(study, tmp_path):
     assert meta["level"] == 1 and meta["tiles"] == 2  # 1024 px at level 1 = 2048 level-0 px: 2 × 1 tiles
     wrong = CliRunner().invoke(app, args[:5] + ["--quiet"])
     assert wrong.exit_code == 2 and wrong.stderr.strip().count("\n") == 0 and "--method" in wrong.stderr
+
+
+def test_regions_round_trip_through_asap_xml(tmp_path):
+    """Fast (no study): the regions of a thresholded heatmap, written as ASAP XML and read back as
+    annotations, rasterise to exactly the thresholded pixels, hole included, at level 0 scale ``ds``."""
+    from wsolctl.predict.regions import extract_regions, write_asap
+    from wsolctl.wsi.annotations import parse_asap
+
+    heat = np.zeros((40, 60), dtype=np.float32)
+    heat[5:25, 10:30] = 0.9
+    heat[12:18, 16:22] = 0.1  # a hole
+    heat[30:36, 40:55] = 0.8
+    heat[2, 55] = 1.0  # a single pixel: under MIN_PIXELS, no region
+    regions = extract_regions(heat, threshold=0.5, ds=4.0)
+    assert [len(r.holes) for r in regions] == [1, 0]
+    assert regions[0].area == (20 * 20 - 6 * 6) * 16 and regions[0].peak == pytest.approx(0.9)
+    write_asap(tmp_path / "regions.xml", regions)
+    mask = parse_asap(tmp_path / "regions.xml").mask(0, 0, 60, 40, downsample=4.0)
+    expected = heat >= 0.5
+    expected[2, 55] = False
+    assert np.array_equal(mask, expected)
+
+
+def test_tiles_blend_into_a_pyramidal_heatmap(tmp_path):
+    """Fast (no study): overlapping tile maps blend with their window weights (a constant map stays
+    constant), a CAM-type slide is min-max normalised over tissue, and the TIFF holds level 0 as uint8
+    with 2× reductions."""
+    import tifffile
+
+    from wsolctl.predict.heatmap import Canvas, normalise, write_tiff
+
+    canvas = Canvas(width=128, height=64, ds=2.0, cells=32)  # 64 × 32 heatmap pixels, 64-px tiles
+    tissue = np.ones((32, 32), bool)
+    for x in (0, 32):  # two tiles overlapping by half: heatmap columns 0..31 and 16..47
+        canvas.add(x, 0, np.full((32, 32), 3.0, np.float32), tissue)
+    blended = canvas.blended()
+    assert np.allclose(blended[canvas.covered], 3.0) and canvas.covered[:, :48].all() and not canvas.covered[:, 48:].any()
+    ramp = blended + np.arange(64, dtype=np.float32)
+    scale = normalise("cam", ramp, canvas.tissue)
+    assert (scale.low, scale.high) == pytest.approx((3.0, 3.0 + 47))  # over the tissue the tiles covered
+    assert normalise("probability", blended, canvas.tissue).apply(blended).max() == 1.0  # clipped, not rescaled
+    heat = scale.apply(ramp)
+    levels = write_tiff(tmp_path / "heat.tif", heat, ds=2.0, mm_x=0.00025, tile=16)
+    with tifffile.TiffFile(tmp_path / "heat.tif") as tif:
+        pages = [page.asarray() for page in tif.pages]
+    assert levels == len(pages) == 3 and [p.shape for p in pages] == [(32, 64), (16, 32), (8, 16)]
+    assert np.array_equal(pages[0], np.round(heat * 255).astype(np.uint8))
+
+
+def test_run_summary_prints_the_results_and_the_baseline(tmp_path, capsys):
+    """Fast: the table ``wsolctl run`` ends with, from a results.parquet alone."""
+    from wsolctl.results.summary import print_summary
+
+    pl.DataFrame([{"backbone": "resnet18-wsol", "method": m, "selection": "b-loc", "epoch": 1, "pxap": p,
+                   "tp": 60.0, "fp": 20.0, "cl_acc": 75.0, "baseline_pxap": 41.25}
+                  for m, p in (("cam", 55.5), ("gradcam", 61.0))]).write_parquet(tmp_path / "results.parquet")
+    print_summary(tmp_path)
+    printed = capsys.readouterr().out
+    assert "55.5" in printed and "61.0" in printed and "all-foreground baseline PxAP: 41.2" in printed

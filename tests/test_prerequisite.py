@@ -6,8 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from wsolctl import plugins
-from wsolctl.engine import pipeline
+from wsolctl import pipeline, plugins
 from wsolctl.methods.cam import CAM
 
 RECEIVED = []
@@ -40,6 +39,7 @@ def from_cam_installed(monkeypatch):
     plugins.load.cache_clear()
 
 
+@pytest.mark.slow
 def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, from_cam_installed):
     text = tiny_recipe.read_text().replace("  - name: gradcam\n", "  - name: from-cam\n")
     (tmp_path / "r.yaml").write_text(text.replace("  - name: cam\n", ""))
@@ -57,6 +57,7 @@ def test_prerequisite_is_trained_once_and_handed_over(tmp_path, tiny_recipe, fro
     assert set(results["method"]) == {"from-cam"}  # the prerequisite is not itself reported
 
 
+@pytest.mark.slow
 def test_prerequisite_reuses_an_identical_run_of_the_recipe(tiny_recipe, from_cam_installed):
     from wsolctl.engine.plan import study_runs
     from wsolctl.recipe import load_recipe

@@ -43,8 +43,8 @@ def same_weights(module, seeded: dict) -> bool:
 
 
 def test_pretrained_true_and_hf_hub_load_exactly_the_seeded_weights(hub):
-    repo, resnet = seed_timm(hub, "resnet18")
-    assert repo == "timm/resnet18.a1_in1k"  # timm's default tag for resnet18
+    repo, resnet = seed_timm(hub, "resnet18.tv_in1k")
+    assert repo == "timm/resnet18.tv_in1k"  # torchvision's ImageNet weights, as the survey
     module = plugins.load("backbones", "resnet18-wsol")().build(True)
     assert same_weights(module, resnet)  # the ImageNet weights of the base arch, stride changed
     assert module.layer4[0].conv1.stride == (1, 1)
@@ -57,13 +57,34 @@ def test_pretrained_true_and_hf_hub_load_exactly_the_seeded_weights(hub):
         assert not same_weights(plugins.load("backbones", name)().build(False), vit)  # false: random
 
 
+@pytest.mark.parametrize("backbone, repo", [("resnet18-wsol", "timm/resnet18.tv_in1k"),
+                                            ("resnet50-wsol", "timm/resnet50.tv_in1k"),
+                                            ("vgg16-wsol", "timm/vgg16.tv_in1k"),
+                                            ("inceptionv3-wsol", "timm/inception_v3.tv_in1k")])
+def test_wsol_backbones_start_from_the_surveys_torchvision_weights(backbone, repo):
+    """The survey's WSOL backbones start from torchvision's ImageNet weights (timm's tv_in1k tags),
+    not timm's default tags (e.g. resnet50.a1_in1k, timm's own training recipe)."""
+    from wsolctl.models.weights import HubWeights
+
+    assert HubWeights.of(plugins.load("backbones", backbone)().pretrained_name).repo_id == repo
+
+
+@pytest.mark.slow
+def test_resnet50_wsol_loads_the_seeded_torchvision_weights(hub):
+    repo, seeded = seed_timm(hub, "resnet50.tv_in1k")
+    module = plugins.load("backbones", "resnet50-wsol")().build(True)
+    assert repo == "timm/resnet50.tv_in1k" and same_weights(module, seeded)
+    seed_timm(hub, "resnet50", seed=1)  # timm's default tag, cached too: not the one loaded
+    assert same_weights(plugins.load("backbones", "resnet50-wsol")().build(True), seeded)
+
+
 def test_empty_cache_fails_in_one_line_naming_the_model(hub, tmp_path):
     from tests.conftest import TINY
 
     with pytest.raises(InputError) as err:
         plugins.load("backbones", "resnet18-wsol")().build(True)
     message = str(err.value)
-    assert "'resnet18'" in message and "timm/resnet18.a1_in1k" in message and str(hub) in message
+    assert "'resnet18.tv_in1k'" in message and "timm/resnet18.tv_in1k" in message and str(hub) in message
     recipe = tmp_path / "r.yaml"
     recipe.write_text(TINY.format(root=tmp_path / "data").replace(
         "- name: resnet18-wsol", f"- {{name: resnet18-wsol, pretrained: true}}\n  - name: {VIT}"))
@@ -75,12 +96,13 @@ def test_empty_cache_fails_in_one_line_naming_the_model(hub, tmp_path):
                          capture_output=True, text=True, env=env)
     assert run.returncode == 2 and run.stdout == ""
     (line,) = run.stderr.splitlines()
-    assert line.startswith("error: backbone 'resnet18-wsol': pretrained weights of 'resnet18' (hub id "
-                           "timm/resnet18.a1_in1k): not in the Hugging Face cache")
+    assert line.startswith("error: backbone 'resnet18-wsol': pretrained weights of 'resnet18.tv_in1k' "
+                           "(hub id timm/resnet18.tv_in1k): not in the Hugging Face cache")
     assert "HF_HUB_OFFLINE=1" in line and "wsolctl weights fetch" in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # failed before anything
 
 
+@pytest.mark.slow
 def test_weights_list_and_fetch(hub, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""\
@@ -103,11 +125,11 @@ methods:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["backbone"], r["hub_id"], r["files"], r["cached"]) for r in rows] == [
-        ("resnet18-wsol", "timm/resnet18.a1_in1k", "weights", None),
+        ("resnet18-wsol", "timm/resnet18.tv_in1k", "weights", None),
         (VIT_HUB, "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "config", None)]  # not pretrained: config only
     fetch = cli("fetch")
-    assert fetch.returncode == 2 and fetch.stderr.count("\n") == 1 and "timm/resnet18.a1_in1k" in fetch.stderr
-    seed_timm(hub, "resnet18")
+    assert fetch.returncode == 2 and fetch.stderr.count("\n") == 1 and "timm/resnet18.tv_in1k" in fetch.stderr
+    seed_timm(hub, "resnet18.tv_in1k")
     seed_timm(hub, VIT, config=True)
     assert cli("fetch").returncode == 0  # everything cached: nothing to download, offline is fine
     rows = json.loads(cli("list", "--json").stdout)
@@ -140,7 +162,9 @@ def test_uncached_hf_hub_backbone_validates_offline(hub, tmp_path):
     from wsolctl.recipe import load_recipe
 
     recipe = load_recipe(RECIPES / "foundation.yaml", [f"dataset.root={tmp_path / 'data'}"])
-    assert any(b.name.startswith("hf-hub:") and b.pretrained is True and b.freeze is True for b in recipe.backbones)
+    assert any(b.instantiate().pretrained_name.startswith("hf-hub:") and b.pretrained is True and b.freeze is True
+               for b in recipe.backbones)
+    assert recipe.train.feature_cache
     assert list(hub.iterdir()) == []
 
 
@@ -190,10 +214,10 @@ def test_freeze_true_and_n_stages():
 
     backbone = plugins.load("backbones", "resnet18-wsol")()
     module = backbone.build(False)
-    frozen = freeze(module, backbone.info(), 2)
+    frozen = freeze(module, backbone.info(), 3)  # act1 (the stem), layer1, layer2
     trainable = {n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {"layer3", "layer4"}
-    model = WSOLModel(module, CAM(), 2, "layer4", frozen=frozen).train()
+    model = WSOLModel(module, CAM(), 2, backbone.info(), frozen=frozen).train()
     assert not module.layer2.training and not module.bn1.training and module.layer3.training
     assert all(p.requires_grad for g in model.param_groups(0.1, 10) for p in g["params"])
     optimized = sum(p.numel() for g in model.param_groups(0.1, 10) for p in g["params"])
@@ -219,7 +243,7 @@ def test_gradcam_on_a_frozen_vit_backbone():
 
     vit = plugins.load("backbones", VIT)()
     module = vit.build(False)
-    model = WSOLModel(module, GradCAM(), 2, vit.info().cam_layer, frozen=freeze(module, vit.info(), True)).eval()
+    model = WSOLModel(module, GradCAM(), 2, vit.info(), frozen=freeze(module, vit.info(), True)).eval()
     torch.manual_seed(0)
     with torch.no_grad():
         model.head.weight.normal_()  # (a zero-initialised head would give all-zero maps)
@@ -257,13 +281,14 @@ def test_topdown_cams_on_a_plain_timm_vit_match_a_reshape_oracle():
         assert torch.allclose(ours, oracle, rtol=1e-4, atol=1e-6), method
 
 
+@pytest.mark.slow
 def test_offline_study_from_a_seeded_cache_with_vits_at_a_non_default_size(hub, tmp_path):
     """cam + gradcam on resnet18-wsol (pretrained: true), vit_tiny_patch16_224 and its hf-hub: name,
     at 48 px (the ViTs were pretrained at 224): finite PxAP everywhere; frozen backbones' checkpoints
     hold exactly the seeded weights."""
     from tests.conftest import TINY
 
-    _, resnet = seed_timm(hub, "resnet18")
+    _, resnet = seed_timm(hub, "resnet18.tv_in1k")
     _, vit = seed_timm(hub, VIT, seed=1, config=True)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(TINY.format(root=tmp_path / "data").replace("  - name: resnet18-wsol\n", f"""\

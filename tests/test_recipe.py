@@ -148,8 +148,8 @@ def test_pretrained_true_validates_without_weights_or_network(tmp_path, monkeypa
 
 
 def test_freeze_beyond_the_declared_stages_is_a_validation_error(tmp_path):
-    (line,) = problems(write(tmp_path, "f.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, freeze: 5}")))
-    assert line.endswith(":6:27: backbones[0].freeze: backbone 'resnet18-wsol' declares 4 stages")
+    (line,) = problems(write(tmp_path, "f.yaml", BASE.replace("- name: resnet18-wsol", "- {name: resnet18-wsol, freeze: 6}")))
+    assert line.endswith(":6:27: backbones[0].freeze: backbone 'resnet18-wsol' declares 5 stages")
 
 
 def test_missing_weights_file_is_a_validation_error(tmp_path):
@@ -171,6 +171,7 @@ def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "wsolctl", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_no_traceback_nothing_written(tmp_path):
     write(tmp_path, "base.yaml", BASE)
     bad = write(tmp_path, "bad.yaml", "_base_: base.yaml\ntrain: {epochs: x}\n")
@@ -185,6 +186,7 @@ def test_cli_exit_codes_no_traceback_nothing_written(tmp_path):
     assert bad.exists()
 
 
+@pytest.mark.slow
 def test_cli_show_prints_resolved_recipe(tmp_path):
     import yaml
 
@@ -197,6 +199,7 @@ def test_cli_show_prints_resolved_recipe(tmp_path):
     assert load_recipe(write(tmp_path, "again.yaml", result.stdout)).train.epochs == 3
 
 
+@pytest.mark.slow
 def test_cli_validate_does_not_import_torch(tmp_path):
     write(tmp_path, "base.yaml", BASE + "sweep: {grid: {train.lr: [0.1, 0.01]}, params: {cam: {}}}\n")
     code = ("import sys; from wsolctl.cli import app; "

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from wsolctl import pipeline
 from wsolctl.cli import app
-from wsolctl.engine import pipeline
 from wsolctl.results import survey
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -16,6 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 PXAP = {("gap", "resnet50-wsol"): (50.0, 54.0), ("cam", "resnet50-wsol"): (60.0, 64.0),
         ("cam", "vgg16-wsol"): (48.0, 52.0), ("gradcam", "resnet50-wsol"): (70.0, 70.0),
         ("thirdparty", "resnet50-wsol"): (30.0, 30.0), ("tscam", "deit-small"): (40.0, 44.0),
+        ("scorecam", "resnet50-wsol"): (80.0, 80.0),  # beyond the survey: never in its tables
         ("unet", "resnet50-wsol"): (95.0, 97.0)}
 
 
@@ -112,10 +113,29 @@ def test_method_order_and_groups(full):
     section = report[report.index("survey Table 1"):report.index("survey Tables 2–3")]
     labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert labels == ["method", "*Bottom-up WSOL*", "gap", "cam", "tscam", "*Top-down WSOL*", "gradcam",
-                      "*WSOL average*", "*Fully supervised*", "unet", "*Other (kind unknown: plugin not installed)*",
-                      "thirdparty"]
+                      "*WSOL average*", "*Fully supervised*", "unet"]
     assert [m for _, ms in survey.grouped_methods(["unet", "iscam", "maxmin", "gap", "gradcam"]) for m in ms] == \
         ["gap", "maxmin", "gradcam", "iscam", "unet"]
+
+
+def test_methods_beyond_the_survey_have_their_own_group(full):
+    _, report = full
+    beyond = report[report.index("## Beyond the survey"):report.index("## All metrics")]
+    assert report.index("survey Table 5") < report.index("## Beyond the survey")  # after the survey's tables
+    section = beyond[beyond.index("Beyond the survey: PxAP, B-LOC selection, `glas`"):]
+    section = section[: section.index("\n\n", section.index("|"))]
+    labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert labels == ["method", "*Top-down WSOL*", "scorecam", "*Other (kind unknown: plugin not installed)*",
+                      "thirdparty"]
+    assert _row(report, "scorecam", "Beyond the survey: PxAP, B-LOC selection") == ["**80.0 ± 0.0**", "**80.0**"]
+    assert "Beyond the survey: Classification accuracy, B-LOC / B-CL selection, `glas`" in beyond
+    # declared on the class itself: Score-CAM subclasses CAM (a survey method) and is not the survey's
+    assert survey.in_survey("cam") and survey.in_survey("gradcam") and survey.in_survey("unet[1]")
+    assert not survey.in_survey("scorecam") and not survey.in_survey("thirdparty")
+    assert survey.families(["thirdparty", "unet", "scorecam", "gap", "gradcam"]) == [
+        ("Bottom-up WSOL", ["gap"]), ("Top-down WSOL", ["gradcam"]), ("Fully supervised", ["unet"]),
+        ("Beyond the survey: Top-down WSOL", ["scorecam"]),
+        ("Beyond the survey: Other (kind unknown: plugin not installed)", ["thirdparty"])]
 
 
 def test_confusion_bold_lower_is_better(full):
@@ -133,6 +153,9 @@ def test_selection_pairs(full):
     assert pxap[3] == "56.0 / 52.0"
     accuracy = _row(report, "gradcam", "Classification accuracy, B-LOC / B-CL selection (survey Table 5)")
     assert accuracy[1] == "**70.0 ± 0.0** / **90.0 ± 0.0**"
+    # the survey selects the U-Net (and NEGEV) by B-LOC only: its B-CL is marked as an extension
+    assert _row(report, "unet †", "PxAP, B-LOC / B-CL selection (survey Table 4)")
+    assert "†: B-CL is an extension of this tool; the survey selects that method by B-LOC only" in report
 
 
 def test_every_figure_rendered(full):
@@ -231,13 +254,51 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     backbones = {m.name: m.backbones for m in recipe.methods}
     assert backbones["tscam"] == ["deit-tiny", "deit-small", "deit-base"]
     assert backbones["cam"] == ["vgg16-wsol", "inceptionv3-wsol", "resnet50-wsol"] == backbones["unet"]
-    order = [m for _, ms in survey.grouped_methods(backbones) for m in ms]
-    assert [m.name for m in recipe.methods] == order  # listed in the survey's order
+    order = [m for _, ms in survey.families(backbones) for m in ms]
+    assert [m.name for m in recipe.methods] == order  # the survey's order, then the methods beyond it
+    assert {"pixelcam", "sat"} <= set(backbones) and backbones["sat"] == backbones["tscam"]
     tscam = next(m for m in recipe.methods if m.name == "tscam")
     assert recipe.train_of(tscam).optimizer.lr_classifier_ratio == 1  # the reference: one lr for every parameter
 
 
-@pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon"])
+@pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon", "beyond-survey"])
 def test_synthetic_study_recipes_validate(name):
     result = CliRunner().invoke(app, ["validate", str(RECIPES / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
+
+
+def test_beyond_survey_recipe_runs_the_methods_beyond_the_survey():
+    from wsolctl.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / "beyond-survey.yaml")
+    names = [m.name for m in recipe.methods]
+    ours, beyond = survey.split_survey(names)
+    assert ours == ["cam"]  # the reference run PixelCAM starts from
+    assert {"pixelcam", "sat", "scorecam", "sscam", "iscam", "ablationcam"} <= set(beyond)
+    assert recipe.dataset.name == "synthetic-glas" and recipe.device == "cpu"
+
+
+def test_qualitative_grid_wraps_by_family(tmp_path):
+    """40 methods: at most 8 maps per row, a family never shares a row, every map drawn."""
+    from PIL import Image
+
+    from wsolctl.results import figures
+
+    sizes = {"Bottom-up WSOL": 15, "Top-down WSOL": 5, "Fully supervised": 1, "Beyond the survey: Bottom-up WSOL": 2,
+             "Beyond the survey: Top-down WSOL": 17}
+    rng = np.random.default_rng(0)
+    columns = [figures.MapColumn(f"{family[:3]}{i}", family, rng.integers(0, 255, (4, 16, 16), dtype=np.uint8), 0.5)
+               for family, n in sizes.items() for i in range(n)]
+    rows = figures._grid_rows(columns, 8)
+    assert [(family, len(maps)) for family, maps in rows] == [
+        ("Bottom-up WSOL", 8), ("Bottom-up WSOL", 7), ("Top-down WSOL", 5), ("Fully supervised", 1),
+        ("Beyond the survey: Bottom-up WSOL", 2), ("Beyond the survey: Top-down WSOL", 8),
+        ("Beyond the survey: Top-down WSOL", 8), ("Beyond the survey: Top-down WSOL", 1)]
+    masks = np.zeros((4, 16, 16), bool)
+    masks[:, 4:12, 4:12] = True
+    examples = {"images": rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), "masks": masks,
+                "labels": np.array([0, 0, 1, 1]), "ids": np.array(["a", "b", "c", "d"])}
+    path = figures.qualitative(examples, columns, 1, tmp_path / "q.png", "glas: class 1")
+    width, height = Image.open(path).size
+    panel = figures.PANEL_INCHES * 90
+    assert width <= 8.5 * panel and height >= 2 * 9 * panel  # 8 columns; 2 images × (1 + 8 rows)

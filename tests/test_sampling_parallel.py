@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from tests.test_camelyon import HOLE, SMALL, TUMOR, write_slide
+from wsolctl.data.camelyon import sample_camelyon16
 from wsolctl.wsi.annotations import asap_xml
-from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16
+from wsolctl.wsi.camelyon16 import SamplingParams
 
 SVS = __import__("pathlib").Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
 

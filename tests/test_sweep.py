@@ -6,8 +6,9 @@ import sys
 import polars as pl
 import pytest
 
-from wsolctl.engine import pipeline
+from wsolctl import pipeline
 from wsolctl.engine.plan import study_runs
+from wsolctl.engine.study import Choice, Record
 from wsolctl.errors import RunsFailed
 from wsolctl.recipe import RecipeError, load_recipe
 from wsolctl.recipe.sweep import search_variants
@@ -63,6 +64,7 @@ def test_bad_sweep_values_point_at_the_sweep(sweep_recipe):
         load_recipe(bad_key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,owner", [("seed", "seeds"), ("dataset.fold", "folds")])
 def test_grid_over_a_key_that_seeds_or_folds_set_is_refused_in_one_line(sweep_recipe, key, owner):
     # it used to plan the same run id twice, and `run` then died: "no finished run to select from"
@@ -78,6 +80,7 @@ def test_grid_over_a_key_that_seeds_or_folds_set_is_refused_in_one_line(sweep_re
     assert result.returncode == 2 and result.stderr.strip() == str(problem)
 
 
+@pytest.mark.slow
 def test_show_runs_lists_without_running(sweep_recipe, tmp_path):
     result = subprocess.run([sys.executable, "-m", "wsolctl", "show", "--runs", str(sweep_recipe())],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -98,6 +101,7 @@ def sequential_sweep(tmp_path_factory):
     return path, out
 
 
+@pytest.mark.slow
 def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
     _, out = sequential_sweep
     runs = pl.read_parquet(out / "runs.parquet")
@@ -112,13 +116,14 @@ def test_sweep_selects_on_validation_then_runs_all_folds(sequential_sweep):
     results = pl.read_parquet(out / "results.parquet")
     assert sorted(results["fold"].unique()) == [0, 1]
     assert len(results) == 2 * 2 * 2  # folds × methods × rules, each from its chosen configuration
-    chosen = json.loads((out / "study.json").read_text())["chosen"]
+    chosen = Record.load(out).chosen
     for row in results.iter_rows(named=True):
         lr = json.loads((out / "runs" / row["run_id"] / "spec.json").read_text())["recipe"]["train"]["lr"]
-        config_lr = runs.filter((pl.col("config_id") == chosen[f"{row['backbone']}|{row['method']}|{row['selection']}"]))["train.lr"][0]
+        config_lr = runs.filter((pl.col("config_id") == chosen[Choice(row["backbone"], row["method"], row["selection"])]))["train.lr"][0]
         assert lr == config_lr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", [["executor.workers=2"], ["executor.name=ray"]], ids=["local-pool", "ray"])
 def test_other_executors_give_identical_results(sequential_sweep, tmp_path, executor):
     if "ray" in executor[0]:
@@ -130,6 +135,7 @@ def test_other_executors_give_identical_results(sequential_sweep, tmp_path, exec
     assert a.equals(b)
 
 
+@pytest.mark.slow
 def test_rerun_skips_everything_and_a_new_value_runs_only_new_runs(sequential_sweep, tmp_path):
     import shutil
 
@@ -143,6 +149,7 @@ def test_rerun_skips_everything_and_a_new_value_runs_only_new_runs(sequential_sw
     assert len(list(copy.glob("runs/*/done.json"))) >= len(stamps) + 1
 
 
+@pytest.mark.slow
 def test_failing_run_is_isolated(tmp_path, tiny_recipe):
     path = tmp_path / "fail.yaml"
     path.write_text(tiny_recipe.read_text() + SWEEP.format(lrs="[0.01, 1.0e+30]").replace("folds: [0, 1]", "folds: [0]"))

@@ -152,8 +152,9 @@ def test_scaling_the_logit():
 
 
 def test_inplace_residual_blocks_timm_and_torchvision():
-    timm = pytest.importorskip("timm")
-    tv = pytest.importorskip("torchvision")
+    import timm
+    import torchvision as tv
+
     torch.manual_seed(0)
     images, targets = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
     for net, layer in ((timm.create_model("resnet18", num_classes=3, zero_init_last=False), "layer4.1.bn2"),
@@ -248,16 +249,19 @@ def test_plugins_share_cams_training_key_and_are_torch_free_classes():
 
     found = methods()
     assert set(found) == {"gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "scorecam", "sscam",
-                          "iscam", "ablationcam"}
+                          "iscam", "ablationcam", "hirescam", "gradcamelementwise", "eigencam", "eigengradcam",
+                          "fullgrad", "kpcacam", "shapleycam", "fem", "finercam", "rollout"}
     for name, cls in found.items():
         assert cls().training_key() == CAM().training_key(), name
         assert cls.kind == "top-down"
-        assert cls.unsupported(info("resnet50-wsol")) is None and cls.unsupported(info("deit-small")) is None
+        assert cls.unsupported(info("deit-small")) is None
+        assert (cls.unsupported(info("resnet50-wsol")) is None) == (name != "rollout")  # rollout needs tokens
 
 
+@pytest.mark.slow
 def test_smoke_train_once_explain_many(tmp_path):
-    from tests.conftest import TINY
-    from wsolctl.engine import pipeline
+    from tests.conftest import TINY, assert_localizes, assert_not_degenerate
+    from wsolctl import pipeline
 
     names = ["gradcam", "gradcampp", "layercam"]
     recipe_text = TINY.format(root=tmp_path / "data").replace(
@@ -273,3 +277,7 @@ def test_smoke_train_once_explain_many(tmp_path):
     for row in results.iter_rows(named=True):
         assert row["selection"] in ("b-loc", "b-cl")
         assert math.isfinite(row["pxap"]) and 0 <= row["pxap"] <= 100
+    assert_not_degenerate(results)
+    # B-LOC picks the untrained classifier (epoch 0) for most; measured: Grad-CAM 54.0, Score-CAM 54.5
+    # against 51.2 for the all-foreground map, Grad-CAM++ and LayerCAM 50.3 (below it, so not asserted)
+    assert_localizes(results.filter(pl.col("method").is_in(["gradcam", "scorecam"])))

@@ -45,10 +45,10 @@ def test_recipe_selection_rules_need_what_they_read(tmp_path):
 
 # ----------------------------------------------------------------------------- annotators and Otsu
 def _normalised(rgb: np.ndarray) -> torch.Tensor:
-    from wsolctl.data.images import MEAN, STD
+    from wsolctl.recipe.schema import IMAGENET
 
     x = torch.from_numpy(rgb).float().permute(2, 0, 1)[None] / 255
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - torch.tensor(IMAGENET.mean).view(1, 3, 1, 1)) / torch.tensor(IMAGENET.std).view(1, 3, 1, 1)
 
 
 def test_haematoxylin_annotator_finds_nuclei_dense_tissue():
@@ -118,7 +118,7 @@ def test_b_pseudo_with_true_masks_as_pseudo_masks_selects_like_b_loc(tmp_path):
 def test_whole_study_b_pseudo_on_true_masks_equals_b_loc(tmp_path):
     """Through train → select: the valpx-masks annotator (the true masks as pseudo-masks) makes
     b-pseudo pick b-loc's epoch, and its val-pseudo τ is b-loc's val-masks τ."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     path = tmp_path / "r.yaml"
     path.write_text(_tiny(tmp_path).replace("epochs: 1", "epochs: 2")
@@ -284,7 +284,7 @@ def _road_inputs():
 def test_linear_imputation_equals_pytorch_grad_cams():
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
-    from wsolctl.metrics_extra import linear_impute
+    from wsolctl.metrics.road import linear_impute
 
     torch.manual_seed(0)
     image, keep = torch.randn(3, 20, 24), (torch.rand(20, 24) > 0.6).float()
@@ -309,7 +309,7 @@ def test_road_agrees_with_pytorch_grad_cam():
     )
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    from wsolctl.metrics_extra import RoadMeter
+    from wsolctl.metrics.road import RoadMeter
 
     net = _Net().eval()
     images, targets, cams = _road_inputs()
@@ -369,7 +369,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     import shutil
 
     from tests.test_predict import write_slide
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
     from wsolctl.engine.build import prepare_dataset
     from wsolctl.predict import PredictOptions, predict
     from wsolctl.recipe import load_recipe

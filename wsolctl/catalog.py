@@ -1,4 +1,4 @@
-"""What is installed: the method catalog behind ``wsolctl methods`` (no torch import)."""
+"""What is installed: the catalogs behind ``wsolctl methods`` and ``wsolctl metrics`` (no torch import)."""
 from __future__ import annotations
 
 import warnings
@@ -6,17 +6,23 @@ import warnings
 from rich.console import Console
 from rich.table import Table
 
-from wsolctl import plugins
+from wsolctl import metrics, plugins
 from wsolctl.errors import PluginWarning
+
+
+def _loaded(load):
+    """``load()``'s plugins; its :class:`PluginWarning` warnings (broken plugins) printed on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        loaded = load()
+    for warning in caught:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")
+    return loaded
 
 
 def method_catalog() -> list[dict]:
     """One dict per importable method plugin; broken plugins are warned about (stderr) and skipped."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PluginWarning)
-        loaded = plugins.load_all("methods")
-    for warning in caught:
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")
+    loaded = _loaded(lambda: plugins.load_all("methods"))
     rows = []
     for name, cls in sorted(loaded.items()):
         info = plugins.info("methods", name)
@@ -41,12 +47,36 @@ def print_catalog(rows: list[dict]) -> None:
     Console().print(table)
 
 
+def metric_catalog() -> list[dict]:
+    """One dict per importable metric plugin (report order), after the always-on built-in one."""
+    rows = [{"name": metrics.BUILT_IN, "package": "wsolctl (built in, always on)", "forward_passes": False,
+             "columns": {c: "[0, 1)" if c == "threshold" else "%" for c in metrics.BUILT_IN_COLUMNS},
+             "description": "PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and mIoU"}]
+    for metric in _loaded(metrics.installed):
+        info = plugins.info("metrics", metric.name)
+        rows.append({"name": metric.name, "package": f"{info.package} {info.version}",
+                     "forward_passes": metric.forward_passes, "columns": {c.name: c.unit for c in metric.columns},
+                     "description": metric.description})
+    return rows
+
+
+def print_metrics(rows: list[dict]) -> None:
+    table = Table(title="wsolctl metrics (recipe: evaluation.metrics)")
+    for column in ("name", "package", "model calls", "results columns (unit)", "description"):
+        table.add_column(column)
+    for row in rows:
+        columns = ", ".join(f"{k} ({v})" for k, v in row["columns"].items())
+        table.add_row(row["name"], row["package"], "yes" if row["forward_passes"] else "no", columns, row["description"])
+    Console().print(table)
+
+
 def print_runs(recipe) -> None:
     """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
-    from wsolctl.engine.plan import study_runs
-    from wsolctl.recipe.sweep import folds_and_seeds, search_variants
+    from wsolctl.engine.study import Study
+    from wsolctl.recipe.sweep import folds_and_seeds
+    from wsolctl.selection import RULES
 
-    search = study_runs(search_variants(recipe))
+    search = Study.plan(recipe).search.runs
     table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
     swept = sorted({k for run in search for k in run.variant.swept})
     for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
@@ -60,9 +90,88 @@ def print_runs(recipe) -> None:
     configs: dict[tuple, set] = {}
     for run in search:  # per (backbone, method group): how many configurations compete
         configs.setdefault((run.backbone.name, run.labels), set()).add(run.variant.config_id)
-    # each pair keeps at most one B-LOC and one B-CL configuration
-    final_max = sum(min(2, len(c)) for c in configs.values()) * len(folds) * len(seeds)
+    # each pair keeps at most one configuration per selection rule
+    final_max = sum(min(len(RULES), len(c)) for c in configs.values()) * len(folds) * len(seeds)
     n_configs = len({run.variant.config_id for run in search})
     console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
                   f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
                   "those already run in the search reused")
+
+
+def backbone_catalog() -> list[dict]:
+    """One dict per registered backbone: where its weights come from, the normalisation it declares,
+    and, for the named foundation models, the card's facts; whether the hub cache holds its files
+    (no network)."""
+    from wsolctl.errors import InputError
+    from wsolctl.models.foundation import NamedModel
+    from wsolctl.models.weights import HubWeights
+
+    rows = []
+    for name in sorted(plugins.registered("backbones")):
+        cls = plugins.load("backbones", name)
+        backbone = cls()
+        card = cls.card if issubclass(cls, NamedModel) else None
+        row = {"name": name, "weights": backbone.pretrained_name or None, "gated": bool(card and card.gated),
+               "tokens": card.layout if card else None, "licence": card.licence if card else None,
+               "usable": not (card and card.timm_reason), "note": card.timm_reason if card else None}
+        try:
+            row["normalize"] = backbone.info().normalize.model_dump(mode="json")
+        except InputError:  # an hf-hub: model whose config.json is not cached: the card's, if any
+            row["normalize"] = card.normalize.model_dump(mode="json") if card else None
+        try:
+            weights = HubWeights.of(row["weights"]) if row["weights"] else None
+        except InputError:
+            weights = None
+        row["cached"] = _cached_state(weights)
+        rows.append(row)
+    return rows
+
+
+def _cached_state(weights) -> str:
+    """yes (every file it needs), config only (an hf-hub: model's architecture, not its weights), no, - (none)."""
+    from wsolctl.models.weights import cached_file
+
+    if weights is None:
+        return "-"
+    if weights.cached() is not None:
+        return "yes"
+    config = weights.config and cached_file(weights.repo_id, "config.json", weights.revision) is not None
+    return "config only" if config else "no"
+
+
+def print_backbones(rows: list[dict]) -> None:
+    table = Table(title="wsolctl backbones (cached: in the Hugging Face cache, HF_HOME)")
+    for column in ("name", "weights", "gated", "cached", "normalize", "tokens", "licence / note"):
+        table.add_column(column)
+    for row in rows:
+        norm = row["normalize"]
+        table.add_row(row["name"], row["weights"] or "-", "yes" if row["gated"] else "no", row["cached"],
+                      _norm_text(norm),
+                      row["tokens"] or "-", row["note"] or row["licence"] or "-")
+    Console().print(table)
+
+
+def _norm_text(norm: dict | None) -> str:
+    from wsolctl.recipe.schema import IMAGENET
+
+    if norm is None:
+        return "from config.json"
+    if norm == IMAGENET.model_dump(mode="json"):
+        return "ImageNet"
+    return " / ".join(",".join(f"{v:g}" for v in norm[k]) for k in ("mean", "std"))
+
+
+def normalization_lines(recipe) -> list[str]:
+    """``wsolctl show``: what each backbone's images are normalised with, as YAML comments."""
+    from wsolctl.errors import NotCached
+
+    lines = ["# images are normalised per backbone with (backbones[].normalize overrides the backbone's own):"]
+    for spec in recipe.backbones:
+        try:
+            norm = spec.normalization()
+            where = "recipe" if spec.normalize else "the backbone's"
+            text = f"mean {list(norm.mean)}, std {list(norm.std)} ({where})"
+        except NotCached:
+            text = "the backbone's config.json, not cached yet (wsolctl weights fetch RECIPE)"
+        lines.append(f"#   {spec.name}: {text}")
+    return lines

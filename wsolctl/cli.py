@@ -1,4 +1,4 @@
-"""``wsolctl`` command line: a thin layer over :mod:`wsolctl.engine.pipeline` and friends.
+"""``wsolctl`` command line: a thin layer over :mod:`wsolctl.pipeline` and friends.
 
 Torch is imported only by commands that train or evaluate, so ``--help``, ``validate``, ``show`` and
 ``methods`` stay fast. Bad input → one line per problem on stderr, exit code 2, no traceback.
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from wsolctl.selection import RULES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Weakly-supervised object localization in histology, from one YAML recipe.")
@@ -70,7 +72,8 @@ def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
 @app.command()
 def show(recipe: Path, set_: List[str] = SetOpt,
          runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing")) -> None:
-    """Print the fully resolved recipe (bases merged, overrides applied, defaults filled)."""
+    """Print the fully resolved recipe (bases merged, overrides applied, defaults filled) and each
+    backbone's image normalisation."""
     loaded = _load(recipe, set_)
     if runs:
         from wsolctl.catalog import print_runs
@@ -78,14 +81,17 @@ def show(recipe: Path, set_: List[str] = SetOpt,
         return _guard(print_runs, loaded)
     import yaml
 
+    from wsolctl.catalog import normalization_lines
+
     typer.echo(yaml.safe_dump(loaded.resolved_dict(), sort_keys=False), nl=False)
+    typer.echo("\n".join(_guard(normalization_lines, loaded)))
 
 
 @app.command()
 def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
         executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train, select and report: the whole study of a recipe."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     loaded = _load(recipe, set_ + _executor_overrides(executor, workers))
     report = _guard(pipeline.run, loaded, out, quiet=quiet)
@@ -96,7 +102,7 @@ def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, qu
 def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, quiet: bool = QuietOpt,
           executor: Optional[str] = ExecOpt, workers: Optional[int] = WorkersOpt) -> None:
     """Train every run of a recipe (resumes; skips finished runs)."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers)), out, quiet=quiet)
     typer.echo(f"trained into {done}; next: wsolctl select {done}")
@@ -105,7 +111,7 @@ def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, 
 @app.command()
 def select(out: Path, quiet: bool = QuietOpt) -> None:
     """Select B-LOC / B-CL models of a trained output directory and score them on test."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     _guard(pipeline.select, out, quiet=quiet)
     typer.echo(f"wrote {out / 'results.parquet'}; next: wsolctl report {out}")
@@ -118,7 +124,7 @@ def report(dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="outpu
            format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (one "
                                        "self-contained report.html)")) -> None:
     """Write the survey's tables and figures from output directories' Parquet files."""
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
 
     if format_ not in ("md", "html"):
         _fail(f"error: --format must be md or html, not {format_!r}")
@@ -132,13 +138,38 @@ def methods(json_: bool = typer.Option(False, "--json", help="print JSON instead
     """List the installed methods, their kind, package and parameters."""
     from wsolctl.catalog import method_catalog, print_catalog
 
-    rows = method_catalog()
+    _list(method_catalog(), print_catalog, json_)
+
+
+@app.command()
+def metrics(json_: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """List the metrics a recipe's evaluation.metrics may name: columns, units, whether they call the model."""
+    from wsolctl.catalog import metric_catalog, print_metrics
+
+    _list(metric_catalog(), print_metrics, json_)
+
+
+def _list(rows: list[dict], table, json_: bool) -> None:
     if json_:
         import json
 
         typer.echo(json.dumps(rows, indent=2))
     else:
-        print_catalog(rows)
+        table(rows)
+
+
+@app.command()
+def backbones(json_: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """List the installed backbones and named foundation models: weights, gated, cached, normalisation."""
+    from wsolctl.catalog import backbone_catalog, print_backbones
+
+    rows = _guard(backbone_catalog)
+    if json_:
+        import json
+
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_backbones(rows)
 
 
 @app.command()
@@ -168,7 +199,7 @@ def predict(
         out: Path = typer.Option(..., "--out", "-o", help="output folder: one subfolder per input, predictions.parquet"),
         method: Optional[str] = typer.Option(None, "--method", "-m", help="method (default: the only one in RUN_DIR)"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="backbone (default: the only one)"),
-        selection: str = typer.Option("b-loc", "--selection", help="b-loc | b-cl | b-pseudo"),
+        selection: str = typer.Option("b-loc", "--selection", help=" | ".join(RULES)),
         run: Optional[str] = typer.Option(None, "--run", help="run id, when several folds/seeds hold the model"),
         target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
         tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),
@@ -224,7 +255,8 @@ def sample_camelyon16(
         workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel"),
         executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) | ray")) -> None:
     """Sample CAMELYON16 slides into patches, masks and fold files (survey Appendix B; resumable)."""
-    from wsolctl.wsi.camelyon16 import SamplingParams, sample_camelyon16 as run_sampling
+    from wsolctl.data.camelyon import sample_camelyon16 as run_sampling
+    from wsolctl.wsi.camelyon16 import SamplingParams
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)

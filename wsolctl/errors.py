@@ -24,7 +24,8 @@ class RecipeError(Exception):
 
 
 class UnknownPlugin(LookupError):
-    """Raised for a name that no installed plugin provides; the message suggests close matches."""
+    """Raised for a name that no installed plugin provides (the message suggests close matches), or
+    for a plugin that is broken: fails to import, targets another API version, breaks its declaration."""
 
 
 class PluginWarning(UserWarning):

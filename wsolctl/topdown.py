@@ -31,7 +31,10 @@ batch would influence each other's maps).
 The gradient family (gradcam, gradcampp, xgradcam, layercam) costs one forward and one backward
 to the layer per batch, whatever the batch's targets; smoothgradcampp costs ``n`` of them plus one
 forward; scorecam / ablationcam one forward per channel (× ``n`` for sscam / iscam), in chunks of at
-most ``chunk_size`` images. It works under ``torch.no_grad()`` (it re-enables gradients itself) and
+most ``chunk_size`` images. Beyond the survey: hirescam, gradcamelementwise, finercam, eigengradcam,
+fullgrad (every bias layer, map at the input resolution) cost one forward and one backward;
+shapleycam one more backward; eigencam, kpcacam, fem and rollout (token models, class-agnostic) one
+forward. It works under ``torch.no_grad()`` (it re-enables gradients itself) and
 with in-place ReLUs / residual additions after the layer (timm / torchvision ResNets): Captum's hook
 keeps a clone of the layer output.
 """
@@ -56,13 +59,14 @@ def cams(model: nn.Module, images: torch.Tensor, targets: Any, method: str = "gr
     if cls is None:
         raise ValueError(f"unknown top-down method {method!r}; choose from {', '.join(methods())}")
     tokens = token_model(model)
-    if layer is None:
-        layer = getattr(model, "cam_layer", None) or (token_cam_layer(tokens) if tokens is not None else "layer4")
-    chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     names = params.pop("layers", None)
+    instance = cls(cls.Params(**params))
+    if layer is None:  # the method's own default (FullGrad: the whole model), from the model's CAM layer
+        layer = instance.layer_names(getattr(model, "cam_layer", None)
+                                     or (token_cam_layer(tokens) if tokens is not None else "layer4"))
+    chosen = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     if names:
         chosen = list(names)
-    instance = cls(cls.Params(**params))
     modules = [resolve_layer(model, item) for item in chosen]
     return instance.explain(forward_func_of(model), modules, images, targets, tokens=tokens)
 

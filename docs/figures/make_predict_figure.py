@@ -20,8 +20,9 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "plugins" / "redn
 
 def main() -> None:
     from slides import write_slide
+
     from tests.test_predict import RECIPE
-    from wsolctl.engine import pipeline
+    from wsolctl import pipeline
     from wsolctl.predict import PredictOptions, predict
 
     work = Path(tempfile.mkdtemp(prefix="wsolctl-figure-"))

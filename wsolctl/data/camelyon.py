@@ -1,5 +1,11 @@
-"""The ``camelyon16`` dataset plugin: CAMELYON16 patches sampled by :mod:`wsolctl.wsi.camelyon16`
-(``wsolctl sample camelyon16``), read as fold files; with ``params.slides`` it samples on first use."""
+"""CAMELYON16: :func:`sample_camelyon16` turns the slides as distributed into patches, masks, fold
+files and a manifest (survey Appendix B; ``wsolctl sample camelyon16``), in three named steps: find
+the inputs (:mod:`wsolctl.wsi.camelyon16_inputs`), sample the slides (:mod:`wsolctl.wsi.camelyon16`),
+write folds and tables (:mod:`wsolctl.data.camelyon_folds`). The ``camelyon16`` dataset plugin reads
+its output (``dataset.root`` = ``out``), or with ``params.slides`` samples on first use.
+
+Besides what the steps write, ``out`` holds ``wsolctl-camelyon16.json``: the stamp (params, inputs,
+counts, skipped slides, warnings), written last; a finished identical run returns it at once."""
 from __future__ import annotations
 
 import json
@@ -8,9 +14,58 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wsolctl.data.camelyon_folds import assign_folds, write_folds, write_tables
 from wsolctl.data.folds import FoldDataset, read_encoding
 from wsolctl.errors import DataError
-from wsolctl.wsi.camelyon16 import STAMP, SamplingParams, sample_camelyon16
+from wsolctl.wsi.camelyon16 import SamplingParams, sample_slides
+from wsolctl.wsi.camelyon16_inputs import CLASSES, SETS, SlideEntry, discover
+from wsolctl.wsi.fingerprint import fingerprint, stable_key
+
+STAMP = "wsolctl-camelyon16.json"
+FORMAT = 1  # of the output; a new format samples again
+
+
+def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Path, reference: Optional[Path] = None,
+                      params: Optional[SamplingParams] = None, quiet: bool = False, workers: int = 1,
+                      executor: str = "local") -> dict:
+    """Sample CAMELYON16 into ``out`` (resumable; a finished identical run returns at once). Returns
+    the stamp (params, counts, skipped slides, warnings); the caller shows the warnings. ``workers``
+    slides at a time, in local processes or Ray tasks (``executor``); the output does not depend on it."""
+    from wsolctl.io import write_json
+
+    p, out = params or SamplingParams(), Path(out)
+    entries, findings = discover(slides_dir, annotations_dir, reference)
+    identity = _identity(entries, reference, p)
+    finished = _finished(out, identity)
+    if finished is not None:
+        return finished
+    rows = sample_slides(entries, out, p, findings, quiet=quiet, workers=workers, executor=executor)
+    folds = assign_folds(rows, p)
+    write_folds(out, rows, folds, p)
+    write_tables(out, rows, folds, findings.skipped, p)
+    counts = {set_: {c: sum(1 for r in rows if r["set"] == set_ and r["category"] == c) for c in CLASSES}
+              for set_ in SETS}
+    stamp = {**identity, "counts": counts, "skipped": findings.skipped, "warnings": findings.warnings}
+    write_json(out / STAMP, stamp)
+    return stamp
+
+
+def _identity(entries: list[SlideEntry], reference: Optional[Path], p: SamplingParams) -> dict:
+    """What the output depends on: the format, the params and the inputs' fingerprints."""
+    inputs = sorted([e.name, e.set, e.label, fingerprint(e.path), fingerprint(e.xml)] for e in entries)
+    return {"format": FORMAT, "params": p.model_dump(mode="json"), "inputs": stable_key(inputs),
+            "reference": fingerprint(reference)}
+
+
+def _finished(out: Path, identity: dict) -> Optional[dict]:
+    """The stamp of a finished sampling of ``out`` with this identity, else None."""
+    if not ((out / STAMP).is_file() and (out / "manifest.parquet").is_file()):
+        return None
+    try:
+        stamp = json.loads((out / STAMP).read_text())
+    except json.JSONDecodeError:
+        return None
+    return stamp if {k: stamp.get(k) for k in identity} == identity else None
 
 
 class Camelyon16Params(BaseModel):

@@ -11,22 +11,22 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from wsolctl.data.folds import Sample, safe_join
-from wsolctl.recipe.schema import Augment
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as in the survey
+from wsolctl.recipe.schema import IMAGENET, Augment, Normalize
 
 
 class FoldImages(Dataset):
     """Yields ``(image, label, mask)``; ``mask`` is a bool (S, S) tensor (all False when the sample
     has no mask; an empty tensor when ``with_masks`` is off). With ``augment`` set, images get the
-    survey's training augmentation, applied jointly to the mask (colour jitter to the image only)."""
+    survey's training augmentation, applied jointly to the mask (colour jitter to the image only).
+    Images are normalised with ``normalize`` (the backbone's: ``BackboneSpec.normalization()``)."""
 
     def __init__(self, root: Path, samples: list[Sample], size: int, augment: Augment | None = None,
-                 with_masks: bool = True):
+                 with_masks: bool = True, normalize: Normalize = IMAGENET):
         self.root, self.samples, self.size = Path(root), samples, size
         self.with_masks = with_masks
         self.to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-        self.normalize = v2.Normalize(MEAN, STD)
+        self.normalization = normalize
+        self.normalize = v2.Normalize(normalize.mean, normalize.std)
         self.augment = _train_transform(size, augment) if augment is not None else None
 
     def __len__(self) -> int:
@@ -53,6 +53,18 @@ class FoldImages(Dataset):
             instance = Image.open(safe_join(self.root, path, where)).convert("L")
             mask |= np.asarray(instance.resize(size, Image.NEAREST)) > 0
         return torch.from_numpy(mask)
+
+
+def deterministic(augment: Augment) -> bool:
+    """Whether ``augment`` draws nothing at random (resize only): every epoch sees the same images."""
+    return not augment.crop and augment.hflip == 0 and augment.vflip == 0 and not any(augment.color_jitter)
+
+
+def unnormalize(images: torch.Tensor, normalize: Normalize) -> torch.Tensor:
+    """(N, 3, H, W) normalised images → RGB in [0, 1]."""
+    mean = torch.tensor(normalize.mean, dtype=images.dtype, device=images.device)[:, None, None]
+    std = torch.tensor(normalize.std, dtype=images.dtype, device=images.device)[:, None, None]
+    return (images * std + mean).clamp(0, 1)
 
 
 def _train_transform(size: int, augment: Augment) -> v2.Compose:

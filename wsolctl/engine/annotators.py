@@ -6,7 +6,7 @@ pseudo-annotations of the validation set stand in for the manual ones; their cod
 
 An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device)``
 (load what it needs once, e.g. a reference model) and ``masks(images, labels)`` → ``(N, H, W)`` bool
-at the images' size, ``images`` normalised as fed to the model (ImageNet mean / std). Importing this
+at the images' size, ``images`` normalised as fed to the model (the backbone's mean / std: ``Annotator.normalize``). Importing this
 module imports no torch (``wsolctl validate`` stays instant).
 
 Built in:
@@ -71,8 +71,11 @@ class Annotator:
     Params: type[BaseModel] = _Common
     reads_masks: ClassVar[bool] = False
 
-    def __init__(self, params: Optional[BaseModel] = None):
+    def __init__(self, params: Optional[BaseModel] = None, normalize=None):
+        from wsolctl.recipe.schema import IMAGENET
+
         self.params = params if params is not None else self.Params()
+        self.normalize = IMAGENET if normalize is None else normalize  # of the images it is handed
 
     def bind(self, device) -> None:
         """Load what the annotator needs (called once before :meth:`masks`)."""
@@ -109,10 +112,9 @@ class Haematoxylin(Annotator):
         from scipy.ndimage import gaussian_filter
         from skimage.color import rgb2hed
 
-        from wsolctl.data.images import MEAN, STD
+        from wsolctl.data.images import unnormalize
 
-        rgb = images.detach().float().cpu() * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
-        rgb = rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        rgb = unnormalize(images.detach().float().cpu(), self.normalize).permute(0, 2, 3, 1).numpy()
         density = np.stack([rgb2hed(image)[..., 0] for image in rgb])
         if self.params.sigma > 0:
             density = gaussian_filter(density, sigma=(0, self.params.sigma, self.params.sigma))

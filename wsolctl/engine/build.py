@@ -66,13 +66,14 @@ def build_data(spec: RunSpec, device: torch.device) -> Data:
     pin = device.type == "cuda"
     # Training masks are loaded only when some method is trained on them (fully supervised).
     train_masks = any(m.plugin.needs_masks for m in recipe.methods)
+    normalize = spec.backbone.normalization()
 
     def loader(split: str, train: bool = False) -> DataLoader:
         samples = read_split(folds_dir, fold, split)
         if not recipe.dataset.masks:  # an unannotated study: no mask is read, every mask is empty
             samples = [replace(s, masks=(), ignore=None) for s in samples]
         images = FoldImages(root, samples, size, augment=train_cfg.augment if train else None,
-                            with_masks=split in ("valpx", "test") or (train and train_masks))
+                            with_masks=split in ("valpx", "test") or (train and train_masks), normalize=normalize)
         return DataLoader(images, batch_size=train_cfg.batch_size if train else eval_cfg.batch_size,
                           shuffle=train, drop_last=False, num_workers=train_cfg.workers, pin_memory=pin)
 
@@ -88,7 +89,8 @@ def build_model(spec: RunSpec, num_classes: int, pretrained: bool = True) -> WSO
     info = backbone.info()
     module = backbone.build(spec.backbone.pretrained if pretrained else False)
     frozen = freeze(module, info, spec.backbone.freeze)
-    return WSOLModel(module, trainer, num_classes, info.cam_layer, backbone.classifier_prefixes, frozen)
+    return WSOLModel(module, trainer, num_classes, info, backbone.classifier_prefixes, frozen,
+                     backbone.decoder_at_classifier_lr)
 
 
 def finished(run_dir: Path) -> dict:

@@ -63,9 +63,11 @@ def similarities(trained: tuple[torch.Tensor, torch.Tensor], other: tuple[torch.
 
 
 def cascade_layers(model: torch.nn.Module, stages: Sequence[str]) -> list[tuple[str, torch.nn.Module]]:
-    """(name, module) in randomisation order: the head, then the stages from the last to the first."""
+    """(name, module) in randomisation order: the head, then the stages from the last to the first;
+    stages without weights (e.g. a ResNet's stem activation ``act1``) are left out."""
     layers = [("head", model.head)] if sum(p.numel() for p in model.head.parameters()) else []
-    return layers + [(name, model.backbone.get_submodule(name)) for name in reversed(stages)]
+    stages = [(name, model.backbone.get_submodule(name)) for name in reversed(stages)]
+    return layers + [(name, module) for name, module in stages if sum(p.numel() for p in module.parameters())]
 
 
 def reinitialise(module: torch.nn.Module, seed: int) -> None:

@@ -1,50 +1,36 @@
-"""Score a model on one split: top-1 accuracy and, per method, the streaming localization metrics."""
+"""Score a model on one split: top-1 accuracy and, per method, the streaming localization metrics:
+the always-on PxAP meter and a meter of each metric plugin asked for."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from wsolctl.engine.model import WSOLModel
+from wsolctl.errors import UnknownPlugin
 from wsolctl.methods.base import Method
-from wsolctl.metrics import LocalizationMeter, LocalizationResult, prepare_cams
-from wsolctl.metrics_extra import FaithfulnessMeter, MapMeter, MaxBoxAccV2Meter, PointingGameMeter, RoadMeter
+from wsolctl.metrics import LocalizationMeter, LocalizationResult, MapMeter, MeterContext, Metric, prepare_cams
 from wsolctl.progress import Progress
-from wsolctl.recipe.schema import Evaluation
-
-# Columns of LocalizationResult that belong to the `dice` metric; PxAP's are always kept (B-LOC).
-DICE_COLUMNS = ("dice_fg", "dice_bg", "iou_fg")
 
 
 @dataclass
 class Scores:
     accuracy: Optional[float] = None  # %
     localization: dict[str, LocalizationResult] = field(default_factory=dict)
-    extra: dict[str, dict[str, float]] = field(default_factory=dict)  # per method: metrics_extra columns
-
-
-def extra_meters(settings: Evaluation, model: WSOLModel) -> list[MapMeter]:
-    """Fresh meters for the recipe's metrics that LocalizationMeter does not give."""
-    factories = {
-        "maxboxacc-v2": lambda: MaxBoxAccV2Meter(settings.box_thresholds),
-        "pointing-game": PointingGameMeter,
-        "deletion": lambda: FaithfulnessMeter(model, "deletion", settings.faithfulness_steps, settings.batch_size),
-        "insertion": lambda: FaithfulnessMeter(model, "insertion", settings.faithfulness_steps, settings.batch_size),
-        "road": lambda: RoadMeter(model, settings.road_percentiles, settings.batch_size),
-    }
-    return [factories[name]() for name in settings.metrics if name in factories]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # per method: the metric plugins' columns
 
 
 def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, device: torch.device, *,
              accuracy: bool, localize: bool, thresholds: int = 1000, cam_target: str = "ground-truth",
              progress: Optional[Progress] = None, description: str = "evaluate",
-             extra: Callable[[], list[MapMeter]] = list) -> Scores:
-    """``extra`` makes each method's meters beyond PxAP (used only if ``localize``)."""
+             metrics: Sequence[type[Metric]] = (), settings: Any = None) -> Scores:
+    """``metrics``: plugins scored besides PxAP (only if ``localize``), their meters built with the
+    recipe's ``evaluation`` section ``settings``."""
     model.eval()
     meters = {label: LocalizationMeter(thresholds) for label in methods} if localize else {}
-    others = {label: extra() for label in meters}
+    others = {label: _meters(metrics, settings, model, meter) for label, meter in meters.items()}
     correct = total = 0
     task = progress.task(description, len(loader)) if progress else None
     needs_prediction = accuracy or cam_target == "predicted"  # valpx with ground-truth targets: no
@@ -63,7 +49,7 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
                     cams = method.cams(model, images, targets)
                 maps, fg = prepare_cams(cams, masks.shape[-2:], method.map_kind), masks.to(device)
                 meters[label].update(maps, fg)
-                for meter in others[label]:
+                for meter in others[label].values():
                     meter.update(maps, fg, images, targets)
         if task:
             task.advance()
@@ -71,4 +57,23 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
         task.close()
     return Scores(100.0 * correct / max(total, 1) if accuracy else None,
                   {label: meter.compute() for label, meter in meters.items()},
-                  {label: {k: v for m in ms for k, v in m.compute().items()} for label, ms in others.items()})
+                  {label: {k: v for metric, m in ms.items() for k, v in _computed(metric, m).items()}
+                   for label, ms in others.items()})
+
+
+def _meters(metrics: Sequence[type[Metric]], settings: Any, model: WSOLModel,
+            localization: LocalizationMeter) -> dict[type[Metric], MapMeter]:
+    """Fresh meters of one method's maps; only metrics that declare forward passes see the model."""
+    given = getattr(settings, "metric_params", {})
+    return {metric: metric.meter(MeterContext(settings, model if metric.forward_passes else None, localization,
+                                              metric.Params.model_validate(given.get(metric.name, {}))))
+            for metric in metrics}
+
+
+def _computed(metric: type[Metric], meter: MapMeter) -> dict[str, float]:
+    """The meter's values, which must be exactly the columns its metric declares."""
+    values = meter.compute()
+    declared = [c.name for c in metric.columns]
+    if sorted(values) != sorted(declared):
+        raise UnknownPlugin(f"metric {metric.name!r} computed columns {sorted(values)}, but declares {declared}")
+    return {name: float(values[name]) for name in declared}

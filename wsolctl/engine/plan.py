@@ -5,7 +5,9 @@ Methods with equal :func:`~wsolctl.recipe.sweep.shared_key` share one training r
 ("train once, explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier.
 A run's id is a stable hash of everything that determines its numbers; settings marked
 ``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) or ``{"test_only": True}``
-(what only the final test reads, e.g. ``evaluation.metrics``) are left out of it.
+(what only the final test reads, e.g. ``evaluation.metrics``) are left out of it, and those marked
+``{"omit_default": True}`` (added later, their default reproducing the former behaviour) while at
+their default.
 """
 from __future__ import annotations
 
@@ -20,11 +22,9 @@ from pydantic import BaseModel
 
 from wsolctl.errors import InputError
 from wsolctl.io import write_json
-from wsolctl.recipe.schema import BackboneSpec, MethodSpec, Recipe, Train
+from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train
 from wsolctl.recipe.sweep import Variant, shared_key
 
-# selection rule -> validation metric (max is best); b-pseudo: valpx PxAP against pseudo-masks (engine/pseudo.py)
-RULES = {"b-loc": "valpx_pxap", "b-cl": "valcl_acc", "b-pseudo": "valpx_pseudo_pxap"}
 SPEC = "spec.json"
 
 
@@ -71,7 +71,8 @@ class RunSpec:
         """What determines the run's numbers (hashed into :attr:`run_id`)."""
         recipe, first = self.recipe, self.methods[0]
         identity = {
-            "dataset": numbers(recipe.dataset), "backbone": numbers(self.backbone),
+            # the backbone's normalisation by its values (below), whether declared or overridden
+            "dataset": numbers(recipe.dataset), "backbone": numbers(self.backbone, exclude={"normalize"}),
             "training_key": first.instantiate().training_key(),
             # a method's `backbones` restriction is already expressed by the run's backbone, and its
             # `train` overrides by the run's `train`
@@ -79,6 +80,9 @@ class RunSpec:
             "seed": recipe.seed, "image_size": recipe.image_size, "train": numbers(self.train),
             "evaluation": numbers(recipe.evaluation),
         }
+        normalization = self.backbone.normalization()
+        if normalization != IMAGENET:  # ImageNet's: the ids of runs from before backbones declared it
+            identity["normalize"] = normalization.model_dump(mode="json")
         if self.prerequisite is not None:
             identity["prerequisite"] = self.prerequisite.run_id  # a new prerequisite means a new run
         return identity
@@ -112,7 +116,8 @@ class RunSpec:
 
 
 def numbers(model: BaseModel, exclude: set[str] = frozenset()) -> Any:
-    """``model`` as JSON data without its display-only fields, at any depth."""
+    """``model`` as JSON data without its display-only and test-only fields, nor its ``omit_default``
+    fields at their default, at any depth."""
     dump = model.model_dump(mode="json", exclude=set(exclude))
     _drop_display_only(model, dump)
     return dump
@@ -122,7 +127,8 @@ def _drop_display_only(value: Any, dump: Any) -> None:
     if isinstance(value, BaseModel) and isinstance(dump, dict):
         for name, field in type(value).model_fields.items():
             extra = field.json_schema_extra
-            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only")):
+            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or (
+                    extra.get("omit_default") and getattr(value, name) == field.default)):
                 dump.pop(name, None)
             elif name in dump:
                 _drop_display_only(getattr(value, name), dump[name])
@@ -168,9 +174,9 @@ def _prerequisite(variant: Variant, backbone_index: int, method: MethodSpec) -> 
     needed = method.prerequisite()
     if needed is None:
         return None
-    recipe = variant.recipe
-    fields = {**dict(recipe), "methods": [needed], "backbones": [recipe.backbones[backbone_index]], "sweep": None}
-    (run,) = plan_runs(Variant(Recipe(**fields), {}, "prerequisite"))
+    recipe = variant.recipe  # validated, with the prerequisite's support (Recipe.support_problems): copied
+    update = {"methods": [needed], "backbones": [recipe.backbones[backbone_index]], "sweep": None}
+    (run,) = plan_runs(Variant(recipe.model_copy(update=update), {}, "prerequisite"))
     return run
 
 

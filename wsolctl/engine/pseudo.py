@@ -21,6 +21,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from wsolctl.metrics.base import Column, MeterContext, Metric
+
 THRESHOLD_RULES = ("test-masks", "val-masks", "val-pseudo", "otsu")
 
 
@@ -85,6 +87,22 @@ class OtsuMeter:
             return {"dice_fg_otsu": float("nan"), "iou_fg_otsu": float("nan")}
         return {"dice_fg_otsu": 100.0 * 2 * self.tp / (2 * self.tp + self.fp + self.fn),
                 "iou_fg_otsu": 100.0 * self.tp / (self.tp + self.fp + self.fn)}
+
+
+OTSU_COLUMNS = ("dice_fg_otsu", "iou_fg_otsu")
+
+
+class Otsu(Metric):
+    """Internal metric (not registered): Dice / IoU with Otsu's threshold per map, appended by the
+    selection to the recipe's metrics so the ``otsu`` threshold rule can be scored."""
+
+    name = "otsu-threshold"
+    description = "foreground Dice and IoU with Otsu's threshold per map"
+    columns = tuple(Column(c, c) for c in OTSU_COLUMNS)
+
+    @classmethod
+    def meter(cls, context: MeterContext) -> "OtsuMeter":
+        return OtsuMeter()
 
 
 def threshold_columns(result, otsu: dict[str, float], history_row: dict) -> dict[str, float]:

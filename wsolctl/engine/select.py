@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
+from wsolctl import metrics as registry
 from wsolctl.engine.build import Data, build_model, finished
-from wsolctl.engine.evaluate import DICE_COLUMNS, evaluate, extra_meters
+from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
-from wsolctl.engine.pseudo import OtsuMeter, at_rule, row_threshold_rule, threshold_columns
+from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
 from wsolctl.io import write_json
-from wsolctl.metrics import LocalizationMeter
+from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
 
 
@@ -35,6 +36,7 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
     validation = {(row["method"], row["epoch"]): row for row in json.loads((run_dir / "epochs.json").read_text())}
+    metrics = [*registry.chosen(recipe.evaluation.metrics), Otsu]  # Otsu: internal, for the threshold rules
     examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
@@ -47,16 +49,17 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
-                          extra=lambda: [*extra_meters(recipe.evaluation, model), OtsuMeter()])
+                          metrics=metrics, settings=recipe.evaluation)
         for label, rule in picks:
             result = scores.localization[label]
-            extra = dict(scores.extra[label])
-            thresholds = threshold_columns(result, extra, validation[(label, epoch)])
+            measured = dict(scores.metrics[label])
+            otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
+            thresholds = threshold_columns(result, otsu, validation[(label, epoch)])
             threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
-            columns = {**result.as_dict(), **at_rule(result, threshold_rule, thresholds)}
-            columns = {k: v for k, v in columns.items() if k not in DICE_COLUMNS or "dice" in recipe.evaluation.metrics}
+            columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
+            columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
-                                   "threshold_rule": threshold_rule, **extra, **thresholds,
+                                   "threshold_rule": threshold_rule, **thresholds,
                                    "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
@@ -106,10 +109,11 @@ def trivial_pxap(data: Data, thresholds: int) -> float:
 
 def _example_batch(data: Data, per_class: int, path: Path):
     """The first ``per_class`` test images of each class (deterministic), saved once for reports:
-    uint8 RGB images, boolean masks, labels and ids."""
+    uint8 RGB images (un-normalised with the normalisation they were given, recorded as ``mean`` and
+    ``std``), boolean masks, labels and ids."""
     import numpy as np
 
-    from wsolctl.data.images import MEAN, STD
+    from wsolctl.data.images import unnormalize
 
     dataset = data.test.dataset
     chosen = [i for label in sorted(data.classes.values())
@@ -118,11 +122,12 @@ def _example_batch(data: Data, per_class: int, path: Path):
         return None
     images, labels, masks = zip(*(dataset[i] for i in chosen))
     images, labels, masks = torch.stack(images), torch.tensor(labels), torch.stack(masks)
-    rgb = (images * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]).clamp(0, 1)
+    rgb = unnormalize(images, dataset.normalization)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, images=(rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8),
                         masks=masks.numpy(), labels=labels.numpy(),
-                        ids=np.array([dataset.samples[i].image for i in chosen]))
+                        ids=np.array([dataset.samples[i].image for i in chosen]),
+                        mean=np.array(dataset.normalization.mean), std=np.array(dataset.normalization.std))
     return images, labels, masks
 
 

@@ -9,31 +9,34 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from wsolctl.engine import features
 from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RULES, RunSpec
+from wsolctl.engine.plan import RunSpec
 from wsolctl.engine.pseudo import WithMasks, pseudo_masks
 from wsolctl.errors import NonFiniteLoss
 from wsolctl.io import torch_save, write_json
 from wsolctl.methods.base import Batch
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Evaluation
+from wsolctl.selection import RULES
 
 
 def best_epochs(history: list[dict], label: str) -> dict[str, int]:
     """Epoch chosen by each selection rule for one method; ties go to the later epoch."""
     rows = [r for r in history if r["method"] == label]
-    measured = {rule: metric for rule, metric in RULES.items() if any(metric in r for r in rows)}
+    measured = {name: rule for name, rule in RULES.items() if any(rule.metric in r for r in rows)}
 
     def key(row: dict, metric: str) -> tuple[float, int]:
         value = row.get(metric)
         return (value if value is not None and math.isfinite(value) else -math.inf, row["epoch"])
 
-    return {rule: max(rows, key=lambda r: key(r, metric))["epoch"] for rule, metric in measured.items()}
+    return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in measured.items()}
 
 
 def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:
@@ -58,7 +61,8 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
     scheduler = build_scheduler(train, optimizer)
     methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
     history, start = _resume(run_dir, model, optimizer, scheduler, device)
-    pseudo = _pseudo_valpx(recipe.evaluation, data, device)
+    pseudo = _pseudo_valpx(recipe.evaluation, data, device, spec.backbone.normalization())
+    cache = features.prepare(spec, data, model, device, progress)  # None unless train.feature_cache
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
 
@@ -71,7 +75,9 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
         loss = float("nan")
         if epoch > 0:
             seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only
-            loss = _train_epoch(model, data, optimizer, scaler, device, use_amp, progress)
+            with features.on_features(model) if cache else nullcontext():  # heads learn on stored outputs
+                loss = _train_epoch(model, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
+                                    use_amp, progress)
             scheduler.step()
         rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch, pseudo)
         for row in rows:
@@ -84,11 +90,11 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
                                        "best": {m: best_epochs(history, m) for m in methods}})
 
 
-def _train_epoch(model, data: Data, optimizer, scaler, device, use_amp: bool, progress) -> float:
+def _train_epoch(model, loader, optimizer, scaler, device, use_amp: bool, progress) -> float:
     model.train()
     total, count = 0.0, 0
-    batches = progress.task("train", len(data.train))
-    for images, labels, masks in data.train:
+    batches = progress.task("train", len(loader))
+    for images, labels, masks in loader:
         batch = Batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
                       masks.to(device, non_blocking=True) if model.method.needs_masks else None)
         total += train_step(model, batch, optimizer, scaler, use_amp) * len(labels)
@@ -114,11 +120,15 @@ def train_step(model, batch: Batch, optimizer, scaler, use_amp: bool) -> float:
     return value
 
 
-def _pseudo_valpx(ev: Evaluation, data: Data, device):
-    """valpx with its images' pseudo-masks (``evaluation.annotator``), or None."""
+def _pseudo_valpx(ev: Evaluation, data: Data, device, normalize=None):
+    """valpx with its images' pseudo-masks (``evaluation.annotator``), or None; ``normalize``: the
+    backbone's mean / std of the valpx images (default ImageNet's)."""
     if ev.annotator is None:
         return None
-    return WithMasks(data.valpx, pseudo_masks(ev.annotator.instantiate(), data.valpx, device))
+    annotator = ev.annotator.instantiate()
+    if normalize is not None:
+        annotator.normalize = normalize
+    return WithMasks(data.valpx, pseudo_masks(annotator, data.valpx, device))
 
 
 def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int,

@@ -9,7 +9,9 @@ from wsolctl.methods.base import Method, Output
 
 class CAM(Method):
     survey_rank = 4
+    in_survey = True
     kind = "bottom-up"
+    trains_on_features = True  # head(backbone(images)): so do the top-down methods that explain it
 
     def training_key(self) -> dict:
         # The GAP + linear classifier is what top-down methods explain, so they can share it.

@@ -14,54 +14,17 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Batch, Method, Output
 from wsolctl.methods.cam import CAM
+from wsolctl.methods.layout import wsol_layout_only, wsol_taps
 from wsolctl.methods.ops import minmax, select
-
-if TYPE_CHECKING:
-    from wsolctl.models.base import BackboneInfo
-
-# The stage layouts of the survey's WSOL backbones, which ADL and SPG reach into.
-WSOL_LAYOUTS = ("resnet", "vgg", "inception")
-
-
-def wsol_layout_only(backbone: "BackboneInfo", why: str) -> Optional[str]:
-    """``unsupported`` reason for methods that reach into the WSOL backbones' named stages."""
-    if backbone.layout in WSOL_LAYOUTS:
-        return None
-    return (f"{why}; the backbone declares no such stage layout (the survey's WSOL backbones do: "
-            "resnet18-wsol, resnet50-wsol, vgg16-wsol, inceptionv3-wsol)")
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def backbone_family(backbone: "nn.Module") -> Optional[str]:
-    """'resnet', 'vgg' or 'inception' from the stage names of a wsolctl WSOL backbone."""
-    names = {name for name, _ in backbone.named_children()}
-    if {"layer3", "layer4"} <= names:
-        return "resnet"
-    if {"features", "conv6"} <= names:
-        return "vgg"
-    if {"Mixed_5d", "Mixed_6e", "SPG_A3_2b"} <= names:
-        return "inception"
-    return None
-
-
-def vgg_feature_index(features: "nn.Module", kind: type, count: int) -> str:
-    """Name (index) of the ``count``-th module of type ``kind`` in VGG's ``features``."""
-    seen = 0
-    for name, module in features.named_children():
-        if isinstance(module, kind):
-            seen += 1
-            if seen == count:
-                return name
-    raise ValueError(f"VGG features has fewer than {count} {kind.__name__} modules")
-
-
 def insert_after(root: "nn.Module", path: str, name: str, module: "nn.Module") -> None:
     """Insert ``module`` (as child ``name``) right after the submodule at dotted ``path``, in place.
     The parent must be an ``nn.Sequential``; existing parameter names do not change."""
@@ -113,6 +76,7 @@ class HaS(_TrainsOwnCAM):
     """Hide-and-Seek: random grid cells of each training image are hidden; CAM head."""
 
     survey_rank = 5
+    in_survey = True
     kind = "bottom-up"
     Params = HaSParams
 
@@ -149,6 +113,7 @@ class ACoL(Method):
     erased. Loss CE(A) + CE(B); class maps max(minmax(A), minmax(B))."""
 
     survey_rank = 7
+    in_survey = True
     kind = "bottom-up"
     Params = ACoLParams
 
@@ -216,27 +181,11 @@ def _adl_layer_class():
     return ADLLayer
 
 
-def adl_positions(backbone: "nn.Module") -> list[str]:
-    """Where ADL goes (the reference's positions): ResNet after layer3 block 0 and layer4 blocks
-    0 and last (2 for ResNet50); VGG16 after pool3, conv4_3 and conv5_3 (ReLUs 10 and 13);
-    InceptionV3 after Mixed_5d, Mixed_6e and SPG_A3_2b."""
-    family = backbone_family(backbone)
-    if family == "resnet":
-        return ["layer3.0", "layer4.0", f"layer4.{len(backbone.layer4) - 1}"]
-    if family == "vgg":
-        feats = backbone.features
-        return [f"features.{vgg_feature_index(feats, nn.MaxPool2d, 3)}",
-                f"features.{vgg_feature_index(feats, nn.ReLU, 10)}",
-                f"features.{vgg_feature_index(feats, nn.ReLU, 13)}"]
-    if family == "inception":
-        return ["Mixed_5d", "Mixed_6e", "SPG_A3_2b"]
-    raise ValueError("ADL needs a ResNet, VGG16 or InceptionV3 WSOL backbone")
-
-
 class ADL(_TrainsOwnCAM):
     """Attention-based Dropout Layer inserted at three backbone positions; CAM head."""
 
     survey_rank = 11
+    in_survey = True
     kind = "bottom-up"
     Params = ADLParams
 
@@ -244,9 +193,12 @@ class ADL(_TrainsOwnCAM):
     def unsupported(cls, backbone):
         return wsol_layout_only(backbone, "ADL is inserted at fixed stages of the WSOL backbones")
 
-    def adapt_backbone(self, backbone):
+    def adapt_backbone(self, backbone, info):
+        """ADL layers where the reference puts them (:func:`wsolctl.methods.layout.wsol_taps`): ResNet
+        after layer3 block 0 and layer4 blocks 0 and last; VGG16 after pool3, conv4_3 and conv5_3;
+        InceptionV3 after Mixed_5d, Mixed_6e and SPG_A3_2b."""
         layer = _adl_layer_class()
-        for i, path in enumerate(adl_positions(backbone)):
+        for i, path in enumerate(wsol_taps(backbone, info).adl):
             insert_after(backbone, path, f"adl{i}", layer(self.params.drop_rate, self.params.drop_threshold))
         return backbone
 
@@ -272,6 +224,7 @@ class CutMix(_TrainsOwnCAM):
     labels by the exact kept area λ; CAM head."""
 
     survey_rank = 12
+    in_survey = True
     kind = "bottom-up"
     Params = CutMixParams
 

@@ -6,9 +6,11 @@ histology images", MIDL 2022).
   (no gradients, kept in eval mode during training so its BatchNorm statistics do not drift).
 - The frozen classifier gives (a) the classification logits (accuracy = CAM's) and (b) the CAM of
   the ground-truth class, from which pixel seeds are sampled at every training step.
-- Trainable part: a U-Net-style decoder on the frozen encoder's multi-scale features (skip layout and
-  blocks from ``wsolctl.methods.unet``, the reference decoder: no raw-image skip unless
-  ``input_skip``), producing a 2-channel (background, foreground) map at input resolution.
+- Trainable part: the reference U-Net decoder (:mod:`wsolctl.methods.decoder`, shared with the
+  U-Net) on the frozen encoder's declared stages (no raw-image skip unless ``input_skip``),
+  producing a 2-channel (background, foreground) map at input resolution. It trains at the lr the
+  reference gives it on each backbone (``decoder_lr_ratio`` of the backbone: ``lr × ratio`` on
+  VGG16 and InceptionV3, ``lr`` on ResNet50).
   Evaluation CAM = softmax channel 1, a probability scored raw (``map_kind = "probability"``).
 - Loss = ``seed_weight`` · partial CE on the seeds (images not of ``negative_class``)
   + ``negative_weight`` · CE of **all** pixels → background on ``negative_class`` images (negative
@@ -31,18 +33,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from wsolctl._lazy import F, torch
 from wsolctl.methods.base import Method, Output
+from wsolctl.methods.decoder import WIDTHS
 from wsolctl.methods.maxmin import elb
 from wsolctl.methods.ops import minmax
-from wsolctl.methods.unet import decoder_head, skip_layout, stages
+from wsolctl.methods.unet import decoder_head, encode
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: unlabelled pixels
 
 
 class NegevParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=1,
-                                        description="U-Net decoder widths from the deepest level up "
-                                                    "(NEGEV: 256..16 for ResNet/Inception, 256,128,64 for VGG)")
+    decoder_channels: list[int] = Field(list(WIDTHS), min_length=1,
+                                        description="U-Net decoder block widths from the deepest level up "
+                                                    "(VGG16's three blocks take the first three)")
     n_fg: int = Field(10, ge=0, description="foreground seed pixels per image (reference sl_ng_max)")
     n_bg: int = Field(10, ge=0, description="background seed pixels per image (reference sl_ng_min)")
     seed_dilation: int = Field(1, ge=1, description="odd side of the square each seed is dilated to "
@@ -111,21 +114,25 @@ def _draw(weights, region, n: int):
 def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float = 0.2,
                  dilation: int = 1, eps: float = 1e-6):
     """Pixel pseudo-labels from CAMs (N, H, W): 1 = foreground seed, 0 = background seed,
-    ``IGNORE`` elsewhere (long, N × H × W)."""
+    ``IGNORE`` elsewhere (long, N × H × W). ``fg_region`` None: foreground seeds anywhere (the
+    reference probability seeder; the background region then keeps the pixels it shares with it)."""
     cams = minmax(cams.detach().float())
     n, h, w = cams.shape
     fg = torch.zeros(n, h * w, device=cams.device)
     bg = torch.zeros_like(fg)
     for i, cam in enumerate(cams.flatten(1)):
         order = cam.argsort()
-        if fg_region == "otsu":
+        if fg_region is None:
+            high = torch.ones_like(cam, dtype=torch.bool)
+        elif fg_region == "otsu":
             high = cam > otsu_threshold(cam)
         else:
             high = torch.zeros_like(cam, dtype=torch.bool)
             high[order[h * w - max(1, round(fg_region * h * w)):]] = True
         low = torch.zeros_like(high)
         low[order[: max(1, round(bg_region * h * w))]] = True
-        low &= ~high  # a flat CAM: no pixel is both
+        if fg_region is not None:
+            low &= ~high  # a flat CAM: no pixel is both
         fg[i, _draw(cam + eps, high, n_fg)] = 1
         bg[i, _draw(1 - cam + eps, low, n_bg)] = 1
     fg, bg = fg.view(n, 1, h, w), bg.view(n, 1, h, w)
@@ -141,14 +148,13 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
 
 class NEGEV(Method):
     survey_rank = 15
+    in_survey = True
     kind = "bottom-up"
     Params = NegevParams
     map_kind = "probability"
     prerequisite_rule = "b-loc"  # one checkpoint for both the classifier and the seed CAMs
-
-    def __init__(self, params=None):
-        super().__init__(params)
-        self._skips: list[tuple[str, int]] = []
+    head_is_decoder = True  # its trainable head is a decoder: the backbone's decoder lr applies
+    survey_selection = ("b-loc",)  # the survey selects it by B-LOC only; B-CL is an extension here
 
     @classmethod
     def unsupported(cls, backbone) -> Optional[str]:
@@ -161,12 +167,12 @@ class NEGEV(Method):
         return {"name": "cam", "params": {}}
 
     # --- model ---------------------------------------------------------------------------------
-    def adapt_backbone(self, backbone):
-        self._skips, _ = skip_layout(backbone)
+    def adapt_backbone(self, backbone, info):
+        self._info = info  # build_head's decoder is laid out on the declared stages
         return backbone.requires_grad_(False)  # the CAM classifier's encoder: frozen
 
     def build_head(self, in_channels: int, num_classes: int):
-        head = decoder_head(in_channels, num_classes, self._skips, self.params.decoder_channels, out_channels=2,
+        head = decoder_head(self._info, in_channels, num_classes, self.params.decoder_channels, out_channels=2,
                             input_skip=self.params.input_skip)
         head.classifier.requires_grad_(False)  # the CAM classifier's linear layer: frozen
         return head
@@ -189,23 +195,18 @@ class NEGEV(Method):
             part.eval()
 
     def _encode(self, model, images):
-        """Frozen encoder: (bottleneck features, skip maps deepest first)."""
+        """Frozen encoder: (the decoder's stage features, the backbone's output)."""
         self.freeze(model)
-        head, skips, x = model.head, {}, images
         with torch.no_grad():
-            for name, stage in stages(model.backbone):
-                x = stage(x)
-                if name in head.skip_names:
-                    skips[name] = x
-        return x, [skips[n] for n in head.skip_names]
+            return encode(model, images)
 
     def forward(self, model, images, labels=None) -> Output:
-        features, skip_maps = self._encode(model, images)
+        stage_maps, features = self._encode(model, images)
         with torch.no_grad():
             logits = model.head.classifier(features.mean(dim=(2, 3)))
         if labels is None and not model.training:
             return Output(logits=logits)
-        extras = {"seg_logits": model.head.decode(features, skip_maps, images)}
+        extras = {"seg_logits": model.head.decoder(stage_maps, images)}
         if labels is not None:
             weight = model.head.classifier.weight[labels]  # (N, C): the ground-truth class's fc row
             cams = torch.einsum("nc,nchw->nhw", weight, features).float()
@@ -245,5 +246,5 @@ class NEGEV(Method):
         return p.seed_weight * t["seeds"] + p.negative_weight * t["negative"] + p.size_weight * t["size"]
 
     def cams(self, model, images, targets):
-        features, skip_maps = self._encode(model, images)
-        return model.head.decode(features, skip_maps, images).float().softmax(dim=1)[:, 1]
+        stage_maps, _ = self._encode(model, images)
+        return model.head.decoder(stage_maps, images).float().softmax(dim=1)[:, 1]

@@ -141,6 +141,7 @@ class ClassMapPooling(Method):
     ``modalities``)."""
 
     kind = "bottom-up"
+    trains_on_features = True
 
     @property
     def modalities(self) -> int:
@@ -169,6 +170,7 @@ class GAP(ClassMapPooling):
     """GAP (Lin et al., 2013): the class score is the spatial mean of the class map."""
 
     survey_rank = 1
+    in_survey = True
 
     def pool(self, maps):
         return maps.mean(dim=(2, 3))
@@ -178,6 +180,7 @@ class MaxPool(ClassMapPooling):
     """MAX-Pool (Oquab et al., 2015): the class score is the spatial maximum of the class map."""
 
     survey_rank = 2
+    in_survey = True
 
     def pool(self, maps):
         return maps.amax(dim=(2, 3))
@@ -187,6 +190,7 @@ class LSE(ClassMapPooling):
     """LSE (Sun et al., 2016): log-sum-exp pooling, a smooth max of sharpness ``r``."""
 
     survey_rank = 3
+    in_survey = True
     Params = LSEParams
 
     def pool(self, maps):
@@ -198,6 +202,7 @@ class WILDCAT(ClassMapPooling):
     mean of the top kmax regions + α · mean of the bottom kmin regions."""
 
     survey_rank = 6
+    in_survey = True
     Params = WILDCATParams
 
     @property
@@ -214,6 +219,7 @@ class PRM(ClassMapPooling):
     of the class response map; gradients flow through the peaks only."""
 
     survey_rank = 10
+    in_survey = True
     Params = PRMParams
 
     def pool(self, maps):
@@ -228,8 +234,10 @@ class DeepMIL(Method):
     logit_c = θ_c · z_c + b_c (one linear classifier per class)."""
 
     survey_rank = 9
+    in_survey = True
     kind = "bottom-up"
     Params = DeepMILParams
+    trains_on_features = True
 
     def build_head(self, in_channels: int, num_classes: int):
         p = self.params

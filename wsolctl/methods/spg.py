@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
-from wsolctl.methods.erasing import backbone_family, vgg_feature_index, wsol_layout_only
+from wsolctl.methods.layout import wsol_layout_only, wsol_taps
 from wsolctl.methods.ops import minmax, select
 
 MIN_FOREGROUND = 30  # pixels; below it the fg seed threshold falls back to 0.7 × max (reference)
@@ -45,19 +45,6 @@ class SPGParams(BaseModel):
                                 json_schema_extra=_search([0.5, 0.6, 0.7]))
     threshold_3l: float = Field(0.1, ge=0, le=1, description="δ3l: bg seeds for C from the fused B1/B2 map",
                                 json_schema_extra=_search([0.01, 0.05, 0.1]))
-
-
-def spg_taps(backbone: "nn.Module") -> tuple[str, str]:
-    """Dotted names of the stages whose outputs feed B1 and B2."""
-    family = backbone_family(backbone)
-    if family == "resnet":
-        return "layer3.0", "layer3"
-    if family == "vgg":
-        feats = backbone.features
-        return f"features.{vgg_feature_index(feats, nn.ReLU, 10)}", f"features.{vgg_feature_index(feats, nn.ReLU, 13)}"
-    if family == "inception":
-        return "Mixed_5d", "Mixed_6d"
-    raise ValueError("SPG needs a ResNet, VGG16 or InceptionV3 WSOL backbone")
 
 
 def run_with_taps(module: "nn.Module", x: "torch.Tensor", taps, prefix: str = "", out=None):
@@ -100,6 +87,7 @@ def seed_bce(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
 
 class SPG(Method):
     survey_rank = 8
+    in_survey = True
     kind = "bottom-up"
     Params = SPGParams
 
@@ -107,8 +95,9 @@ class SPG(Method):
     def unsupported(cls, backbone):
         return wsol_layout_only(backbone, "SPG taps intermediate stages of the WSOL backbones")
 
-    def adapt_backbone(self, backbone):
-        taps = spg_taps(backbone)
+    def adapt_backbone(self, backbone, info):
+        where = wsol_taps(backbone, info)
+        taps = where.spg
         was_training = backbone.training
         backbone.eval()
         with torch.no_grad():  # channels of the tapped stages, from one small probe
@@ -116,7 +105,7 @@ class SPG(Method):
         backbone.train(was_training)
         backbone.spg_taps = taps  # read back in forward (the evaluating instance never adapts)
         self._tap_channels = tuple(feats[t].shape[1] for t in taps)
-        self._mid = self._tap_channels[1] if backbone_family(backbone) == "resnet" else 512
+        self._mid = where.spg_width or self._tap_channels[1]
         return backbone
 
     def build_head(self, in_channels, num_classes):

@@ -146,6 +146,29 @@ def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Mod
             handle.remove()
 
 
+def attention_modules(net: Optional["nn.Module"]) -> list["nn.Module"]:
+    """The timm attention modules of ``net`` (ones that declare ``fused_attn`` and have an ``attn_drop``)."""
+    if net is None:
+        return []
+    return [m for m in net.modules() if hasattr(m, "fused_attn") and hasattr(m, "attn_drop")]
+
+
+@contextmanager
+def unfused_attention(net: Optional["nn.Module"]) -> Iterator[list["nn.Module"]]:
+    """Runs timm's explicit softmax(q·kᵀ)·v path instead of the fused kernel inside the block (the
+    same numbers up to rounding): its probabilities pass through ``attn_drop`` (hookable) and it has
+    second derivatives (CPU's fused flash kernel has none). Yields the modules."""
+    modules = attention_modules(net)
+    flags = [m.fused_attn for m in modules]
+    for m in modules:
+        m.fused_attn = False
+    try:
+        yield modules
+    finally:
+        for m, flag in zip(modules, flags):
+            m.fused_attn = flag
+
+
 def upsample(maps: "Tensor", size) -> "Tensor":
     """Bilinear (align_corners=False) resize through Captum's LayerAttribution.interpolate (whose
     default mode is nearest, hence the explicit mode)."""
@@ -206,4 +229,4 @@ class GradientMethod(TopDownMethod):
 
 __all__ = ["TopDownMethod", "GradientMethod", "LayerParams", "gradients_and_activations", "activations",
            "upsample", "weighted_sum", "safe_div", "resolve_layer", "forward_func_of", "logits_of", "as_targets",
-           "token_layers_as_maps"]
+           "token_layers_as_maps", "attention_modules", "unfused_attention"]

@@ -27,19 +27,24 @@ def attention_modules(module) -> list:
     return [m for m in module.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
 
 
+def heads_qkv(attn, x):
+    """(q · scale, k, v), each (N, heads, T, head_dim), of one timm attention module for its input
+    ``x`` (N, T, D): its own ``qkv`` projection and q/k normalisation, as its forward computes them."""
+    n, t, _ = x.shape
+    heads = attn.num_heads
+    head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
+    q, k, v = attn.qkv(x).reshape(n, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q * getattr(attn, "scale", head_dim ** -0.5), k, v
+
+
 def cls_attention(attn, x, prefix: int = 1):
     """Class-token → patch-token attention of one timm attention module for its input ``x``
     (N, prefix + L, D), averaged over heads: (N, L). The class token is the first of the ``prefix``
     tokens (timm puts register tokens after it)."""
-    n, t, _ = x.shape
-    heads = attn.num_heads
-    head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
-    qkv = attn.qkv(x).reshape(n, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-    q, k = qkv[0], qkv[1]
-    if getattr(attn, "q_norm", None) is not None:
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    scale = getattr(attn, "scale", head_dim ** -0.5)
-    row = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (N, heads, 1, T)
+    q, k, _ = heads_qkv(attn, x)
+    row = (q[:, :, :1] @ k.transpose(-2, -1)).softmax(dim=-1)  # (N, heads, 1, T)
     return row[:, :, 0, prefix:].mean(dim=1)
 
 
@@ -59,6 +64,7 @@ def captured_attention(backbone):
 
 class TSCAM(Method):
     survey_rank = 13
+    in_survey = True
     kind = "bottom-up"
 
     @classmethod

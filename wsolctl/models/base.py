@@ -10,8 +10,11 @@ from typing import ClassVar, Iterable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl._lazy import nn, torch
+from wsolctl.recipe.schema import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
+# timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
+TORCHVISION = "tv_in1k"
 
 
 class NoParams(BaseModel):
@@ -41,6 +44,9 @@ class BackboneInfo:
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
       ``"inception"``) that ADL and SPG insert layers into, or None.
+    - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
+      normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
+      hub config.json for ``hf-hub:`` ones, the card for named models, ImageNet's by default.
     """
 
     kind: Kind
@@ -48,6 +54,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
+    normalize: Normalize = IMAGENET
 
     @property
     def out_channels(self) -> int:
@@ -67,14 +74,18 @@ class Backbone:
       path of a local weights file.
     - ``classifier_prefixes``: module names trained at ``lr × lr_classifier_ratio`` (the survey trains
       the last stage and the new layers faster than the rest).
+    - ``decoder_at_classifier_lr``: whether a decoder that a method adds (NEGEV's) trains at
+      ``lr × lr_classifier_ratio`` too; the survey's parameter patterns put it there on VGG16 and
+      InceptionV3 and at ``lr`` on ResNet50 (they name ResNet's classifier side, the others' feature side).
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
     survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
-    pretrained_name: ClassVar[str] = ""  # timm name whose default weights `pretrained: true` loads
+    pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
+    decoder_at_classifier_lr: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
@@ -85,6 +96,10 @@ class Backbone:
     @property
     def cam_layer(self) -> str:
         return self.info().cam_layer
+
+    def normalization(self) -> Normalize:
+        """``info().normalize``; a backbone that knows it without its declaration may say so sooner."""
+        return self.info().normalize
 
     def build(self, pretrained: Union[bool, str] = False) -> "nn.Module":
         """Return a module with an ``out_channels`` attribute."""

@@ -7,7 +7,7 @@ the reference's 28×28."""
 from __future__ import annotations
 
 from wsolctl._lazy import F, nn, torch
-from wsolctl.models.base import Backbone, BackboneInfo, Stage, sequential, timm_model
+from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
 
 
 def _mixed_6a_stride_one(block: "nn.Module") -> "nn.Module":
@@ -33,20 +33,23 @@ def _extra(in_ch: int) -> "nn.Sequential":
 
 
 class InceptionV3WSOL(Backbone):
-    """``pretrained: true`` loads timm's ImageNet ``inception_v3`` up to Mixed_6e; the SPG layers are new.
+    """``pretrained: true`` loads torchvision's ImageNet ``inception_v3`` (timm's ``tv_in1k``, the
+    survey's ``inception_v3_google`` file) up to Mixed_6e; the SPG layers are new.
     Reductions are nominal (valid paddings make the maps a little smaller, see above)."""
 
-    pretrained_name = "inception_v3"
+    pretrained_name = f"inception_v3.{TORCHVISION}"
     title, survey_rank = "InceptionV3", 2
     classifier_prefixes = ("SPG_A3_1b", "SPG_A3_2b")
 
     def info(self) -> BackboneInfo:
-        stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_4a_3x3", 192, 4), Stage("Mixed_5d", 288, 8),
+        # The survey's U-Net encoder stages (its stage_idxs (3, 5, 9, 15)): the stem to Conv2d_2b, Pool1 +
+        # Conv2d_3b, Conv2d_4a + Pool2 + Mixed_5b/5c, Mixed_5d..6e, the two SPG layers.
+        stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_3b_1x1", 80, 4), Stage("Mixed_5c", 288, 8),
                   Stage("Mixed_6e", 768, 8), Stage("SPG_A3_2b", 1024, 8))
         return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", layout="inception")
 
     def build(self, pretrained=False):
-        net = timm_model("inception_v3", pretrained, num_classes=0)
+        net = timm_model(self.pretrained_name, pretrained, num_classes=0)
         children = []
         for name, module in net.named_children():
             if name.startswith("Mixed_7"):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from wsolctl.recipe.schema import Recipe
 
-HF_HUB = "hf-hub:"
+HF_HUB = "hf-hub:"  # the prefix of a backbone name on the Hugging Face Hub (timm's)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order (safetensors first)
 
 

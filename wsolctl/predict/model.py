@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from wsolctl.errors import InputError
-
-RULES = ("b-loc", "b-cl", "b-pseudo")
+from wsolctl.selection import RULES
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,9 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     explainer = spec.methods[spec.labels.index(row["method"])].instantiate()
     for m in (model.method, explainer):
         m.set_epoch(int(row["epoch"]))
-    from wsolctl.data.images import MEAN, STD
-
+    normalize = spec.backbone.normalization()  # as in training and evaluation
     return LoadedModel(model, explainer, row["method"], row["backbone"], selection, int(row["epoch"]), row["run_id"],
-                       recipe.image_size, MEAN, STD, float(row["threshold"]), classes,
+                       recipe.image_size, normalize.mean, normalize.std, float(row["threshold"]), classes,
                        getattr(explainer, "map_kind", "cam"), torch_device)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,12 +26,30 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from wsolctl import plugins
+from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
+from wsolctl.selection import DEFAULT_RULES, RULES
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Channel = Annotated[float, Field(allow_inf_nan=False)]
+Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# A setting added after run ids existed, whose default reproduces the former behaviour: left out of
+# run ids while at its default (see wsolctl.engine.plan.numbers), so adding it changes no id.
+NEW_DEFAULT = {"omit_default": True}
+
+
+class Normalize(Strict):
+    """Per-channel (RGB) normalisation of images in [0, 1]: ``(x - mean) / std``."""
+
+    mean: tuple[Channel, Channel, Channel]
+    std: tuple[Spread, Spread, Spread]
+
+
+IMAGENET = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the survey's, timm's default
 
 
 class _Unresolved(BaseModel):
@@ -93,6 +112,15 @@ class BackboneSpec(PluginSpec):
         False, description="true: freeze the whole backbone (everything below the method's head); N: freeze "
         "the stem and the first N stages (CNN) or blocks (ViT). Frozen parts get no gradients, are left out "
         "of the optimizer and stay in eval mode (BatchNorm statistics fixed)")
+    normalize: Optional[Normalize] = Field(
+        None, json_schema_extra=NEW_DEFAULT,
+        description="{mean, std} the images are normalised with; default: the backbone's own (timm's pretrained "
+        "config, the hub config.json, the named model's card; ImageNet's for the survey's WSOL backbones)")
+
+    def normalization(self) -> Normalize:
+        """The normalisation this backbone's images get: the recipe's override or the backbone's own
+        (reads an ``hf-hub:`` model's cached config.json; NotCached when it is not there)."""
+        return self.normalize or self.instantiate().normalization()
 
     @field_validator("pretrained")
     @classmethod
@@ -141,6 +169,15 @@ class Train(Strict):
     augment: Augment = Field(default_factory=Augment)
     amp: Literal["auto", True, False] = Field("auto", description="mixed precision; auto = on for CUDA only")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    feature_cache: bool = Field(
+        False, json_schema_extra=NEW_DEFAULT,
+        description="frozen backbones (freeze: true): encode the training set once, store the output maps on disk "
+        "next to the data, and train the heads on them (evaluation still runs the whole model)")
+    feature_copies: int = Field(
+        1, ge=1, json_schema_extra=NEW_DEFAULT,
+        description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
+        "(e-1) mod feature_copies. With a deterministic augment (crop: false, no flips, no colour jitter) one "
+        "copy gives exactly the uncached training inputs")
 
 
 class _Partial(Strict):
@@ -201,9 +238,20 @@ class AnnotatorSpec(PluginSpec):
     kind: ClassVar[str] = "annotators"
 
 
-MetricName = Literal["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion", "road"]
-SelectionRule = Literal["b-loc", "b-cl", "b-pseudo"]
 CheckName = Literal["model-randomisation"]
+
+
+def _known_metric(name: str) -> str:
+    """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
+    if name != metric_plugins.BUILT_IN:
+        try:
+            metric_plugins.load(name)
+        except UnknownPlugin as exc:
+            raise PydanticCustomError("unknown_plugin", str(exc)) from None
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_known_metric)]
 # Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
 TEST_ONLY = {"test_only": True}
 
@@ -214,12 +262,14 @@ class Evaluation(Strict):
     cam_target: Literal["ground-truth", "predicted"] = Field(
         "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
     # Test-time only (validation keeps PxAP for B-LOC, so they are not in run ids; `select` applies the
-    # study's current values to finished runs): wsolctl/metrics_extra.py has the metric definitions.
+    # study's current values to finished runs). Metrics are plugins (wsolctl/metrics/).
     examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures",
                                     json_schema_extra=TEST_ONLY)
     metrics: list[MetricName] = Field(
         ["pxap", "dice"], min_length=1, json_schema_extra=TEST_ONLY,
-        description="localization metrics scored on test; deletion/insertion cost k+1 forward passes per image")
+        description="localization metrics scored on test: pxap (always on) and installed metric plugins "
+                    "(`wsolctl metrics`); those that call the model (deletion, insertion) cost k+1 forward "
+                    "passes per image")
     box_thresholds: int = Field(100, ge=2, le=1000, json_schema_extra=TEST_ONLY,
                                 description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
     faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
@@ -239,6 +289,10 @@ class Evaluation(Strict):
     check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                               description="test images (a seeded subset) of the sanity checks")
 
+    metric_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra=TEST_ONLY,
+        description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
+
     @field_validator("road_percentiles")
     @classmethod
     def _percentiles(cls, values: list[int]) -> list[int]:
@@ -252,6 +306,20 @@ class Evaluation(Strict):
         if len(set(metrics)) != len(metrics):
             raise ValueError("a metric is listed twice")
         return metrics
+
+    @field_validator("metric_params")
+    @classmethod
+    def _metric_params(cls, given: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        """Each entry names a metric of ``metrics`` and validates against that metric's ``Params``."""
+        for name, params in given.items():
+            if name not in info.data.get("metrics", [name]):
+                raise ValueError(f"{name!r} is not in evaluation.metrics")
+            try:
+                metric_plugins.load(name).Params.model_validate(params)
+            except ValidationError as exc:  # named here: pydantic would drop the metric from the path
+                raise ValueError("; ".join(f"{'.'.join(map(str, [name, *e['loc']]))}: {e['msg']}"
+                                           for e in exc.errors())) from None
+        return given
 
 
 class RandomSearch(Strict):
@@ -273,8 +341,8 @@ class Sweep(Strict):
         default_factory=dict, description="method name -> {param: values}; overrides search spaces")
     search: Literal["none", "table7"] = Field("none", description="table7: add each method's own search space")
     random: Optional[RandomSearch] = None
-    folds: list[int] = Field(default_factory=list, description="default: [dataset.fold]")
-    seeds: list[int] = Field(default_factory=list, description="default: [seed]")
+    folds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="default: [dataset.fold]")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="default: [seed]")
     search_fold: Optional[int] = Field(None, ge=0, description="fold of the search; default: the first fold")
 
     @field_validator("grid")
@@ -321,7 +389,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[SelectionRule] = Field(["b-loc", "b-cl"], min_length=1)
+    selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
 
@@ -366,8 +434,9 @@ class Recipe(Strict):
     def _supported(self) -> "Recipe":
         """What the backbones declare (``Backbone.info()``, built without weights or network) against
         what their settings and the methods need: a validation error, not a crash mid-run."""
+        problems = self.support_problems() + self.feature_cache_problems()
         errors = [InitErrorDetails(type=PydanticCustomError("unsupported", message), loc=loc, input=None)
-                  for loc, message in self.support_problems()]
+                  for loc, message in problems]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -393,11 +462,32 @@ class Recipe(Strict):
                 problems.append((("backbones", j, "freeze"), f"backbone {spec.name!r} declares {len(info.stages)} stages"))
             for i, method in enumerate(self.methods):
                 if method.backbones is None or spec.name in method.backbones:
-                    reason = method.plugin.unsupported(info)
-                    if reason:
-                        problems.append((("methods", i, "name"),
-                                         f"{method.name} does not support backbone {spec.name!r}: {reason}"))
+                    needed = method.prerequisite()  # trained first, on the same backbone
+                    for m in (method, needed) if needed else (method,):
+                        reason = m.plugin.unsupported(info)
+                        if reason:
+                            problems.append((("methods", i, "name"),
+                                             f"{m.name} does not support backbone {spec.name!r}: {reason}"))
+                            break
         return problems
+
+    def feature_cache_problems(self) -> list[tuple[tuple, str]]:
+        """``train.feature_cache`` needs a wholly frozen backbone and methods that train on its output
+        map alone (``Method.feature_cache_refusal``, from what the method declares)."""
+        problems = []
+        for i, method in enumerate(self.methods):
+            if not self.train_of(method).feature_cache:
+                continue
+            reason = method.plugin.feature_cache_refusal()
+            if reason:
+                problems.append((("methods", i, "name"), f"{method.name} cannot train on cached encoder outputs "
+                                 f"(train.feature_cache): {reason}"))
+            for backbone in self.backbones_of(method):
+                if backbone.freeze is not True:
+                    j = self.backbones.index(backbone)
+                    problems.append((("backbones", j, "freeze"), f"train.feature_cache needs freeze: true on "
+                                     f"backbone {backbone.name!r} (only a wholly frozen encoder can be run once)"))
+        return list(dict.fromkeys(problems))
 
     def backbones_of(self, method: MethodSpec) -> list[BackboneSpec]:
         """The backbones ``method`` runs on."""

@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from pydantic import ValidationError
@@ -56,26 +56,23 @@ def folds_and_seeds(recipe: Recipe) -> tuple[list[int], list[int], int]:
 
 def search_variants(recipe: Recipe) -> list[Variant]:
     """Every configuration of every method group, on the search fold with the first seed."""
-    base = recipe.resolved_dict()
     _, seeds, search_fold = folds_and_seeds(recipe)
     out = []
     for group in method_groups(recipe):
         space = _space(recipe, group)
-        out += [_variant(base, group, space, c, search_fold, seeds[0]) for c in _configs(recipe, space)]
+        out += [_variant(recipe, group, space, c, search_fold, seeds[0]) for c in _configs(recipe, space)]
     return out
 
 
 def final_variants(recipe: Recipe, chosen: list[Variant]) -> list[Variant]:
     """The chosen configurations on every fold and seed."""
-    base = recipe.resolved_dict()
     folds, seeds, _ = folds_and_seeds(recipe)
     out, seen = [], set()
     for variant in chosen:
         if variant.config_id in seen:
             continue
         seen.add(variant.config_id)
-        space = _space(recipe, list(variant.group))
-        out += [_variant(base, list(variant.group), space, variant.swept, f, s) for f in folds for s in seeds]
+        out += [_moved(variant, f, s) for f in folds for s in seeds]
     return out
 
 
@@ -83,7 +80,6 @@ def check_sweep(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
     """(recipe path, message) for every sweep value that would give an invalid recipe."""
     if recipe.sweep is None:
         return
-    base = recipe.resolved_dict()
     folds, seeds, search_fold = folds_and_seeds(recipe)
     if search_fold not in folds:
         yield ("sweep", "search_fold"), f"search_fold {search_fold} is not among the folds {folds}"
@@ -93,7 +89,7 @@ def check_sweep(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
             where = ("sweep", "grid", name) if name in recipe.sweep.grid else ("sweep", "params")
             for index, value in enumerate(values):
                 try:
-                    _variant(base, group, space, {name: value}, folds[0], seeds[0])
+                    _variant(recipe, group, space, {name: value}, folds[0], seeds[0])
                 except ValidationError as exc:
                     for error in exc.errors(include_url=False):
                         yield where + (index,), (f"value {value!r} gives an invalid recipe: "
@@ -142,14 +138,26 @@ def _set(data: dict, path: tuple, value: Any) -> None:
     node[path[-1]] = value
 
 
-def _variant(base: dict, group: list[int], space: dict, config: dict, fold: int, seed: int) -> Variant:
-    """The concrete recipe of one configuration: the swept values are validated with it (raises
-    pydantic's ``ValidationError``)."""
-    data = json.loads(json.dumps(base))  # a deep copy of plain data
+def _variant(recipe: Recipe, group: list[int], space: dict, config: dict, fold: int, seed: int) -> Variant:
+    """The concrete recipe of one configuration. Swept values are validated with it (raises pydantic's
+    ``ValidationError``); without any, the recipe's validated parts are reused (validated once)."""
+    config_id = hashlib.sha256(json.dumps([group, config], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if not config:
+        methods = [recipe.methods[i] for i in group]
+        variant = Variant(recipe.model_copy(update={"methods": methods, "sweep": None}), config, config_id, tuple(group))
+        return _moved(variant, fold, seed)
+    data = recipe.resolved_dict()
     data["methods"] = [data["methods"][i] for i in group]
     for name, value in config.items():
         _set(data, space[name][0], value)
     data["dataset"]["fold"], data["seed"] = fold, seed
     data["sweep"] = None
-    config_id = hashlib.sha256(json.dumps([group, config], sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Variant(Recipe.model_validate(data), config, config_id, tuple(group))
+
+
+def _moved(variant: Variant, fold: int, seed: int) -> Variant:
+    """The same configuration on another fold and seed: a copy, not validated again (a fold and a
+    seed are validated by the recipe's ``sweep``)."""
+    recipe = variant.recipe
+    moved = recipe.model_copy(update={"seed": seed, "dataset": recipe.dataset.model_copy(update={"fold": fold})})
+    return replace(variant, recipe=moved)

@@ -3,7 +3,10 @@ Fig. 8), model selection (Fig. 9), training curves, qualitative grids (Figs. 12-
 from __future__ import annotations
 
 import math
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import polars as pl
 
@@ -95,7 +98,7 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     epochs picked by B-LOC / B-CL are marked."""
     key = ["dataset", "backbone", "method"]
     datasets = _datasets(epochs)
-    order = {m: i for i, m in enumerate(m for _, ms in survey.grouped_methods(epochs["method"].unique()) for m in ms)}
+    order = {m: i for i, m in enumerate(m for _, ms in survey.families(epochs["method"].unique()) for m in ms)}
     keys = sorted(epochs.select(key).unique().rows(), key=lambda k: (datasets.index(k[0]), order[k[2]], k[1]))
     fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
     for i, (ax, values) in enumerate(zip(axes, keys)):
@@ -119,33 +122,86 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     return _save(fig, path, dpi=80)
 
 
-def qualitative(examples: dict, columns: list[tuple[str, "object"]], label: int, path: Path, title: str) -> Path:
-    """Test images of class ``label`` (rows): the image with its ground-truth contour, then each
-    column's CAM over it (survey Figs. 12-15). ``examples``: the arrays of ``images.npz``;
-    ``columns``: (title, uint8 CAMs aligned with ``examples``), as stored: CAM-type maps min-max
-    normalised, probability maps raw. Drawn on the fixed 0-255 scale, never re-stretched per image,
-    so a probability map keeps its absolute level (a normal patch's near-zero map stays blue)."""
+@dataclass
+class MapColumn:
+    """One method's maps in a qualitative grid: ``cams`` (N, h, w) uint8 aligned with the examples, as
+    stored (CAM-type maps min-max normalised, probability maps raw); ``threshold``: the τ (in [0, 1])
+    whose contour is drawn, None for none."""
+
+    title: str
+    family: str
+    cams: "object"
+    threshold: Optional[float] = None
+
+
+QUALITATIVE_COLUMNS = 8  # at most this many maps per row (survey Figs. 12-15 read as a grid)
+PANEL_INCHES = 1.45
+
+
+def _grid_rows(columns: list[MapColumn], cols: int) -> list[tuple[str, list[MapColumn]]]:
+    """Rows of at most ``cols`` maps, a family never sharing a row with another: [(family, maps)]."""
+    rows: list[tuple[str, list[MapColumn]]] = []
+    for column in columns:
+        if rows and rows[-1][0] == column.family and len(rows[-1][1]) < cols:
+            rows[-1][1].append(column)
+        else:
+            rows.append((column.family, [column]))
+    return rows
+
+
+def qualitative(examples: dict, columns: list[MapColumn], label: int, path: Path, title: str,
+                cols: int = QUALITATIVE_COLUMNS) -> Path:
+    """The test images of class ``label``, one block each (survey Figs. 12-15): the image with its
+    ground-truth contour and the ground-truth mask first, then every method's map over the image,
+    wrapped at ``cols`` per row and grouped by method family (one family per row, named on the left),
+    each with its name, the ground-truth contour (red) and the contour of the map at its threshold
+    (white). ``examples``: the arrays of ``images.npz``. Maps are drawn on the fixed 0-255 scale,
+    never re-stretched per image, so a probability map keeps its absolute level."""
     import numpy as np
 
     index = np.flatnonzero(examples["labels"] == label)
-    size = 1.1
-    fig, axes = _pyplot().subplots(len(index), 1 + len(columns), figsize=(size * (1 + len(columns)), size * len(index) + 0.5),
-                                   squeeze=False)
-    for r, i in enumerate(index):
-        image, mask = examples["images"][i], examples["masks"][i]
-        for c, (name, cams) in enumerate([("image + ground truth", None), *columns]):
-            ax = axes[r, c]
-            ax.imshow(image)
-            if cams is not None:
-                ax.imshow(cams[i], cmap="jet", alpha=0.5, vmin=0, vmax=255)
-            if mask.any():
-                ax.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return _save(fig, path, dpi=80)
+    rows = _grid_rows(columns, cols)
+    width = max([2] + [len(maps) for _, maps in rows])
+    layout = [("image", None)]
+    for family, maps in rows:
+        layout.append((family, maps))
+    fig, axes = _pyplot().subplots(len(index) * len(layout), width, squeeze=False,
+                                   figsize=(PANEL_INCHES * width, PANEL_INCHES * 1.12 * len(index) * len(layout) + 0.4))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for b, i in enumerate(index):
+        image, mask = examples["images"][i], examples["masks"][i].astype(float)
+        image_id = Path(str(examples["ids"][i])).stem if "ids" in examples else str(i)
+        for r, (family, maps) in enumerate(layout):
+            line = axes[b * len(layout) + r]
+            if maps is None:
+                _panel(line[0], image, mask, None, None, image_id if len(image_id) <= 20 else "…" + image_id[-19:])
+                line[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
+                line[1].set_title("ground truth", fontsize=7)
+                continue
+            for c, column in enumerate(maps):
+                _panel(line[c], image, mask, column.cams[i], column.threshold, column.title)
+            if r == 1 or family != layout[r - 1][0]:
+                line[0].text(-0.08, 0.5, family.replace(": ", ":\n"), transform=line[0].transAxes, rotation=90,
+                             ha="right", va="center", fontsize=7, fontweight="bold")
+    legend = f"{title} — red: ground truth; white: each map's contour at its threshold τ*"
+    fig.suptitle(textwrap.fill(legend, int(PANEL_INCHES * width * 11)), fontsize=9)
+    return _save(fig, path, dpi=90)
+
+
+def _panel(ax, image, mask, cam, threshold: Optional[float], name: str) -> None:
+    """The image, the map over it (jet, 0-255) with its contour at ``threshold``, the ground-truth contour."""
+    ax.set_axis_on()
+    ax.imshow(image)
+    if cam is not None:
+        ax.imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=255)
+        if threshold is not None and cam.min() < 255 * threshold < cam.max():
+            ax.contour(cam.astype(float), levels=[255 * threshold], colors="white", linewidths=0.9)
+    if mask.any():
+        ax.contour(mask, levels=[0.5], colors="red", linewidths=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(name, fontsize=7)
 
 
 def _save(fig, path: Path, dpi: int = 100) -> Path:

@@ -15,18 +15,19 @@ from typing import Callable, Optional, Sequence, Union
 import polars as pl
 import yaml
 
+from wsolctl import metrics as metric_plugins
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
+from wsolctl.selection import RULES
 
-METRICS = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
-           ("threshold", "τ*"), ("miou", "mIoU@τ*"), ("dice_fg", "Dice@τ*"), ("iou_fg", "IoU@τ*"),
-           ("maxboxacc_v2", "MaxBoxAccV2"), ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
-           ("insertion_auc", "insertion AUC"), ("road_morf", "ROAD MoRF"), ("road_lerf", "ROAD LeRF"),
-           ("cl_acc", "accuracy")]
+BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
+            ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
 GROUP = ["dataset", "backbone", "method", "selection"]
-RULES = {"b-loc": "B-LOC", "b-cl": "B-CL", "b-pseudo": "B-PSEUDO"}
 FORMATS = ("md", "html")
+BEYOND_NOTE = ("Methods that are not among the survey's (their plugin does not declare `in_survey`): later "
+               "methods, other CAM variants and third-party plugins. The same tables as the survey's, over "
+               "these methods only, so that they change neither the survey's WSOL averages nor its best values.")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -90,17 +91,19 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
     blocks: list[Block] = [Heading(f"wsolctl report: {name}", 1), *_context(sources)]
     for dataset, tables in survey.dataset_tables(sources.results):
         blocks += [Heading(f"Dataset `{dataset}`"), *tables]
+    beyond = survey.dataset_tables(sources.results, beyond=True)
+    if beyond:
+        blocks += [Heading(survey.BEYOND), Text(BEYOND_NOTE)] + [t for _, tables in beyond for t in tables]
     blocks.append(Heading("All metrics per selection rule"))
-    for rule, title in RULES.items():
-        rows = sources.results.filter(pl.col("selection") == rule)
+    for rule in RULES.values():
+        rows = sources.results.filter(pl.col("selection") == rule.name)
         if len(rows):
-            blocks.append(_metrics_table(rows, f"Test results, {title} selection"))
-    blocks.append(Text("Metrics in %, τ* in [0, 1]. TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
+            blocks.append(_metrics_table(rows, f"Test results, {rule.title} selection"))
+    blocks.append(Text("Metrics in % unless their header says otherwise, τ* in [0, 1] (2: predicting nothing scored best). TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
-                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there; Dice, IoU: "
-                       "of the foreground at τ*. MaxBoxAccV2, pointing game, deletion/insertion AUC: see the "
-                       "metric tables above (recipe `evaluation.metrics`). B-PSEUDO rows: τ and the values at τ "
-                       "follow the row's `threshold_rule` (results.parquet)."))
+                       "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there. The other "
+                       "metrics (recipe `evaluation.metrics`): see their tables above. B-PSEUDO rows: τ and the "
+                       "values at τ follow the row's `threshold_rule` (results.parquet)."))
     regret = trust.regret_blocks(sources.results)
     if regret:
         blocks += [Heading("Selection and thresholds without annotations"), *regret]
@@ -137,9 +140,16 @@ def _recipe_lines(directory: Path) -> list[str]:
             f"{t['optimizer']['name']}, seed {recipe['seed']}"]
 
 
+def _columns() -> list[tuple[str, str]]:
+    """(column, title) of the "all metrics" tables: built-ins, the installed metric plugins', accuracy."""
+    plugin_columns = [(c.name, c.title if c.unit == "%" else f"{c.title} ({c.unit})")
+                      for metric in metric_plugins.installed() for c in metric.columns if c.title]
+    return BUILT_IN + plugin_columns + [("cl_acc", "accuracy")]
+
+
 def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
     """Every metric; mean ± std over folds/seeds when a group has several rows."""
-    metrics = [(m, t) for m, t in METRICS if m in rows.columns and rows[m].is_not_null().any()]
+    metrics = [(m, t) for m, t in _columns() if m in rows.columns and rows[m].is_not_null().any()]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
         *[pl.col(m).mean().alias(m) for m, _ in metrics],
@@ -205,9 +215,10 @@ def _qualitative(sources: Sources, out: Path) -> list[Block]:
 
 
 def _examples(sources: Sources, dataset: str):
-    """(images.npz arrays, [(column title, CAMs)], note, class names by label) for one dataset, or
-    None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
-    models. Class names are the data's (encoding.yaml, recorded in the run's done.json)."""
+    """(images.npz arrays, [:class:`figures.MapColumn`], note, class names by label) for one dataset,
+    or None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
+    models, with their test threshold τ*. Class names are the data's (encoding.yaml, recorded in the
+    run's done.json)."""
     import numpy as np
 
     rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
@@ -216,28 +227,33 @@ def _examples(sources: Sources, dataset: str):
     first = rows.sort(["fold", "seed"]).row(0, named=True)
     rows = rows.filter((pl.col("fold") == first["fold"]) & (pl.col("seed") == first["seed"]))
     reference, columns, used = None, [], []
-    for method in [m for _, ms in survey.grouped_methods(rows["method"].unique()) for m in ms]:
-        mine = rows.filter(pl.col("method") == method)
-        backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
-        folder = sources.run_dir(mine.filter(pl.col("backbone") == backbone).row(0, named=True)) / "examples"
-        if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
-            continue
-        images = dict(np.load(folder / "images.npz"))
-        if reference is None:
-            reference, names = images, _class_names(folder.parent)
-        if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
-            continue
-        used += [backbone] if backbone not in used else []
-        title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-        stored = np.load(folder / f"{method}__b-loc.npz")
-        probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
-        columns.append((f"{title} (p)" if probability else title, stored["cams"]))
+    for family, methods in survey.families(rows["method"].unique()):
+        for method in methods:
+            mine = rows.filter(pl.col("method") == method)
+            backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
+            row = mine.filter(pl.col("backbone") == backbone).row(0, named=True)
+            folder = sources.run_dir(row) / "examples"
+            if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
+                continue
+            images = dict(np.load(folder / "images.npz"))
+            if reference is None:
+                reference, names = images, _class_names(folder.parent)
+            if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
+                continue
+            used += [backbone] if backbone not in used else []
+            title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
+            stored = np.load(folder / f"{method}__b-loc.npz")
+            probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
+            threshold = row.get("threshold")
+            columns.append(figures.MapColumn(f"{title} (p)" if probability else title, family, stored["cams"],
+                                             None if threshold is None or threshold != threshold else float(threshold)))
     if reference is None:
         return None
     note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
             f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first backbone of the tables it "
-            "ran on). Red: ground-truth contour; colour: the min-max normalised CAM (jet, red = high), or for "
-            "columns marked (p) the foreground probability as it is scored, not rescaled per image.")
+            "ran on), grouped by method family. Red: ground-truth contour; colour: the min-max normalised CAM "
+            "(jet, red = high), or for columns marked (p) the foreground probability as it is scored, not "
+            "rescaled per image; white: the map's contour at τ*, the method's test threshold of best mIoU.")
     return reference, columns, note, names
 
 

@@ -4,6 +4,11 @@ Every table is a :class:`Table` of Markdown cells: methods grouped
 bottom-up / top-down / fully supervised in the survey's order, one column per backbone, mean ± std
 over folds and seeds, a "WSOL average" row and the best WSOL value of each column in bold (lower is
 better for FN* and FP*). Torch-free.
+
+Only the methods whose plugin declares ``in_survey`` (the survey's own) enter those tables; every
+other method (Score-CAM family, PixelCAM, SAT, third-party plugins) gets the same tables in a
+"Beyond the survey" group of its own (:func:`beyond_tables`), so that it never shifts the survey's
+WSOL average nor its bold best values.
 """
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from typing import Any, Callable, Optional
 
 import polars as pl
 
-from wsolctl import plugins
+from wsolctl import metrics as registry, plugins
 from wsolctl.errors import UnknownPlugin
+from wsolctl.metrics import ReportTable
 from wsolctl.results.blocks import Table
 
 UNRANKED = 1000  # the default survey_rank of plugins
@@ -21,29 +27,21 @@ UNRANKED = 1000  # the default survey_rank of plugins
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-# Metrics beyond PxAP (wsolctl/metrics_extra.py), each a table when results.parquet has it:
-# column -> (title, caption, lower is better).
-EXTRA = {
-    "dice_fg": ("Foreground Dice at τ*", "Dice = 2TP / (2TP + FN + FP) of the foreground at τ*, the test "
-                "threshold of best mIoU (%)", False),
-    "iou_fg": ("Foreground IoU at τ*", "IoU = TP / (TP + FN + FP) of the foreground at τ* (%)", False),
-    "maxboxacc_v2": ("MaxBoxAccV2", "wsolevaluation's MaxBoxAccV2: % of images with foreground whose best "
-                     "contour box has IoU ≥ δ with a ground-truth box (boxes of the mask's components), "
-                     "best threshold, mean over δ = 30, 50, 70 %", False),
-    "pointing_game": ("Pointing game", "% of images with foreground whose map maximum lies in the mask "
-                      "(ties count fractionally)", False),
-    "deletion_auc": ("Deletion AUC", "RISE deletion: area under the target-class probability as the "
-                     "top-ranked pixels are replaced by the mean colour (%); lower is better", True),
-    "insertion_auc": ("Insertion AUC", "RISE insertion: area under the target-class probability as the "
-                      "top-ranked pixels are put back onto a blurred image (%); higher is better", False),
-    "road_morf": ("ROAD MoRF", "ROAD (Rong et al. 2022): change of the target-class probability (points) when "
-                  "the most relevant pixels are imputed (noisy linear), mean over percentiles; lower is better", True),
-    "road_lerf": ("ROAD LeRF", "ROAD: the same when the least relevant pixels are imputed; higher is better", False),
-}
-FIRST_CLASS = ("dice_fg", "iou_fg")  # shown right after Table 1
-METRICS = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch", *EXTRA]
-LOWER_IS_BETTER = {"fn", "fp", *(m for m, (_, _, lower) in EXTRA.items() if lower)}
+BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
+LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
+BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
+EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
+
+
+def metric_tables() -> list[tuple[Any, ReportTable]]:
+    """(metric plugin, table) of every installed metric, in the report's order."""
+    return [(metric, table) for metric in registry.installed() for table in metric.tables]
+
+
+def lower_is_better() -> set[str]:
+    """Columns where a lower value is better: FN*, FP* and those the metric plugins declare so."""
+    return {*LOWER_BUILT_IN, *(c.name for metric in registry.installed() for c in metric.columns if c.lower_is_better)}
 
 
 # ----------------------------------------------------------------------------- ordering
@@ -72,6 +70,33 @@ def method_kind(method: str) -> str:
     return getattr(_plugin("methods", base_name(method)), "kind", "other")
 
 
+def selected_in_survey(method: str, rule: str) -> bool:
+    """Whether the survey selects ``method`` by ``rule`` (the plugin's ``survey_selection``); other
+    rules are this tool's extensions (NEGEV and U-Net: B-LOC only in the survey)."""
+    return rule in getattr(_plugin("methods", base_name(method)), "survey_selection", (rule,))
+
+
+def in_survey(method: str) -> bool:
+    """Whether the method is one of the survey's: its plugin class sets ``in_survey`` itself (a
+    subclass of a survey method, or a plugin not installed here, is not)."""
+    plugin = _plugin("methods", base_name(method))
+    return plugin is not None and bool(vars(plugin).get("in_survey", False))
+
+
+def split_survey(methods) -> tuple[list[str], list[str]]:
+    """(the survey's methods, the others), each in the order given."""
+    methods = list(methods)
+    return [m for m in methods if in_survey(m)], [m for m in methods if not in_survey(m)]
+
+
+def families(methods) -> list[tuple[str, list[str]]]:
+    """[(title, methods)]: the survey's groups (:func:`grouped_methods`), then the methods beyond the
+    survey grouped the same way; the order of the report and of its figures."""
+    ours, others = split_survey(set(methods))
+    return ([(KIND_TITLES[kind], ms) for kind, ms in grouped_methods(ours)]
+            + [(f"{BEYOND}: {KIND_TITLES[kind]}", ms) for kind, ms in grouped_methods(others)])
+
+
 def grouped_methods(methods) -> list[tuple[str, list[str]]]:
     """[(kind, methods in the survey's order, others after, by name)], non-empty groups."""
     kinds = {m: method_kind(m) for m in set(methods)}
@@ -92,7 +117,7 @@ def backbone_title(name: str) -> str:
 # ----------------------------------------------------------------------------- statistics
 def summarise(results: pl.DataFrame) -> pl.DataFrame:
     """One row per dataset × backbone × method × selection: n, mean and std (over folds and seeds)."""
-    present = [m for m in METRICS if m in results.columns]
+    present = [m for m in BUILT_IN + [t.column for _, t in metric_tables()] if m in results.columns]
     return results.group_by(["dataset", "backbone", "method", "selection"]).agg(
         pl.len().alias("n"), *[pl.col(m).mean().alias(m) for m in present],
         *[pl.col(m).std().alias(f"{m}_std") for m in present])
@@ -184,37 +209,47 @@ def _backbone_mean(stats: Stats, backbones: list[str], selection: str, metric: s
 def metric_table(stats: Stats, backbones: list[str], methods: list[str], metric: str, title: str,
                  caption: str) -> Table:
     """One metric under B-LOC, method × backbone, with the mean over backbones."""
-    lower = metric in LOWER_IS_BETTER
+    lower = metric in lower_is_better()
     columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", metric), lower) for b in backbones]
     columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", metric), lower))
     return build(title, columns, methods, caption + "; mean ± std over folds/seeds where there are several; "
                  f"best WSOL value per column in bold{' (lowest)' if lower else ''}.")
 
 
-def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+def table_title(name: str, dataset: str, survey_ref: str = "", beyond: bool = False) -> str:
+    """A table's title: ``name (survey ref), `dataset```; beyond the survey, no survey reference."""
+    if beyond:
+        return f"{BEYOND}: {name}, `{dataset}`"
+    return f"{name}{f' (survey {survey_ref})' if survey_ref else ''}, `{dataset}`"
+
+
+def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str, beyond: bool = False) -> Table:
     """PxAP, B-LOC, method × backbone, with the mean over backbones."""
-    return metric_table(stats, backbones, methods, "pxap", f"PxAP, B-LOC selection (survey Table 1), `{dataset}`",
+    return metric_table(stats, backbones, methods, "pxap", table_title("PxAP, B-LOC selection", dataset, "Table 1", beyond),
                         "Test PxAP (%)")
 
 
-def extra_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
-                 metrics: list[str]) -> list[Table]:
-    """A table per metric of ``EXTRA`` (B-LOC selection)."""
-    return [metric_table(stats, backbones, methods, m, f"{EXTRA[m][0]}, B-LOC selection, `{dataset}`", EXTRA[m][1])
-            for m in metrics]
+def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
+                  tables: list[ReportTable], beyond: bool = False) -> list[Table]:
+    """The tables metric plugins declare (B-LOC selection)."""
+    return [metric_table(stats, backbones, methods, t.column,
+                         table_title(f"{t.title}, B-LOC selection", dataset, beyond=beyond), t.caption)
+            for t in tables]
 
 
-def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str) -> Table:
+def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
+                    beyond: bool = False) -> Table:
     """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
-    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_IS_BETTER)
+    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_BUILT_IN)
                for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
-    return build(f"Confusion components, B-LOC selection (survey Tables 2–3), `{dataset}`", columns, methods,
+    return build(table_title("Confusion components, B-LOC selection", dataset, "Tables 2–3", beyond), columns, methods,
                  "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
                  "averaged over the thresholds (survey eqs. 21–24). Bold: best WSOL value (lowest for FN*, FP*). "
                  "High FN* = under-activation, high FP* = over-activation.")
 
 
-def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str) -> Table:
+def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str,
+               beyond: bool = False) -> Table:
     """``metric`` under B-LOC / B-CL side by side (survey Table 4: PxAP, Table 5: accuracy)."""
     rules = ("b-loc", "b-cl")
     columns = [Column(f"{backbone_title(b)} {r.upper()}", lambda m, b=b, r=r: stats.get(b, m, r, metric))
@@ -222,11 +257,21 @@ def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: 
     columns += [Column(f"mean {r.upper()}", _backbone_mean(stats, backbones, r, metric)) for r in rules]
     table = build("", columns, methods, "")
     header = ["method"] + [f"{backbone_title(b)}" for b in backbones] + ["mean over backbones"]
-    rows = [[row[0]] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)] for row in table.rows]
+    rows = [[_extension_mark(row[0])] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)]
+            for row in table.rows]
     name, number = ("PxAP", 4) if metric == "pxap" else ("Classification accuracy", 5)
-    return Table(f"{name}, B-LOC / B-CL selection (survey Table {number}), `{dataset}`", header, rows,
+    marked = any(row[0].endswith(EXTENSION) for row in rows)
+    return Table(table_title(f"{name}, B-LOC / B-CL selection", dataset, f"Table {number}", beyond), header, rows,
                  f"Test {name.lower() if number == 5 else name} (%) of the model selected by B-LOC (best validation PxAP) / by B-CL (best "
-                 "validation accuracy). Bold: best WSOL value per column and rule.")
+                 "validation accuracy). Bold: best WSOL value per column and rule."
+                 + (f" {EXTENSION}: B-CL is an extension of this tool; the survey selects that method by B-LOC only."
+                    if marked else ""))
+
+
+def _extension_mark(label: str) -> str:
+    """A method row whose B-CL selection the survey does not make gets ``EXTENSION``."""
+    plain = label.startswith("*") or not label  # group headers and the average
+    return label if plain or selected_in_survey(label, "b-cl") else f"{label} {EXTENSION}"
 
 
 def _pair(left: str, right: str) -> str:
@@ -235,21 +280,28 @@ def _pair(left: str, right: str) -> str:
     return f"{left} / {right}"
 
 
-def dataset_tables(results: pl.DataFrame) -> list[tuple[str, list[Table]]]:
+def dataset_tables(results: pl.DataFrame, beyond: bool = False) -> list[tuple[str, list[Table]]]:
     """[(dataset, [Table 1, Dice and IoU at τ*, Tables 2-3, Table 4, Table 5, the other metrics beyond
-    PxAP])] for every dataset of ``results`` (tables of metrics it lacks are left out)."""
+    PxAP])] for every dataset of ``results`` (tables of metrics it lacks are left out), over the
+    survey's methods; ``beyond=True``: the same tables over the other methods (datasets without
+    any are left out)."""
     out = []
     for dataset in ordered(results["dataset"].unique(), "datasets"):
         rows = results.filter(pl.col("dataset") == dataset)
+        methods = split_survey(rows["method"].unique().to_list())[1 if beyond else 0]
+        if not methods:
+            continue
+        rows = rows.filter(pl.col("method").is_in(methods))
         stats = Stats(summarise(rows))
         backbones = ordered(rows["backbone"].unique(), "backbones")
-        methods = rows["method"].unique().to_list()
-        present = [c for c in EXTRA if c in rows.columns and rows[c].is_not_null().any()]
-        first = [c for c in present if c in FIRST_CLASS]
-        tables = [table1(stats, backbones, methods, dataset), *extra_tables(stats, backbones, methods, dataset, first),
-                  confusion_table(stats, backbones, methods, dataset), pair_table(stats, backbones, methods, dataset, "pxap")]
+        present = [(metric, t) for metric, t in metric_tables() if t.column in rows.columns
+                   and rows[t.column].is_not_null().any()]
+        first = [t for metric, t in present if metric.prominent]
+        tables = [table1(stats, backbones, methods, dataset, beyond), *plugin_tables(stats, backbones, methods, dataset, first, beyond),
+                  confusion_table(stats, backbones, methods, dataset, beyond), pair_table(stats, backbones, methods, dataset, "pxap", beyond)]
         if "cl_acc" in rows.columns:
-            tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc"))
-        tables += extra_tables(stats, backbones, methods, dataset, [c for c in present if c not in first])
+            tables.append(pair_table(stats, backbones, methods, dataset, "cl_acc", beyond))
+        tables += plugin_tables(stats, backbones, methods, dataset, [t for metric, t in present if not metric.prominent],
+                                  beyond)
         out.append((dataset, tables))
     return out

@@ -17,16 +17,22 @@ survey (Rony et al., MELBA 2023, eqs. 13-24):
   eqs. read literally (the first term needs ``τ_{l−1}``, so ``τ_0 = 0`` itself is not summed). The
   window one step lower, ``[0, 1)`` (this tool before issue 10), adds ``TP(0) = 1`` and drops
   ``TP(1)`` (the pixels at exactly 1): each area differs by ``100/n·(TP(0) − TP(1))``, at most
-  ``100/n`` = 0.1. With this window a perfect binary map gets TP* = TN* = 100 exactly. The curves
-  (and ``τ*``) stay on the grid ``τ ∈ [0, 1)``. Measured (2026-11-30) on ``recipes/ci-regression.yaml``
-  (CAM, Grad-CAM; B-LOC and B-CL): TP* −0.100 and FN* +0.100 exactly, FP* −0.0999…−0.100 and TN*
-  the opposite (a few background pixels score exactly 1), PxAP, τ*, mIoU and Dice bit-identical;
-  on the synthetic study's NEGEV / U-Net rows: ±0.100 exactly.
-* Operating point ``τ*`` = argmax over the grid of ``mIoU = ½(IoU_fg + IoU_bg)`` with
-  ``IoU_fg = TP/(TP+FN+FP)`` and ``IoU_bg = TN/(TN+FN+FP)`` in pixel counts; ties go to the highest
-  threshold, the same operating point the reference code picks. ``τ*`` is reported as the real
-  threshold value; the survey's code reports it mirrored (ascending edges indexed with a
-  descending index). Foreground Dice ``2TP/(2TP+FN+FP)`` and ``IoU_fg`` are reported at ``τ*``.
+  ``100/n`` = 0.1. With this window a perfect binary map gets TP* = TN* = 100 exactly. Measured
+  (2026-11-30) on ``recipes/ci-regression.yaml`` (CAM, Grad-CAM; B-LOC and B-CL): TP* −0.100 and FN*
+  +0.100 exactly, FP* −0.0999…−0.100 and TN* the opposite (a few background pixels score exactly 1),
+  PxAP, τ*, mIoU and Dice bit-identical; on the synthetic study's NEGEV / U-Net rows: ±0.100 exactly.
+* Operating points: the reference code's ``n + 2`` ones, ``s ≥ τ`` for ``τ`` in the grid plus
+  ``1`` and ``2`` (the histogram's lower edges); ``τ = 2`` predicts nothing on maps in [0, 1]. The
+  curves (``LocalizationResult.curves``) hold one value per operating point, ascending.
+  ``τ*`` = argmax over them of ``mIoU = ½(IoU_fg + IoU_bg)`` with ``IoU_fg = TP/(TP+FN+FP)`` and
+  ``IoU_bg = TN/(TN+FN+FP)`` in pixel counts; ties go to the highest threshold, the same operating
+  point the reference code picks (its ``np.argmax`` over the descending points takes the first,
+  i.e. highest, of a tie; tested against a transcription of it, an anti-correlated map included,
+  where "predict nothing" wins). ``τ*`` is reported as the real threshold value (2.0 for "predict
+  nothing"); the survey's code reports it mirrored (ascending edges indexed with a descending
+  index). Foreground Dice ``2TP/(2TP+FN+FP)`` and ``IoU_fg`` are reported at ``τ*``. Before issue 16
+  the search left out ``τ = 1`` and ``τ = 2``, so a map that does best by predicting nothing (or only
+  its pixels at exactly 1) got a worse operating point than the reference's.
 
 Degenerate splits do not raise: without foreground pixels PxAP and the TP/FN components are NaN,
 without background pixels the FP/TN components are NaN.
@@ -66,7 +72,7 @@ class LocalizationResult:
     fn: float  # FN*
     fp: float  # FP*
     tn: float  # TN*
-    threshold: float  # τ* in [0, 1): the grid threshold with the best mIoU
+    threshold: float  # τ*: the operating point (grid, 1 or 2 = predict nothing) with the best mIoU
     miou: float  # at τ*
     tp_at_threshold: float
     fn_at_threshold: float
@@ -102,6 +108,7 @@ class LocalizationMeter:
         self.thresholds = np.arange(0, 1, 1 / self.n_thresholds)[: self.n_thresholds]
         self._edges = np.concatenate([self.thresholds, [1.0, 2.0, 3.0]])
         self._nbins = self.n_thresholds + 2
+        self.operating_points = self._edges[: self._nbins]  # s ≥ τ: the grid, 1, 2 (predict nothing)
         self._fast = _float32_quantisation_is_exact(self._edges, self.n_thresholds)
         self._hist = torch.zeros(2, self._nbins, dtype=torch.int64)  # rows: background, foreground
 
@@ -174,10 +181,8 @@ class LocalizationMeter:
         n_fg, n_bg = tp[0], fp[0]
         pxap = _average_precision(tp[::-1], fp[::-1], n_fg)
         areas = _areas(tp, fp, self.n_thresholds)
-        # From here on, the grid τ_l, l = 0 .. n-1, only (drop the edges 1 and 2).
-        tp, fp = tp[: self.n_thresholds], fp[: self.n_thresholds]
         fn, tn = n_fg - tp, n_bg - fp
-        curves = _curves(self.thresholds, tp, fn, fp, tn)
+        curves = _curves(self.operating_points, tp, fn, fp, tn)
         best = _best_index(curves["miou"])
 
         def at_best(name: str) -> float:

@@ -1,0 +1,65 @@
+"""docs/example-report is generated (docs/example-report/make.py), never edited by hand: the findings
+in its README and the project README are what the committed results give, and so is report.md."""
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("make_example_report", ROOT / "docs/example-report/make.py")
+make = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make)
+COMMITTED = all((ROOT / d / "results.parquet").is_file() for d in make.sources())
+PLACEHOLDER = "_Not generated yet"
+
+
+def _row(dataset, method, rule, pxap, acc, epoch=3, tp=50.0, fp=40.0, tau=0.5):
+    return {"dataset": dataset, "method": method, "backbone": "resnet18-wsol", "selection": rule, "pxap": pxap,
+            "cl_acc": acc, "epoch": epoch, "tp": tp, "fn": 100 - tp, "fp": fp, "tn": 100 - fp, "threshold": tau,
+            "baseline_pxap": 45.0}
+
+
+def test_findings_are_computed_from_the_results():
+    frame = pl.DataFrame([
+        _row("glas", "cam", "b-loc", 60.0, 50.0, epoch=1, tau=0.3), _row("glas", "cam", "b-cl", 55.0, 100.0),
+        _row("glas", "gradcam", "b-loc", 50.0, 50.0, tp=10.0, fp=5.0, tau=2.0),
+        _row("glas", "gradcam", "b-cl", 52.0, 100.0),
+        _row("glas", "negev", "b-loc", 70.0, 50.0, fp=70.0, tau=0.8), _row("glas", "negev", "b-cl", 65.0, 50.0),
+        _row("glas", "unet", "b-loc", 90.0, 100.0), _row("glas", "unet", "b-cl", 90.0, 100.0),
+    ])
+    text = make.findings(frame)
+    assert "**`glas`** (test; 3 WSOL models; the all-foreground map scores 45.0 PxAP)" in text
+    assert "2 of 3 WSOL models reach 100 % accuracy with B-CL; 3 of 3 B-LOC models are at chance" in text
+    assert "B-LOC picks an epoch ≤ 2 for 1 of 3" in text
+    assert "highest FP* 70.0 (negev, TP* 50.0); lowest TP* 10.0 (gradcam, FN* 90.0)" in text
+    assert "lie in 0.30–0.80; for 1 of them predicting nothing scores best" in text
+    assert "worse for 2 of 3 WSOL methods (WSOL average PxAP 60.0 with B-LOC vs 57.3 with B-CL)" in text
+    assert "Leading WSOL method (B-LOC PxAP): negev 70.0, then cam 60.0; NEGEV 70.0." in text
+    assert "Gap to full supervision: unet 90.0 vs a WSOL average of 60.0 (B-LOC)." in text
+    assert make.headline(frame) == "Test PxAP (B-LOC) there — `glas`: NEGEV 70.0, U-Net 90.0, WSOL average 60.0."
+
+
+def _generated(path: Path, begin: str, end: str) -> str:
+    return make.between(path.read_text(), begin, end)
+
+
+def test_readme_findings_are_the_committed_results():
+    readme, project = ROOT / make.HERE / "README.md", ROOT / "README.md"
+    findings = _generated(readme, make.BEGIN, make.END)
+    headline = _generated(project, make.HEADLINE_BEGIN, make.HEADLINE_END)
+    if not COMMITTED:  # nothing to quote from: the docs must say so, not quote stale numbers
+        assert findings.startswith(PLACEHOLDER) and headline.startswith(PLACEHOLDER)
+        return
+    frame = make.results()
+    assert findings == make.findings(frame).strip()
+    assert headline == make.headline(frame).strip()
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed results yet (python docs/example-report/make.py --run)")
+def test_report_is_what_the_committed_results_give(tmp_path, monkeypatch):
+    from wsolctl.results.report import build_report, load_sources, to_markdown
+
+    monkeypatch.chdir(ROOT)  # the report quotes its source folders relative to the repository root
+    fresh = to_markdown(build_report(load_sources(make.sources()), tmp_path))
+    assert (ROOT / make.HERE / "report.md").read_text() == fresh

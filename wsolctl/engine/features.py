@@ -1,0 +1,156 @@
+"""Frozen encoders at feature speed (``train.feature_cache``): the training set's encoder outputs are
+computed once, stored on disk, and the heads train on them.
+
+Valid only for a wholly frozen backbone (``freeze: true``: its output depends on the input alone,
+BatchNorm statistics fixed) and methods whose training uses nothing but that output
+(``Method.feature_cache_refusal``); the recipe validation enforces both. Evaluation, selection and
+predict still run the whole model, so top-down maps and probability maps are unchanged.
+
+Augmentation policy: ``train.feature_copies`` = K copies of the training set are encoded, each with
+the run's training augmentation drawn from its own seed; epoch e trains on copy (e-1) mod K, its
+batches shuffled as the uncached loader shuffles them. With a deterministic augment (``crop: false``,
+no flips, no colour jitter) one copy is exactly what uncached training feeds the encoder every epoch;
+with a random one, K copies stand for fresh draws each epoch (an approximation the docs state).
+
+Storage, next to the data: ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` (float32, one
+chunk per encoding batch, read through memory maps: never all in RAM) and ``meta.json``, written last.
+The key hashes what determines the outputs: backbone (name, params, weights), normalisation, image
+size, augmentation (and its seed when random), number of copies, torch and timm versions, and a
+fingerprint of the training split (sample ids, labels, file sizes and times). A cache is built in a temporary folder and renamed,
+so concurrent runs and interrupted builds never leave a partial one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from wsolctl.data.images import deterministic
+from wsolctl.engine.build import Data, seed_everything
+from wsolctl.engine.plan import RunSpec, numbers
+from wsolctl.io import write_json
+
+FORMAT = 1  # bump when the stored layout changes
+COPY_SEED = 1_000_003  # copy c of the training set is augmented under seed (recipe seed, COPY_SEED + c)
+
+
+class FeatureCache:
+    """The stored encoder outputs of a run's training set: :meth:`loader` gives an epoch's batches."""
+
+    def __init__(self, folder: Path, train: DataLoader):
+        self.folder = folder
+        self.meta = json.loads((folder / "meta.json").read_text())
+        self.train = train
+
+    def loader(self, epoch: int) -> DataLoader:
+        """Batches of (features, labels, masks) for ``epoch`` (≥ 1), shuffled as ``data.train`` is."""
+        copy = (epoch - 1) % self.meta["copies"]
+        return DataLoader(StoredFeatures(self.folder / f"copy-{copy:02d}", self.meta), batch_size=self.train.batch_size,
+                          shuffle=True, drop_last=self.train.drop_last)
+
+
+class StoredFeatures(Dataset):
+    """One copy's chunks, memory-mapped; yields (feature map, label, empty mask)."""
+
+    def __init__(self, folder: Path, meta: dict):
+        self.chunk, self.count = meta["chunk"], meta["count"]
+        self.labels = np.load(folder.parent / "labels.npy")
+        self.chunks = [np.load(folder / f"chunk-{i:05d}.npy", mmap_mode="r")
+                       for i in range(-(-self.count // self.chunk))]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        row = self.chunks[index // self.chunk][index % self.chunk]
+        return torch.from_numpy(np.array(row)), int(self.labels[index]), torch.zeros(0, dtype=torch.bool)
+
+
+def prepare(spec: RunSpec, data: Data, model: nn.Module, device: torch.device, progress) -> Optional[FeatureCache]:
+    """The run's feature cache (built now if missing), or None when the run does not ask for one."""
+    train = spec.train
+    if not train.feature_cache:
+        return None
+    folder = Path(data.root) / "features" / cache_key(spec, data)
+    if not (folder / "meta.json").is_file():
+        _build(folder, spec, data, model, device, progress)
+    return FeatureCache(folder, data.train)
+
+
+def cache_key(spec: RunSpec, data: Data) -> str:
+    train, backbone = spec.train, spec.backbone
+    random_augment = not deterministic(train.augment)
+    import timm
+
+    key = {"format": FORMAT, "backbone": numbers(backbone, exclude={"freeze", "normalize"}),
+           "weights": _file_stamp(Path(backbone.pretrained)) if isinstance(backbone.pretrained, str) else None,
+           "normalize": backbone.normalization().model_dump(mode="json"), "image_size": spec.recipe.image_size,
+           "augment": train.augment.model_dump(mode="json"), "copies": train.feature_copies,
+           # random draws depend on the seed and on how many loader workers draw them
+           "seed": (spec.recipe.seed, train.workers) if random_augment else None,
+           "versions": (torch.__version__, timm.__version__), "data": _fingerprint(data)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint(data: Data) -> list:
+    """The training split as sample ids, labels and their files' sizes and modification times."""
+    dataset = data.train.dataset
+    return [(s.image, s.label, *_file_stamp(dataset.root / s.image)) for s in dataset.samples]
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _build(folder: Path, spec: RunSpec, data: Data, model: nn.Module, device: torch.device, progress) -> None:
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset, train = data.train.dataset, spec.train
+    encode = DataLoader(dataset, batch_size=data.valcl.batch_size, shuffle=False, num_workers=train.workers)
+    use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
+    count = len(dataset)
+    task = progress.task(f"run {spec.run_id}: encoding the training set once", train.feature_copies * len(encode))
+    was_training = model.training
+    model.eval()
+    try:
+        for copy in range(train.feature_copies):
+            (tmp / f"copy-{copy:02d}").mkdir(parents=True)
+            seed_everything(spec.recipe.seed, COPY_SEED + copy)
+            for i, (images, _, _) in enumerate(encode):
+                with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
+                    features = model.backbone(images.to(device))
+                np.save(tmp / f"copy-{copy:02d}" / f"chunk-{i:05d}.npy", features.float().cpu().numpy())
+                task.advance()
+    finally:
+        model.train(was_training)
+    task.close()
+    np.save(tmp / "labels.npy", np.array([s.label for s in dataset.samples], np.int64))
+    write_json(tmp / "meta.json", {"count": count, "chunk": encode.batch_size, "copies": train.feature_copies,
+                                   "shape": list(features.shape[1:]), "run_id": spec.run_id})
+    try:
+        tmp.rename(folder)
+    except OSError:  # another run stored the same cache meanwhile
+        if not (folder / "meta.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def on_features(model: nn.Module) -> Iterator[None]:
+    """The model with its (frozen) backbone taken out: its input is the backbone's output."""
+    backbone = model.backbone
+    model.backbone = nn.Identity()
+    try:
+        yield
+    finally:
+        model.backbone = backbone

@@ -1,0 +1,74 @@
+"""Localization metrics and their registry.
+
+Built in and always on: PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and the rates there
+(:mod:`wsolctl.metrics.pixel`, :class:`LocalizationMeter`); a recipe may list them as ``pxap``. Every
+other metric is a plugin of the ``wsolctl.metrics`` entry-point group (:mod:`wsolctl.metrics.base`),
+the built-ins (``dice``, ``maxboxacc-v2``, ``pointing-game``, ``deletion``, ``insertion``) registered
+in wsolctl's ``pyproject.toml`` like third parties. Torch-free at import: the meters load on use.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any, Iterable
+
+from wsolctl import plugins
+from wsolctl.errors import PluginWarning, UnknownPlugin
+from wsolctl.metrics.base import Column, MapMeter, MeterContext, Metric, ReportTable
+
+__all__ = ["BUILT_IN", "BUILT_IN_COLUMNS", "Column", "LocalizationMeter", "LocalizationResult", "MapMeter",
+           "MeterContext", "Metric", "ReportTable", "chosen", "installed", "load", "names", "prepare_cams",
+           "prepare_masks"]
+
+BUILT_IN = "pxap"  # the recipe name of the always-on metrics
+# The results columns of the always-on metrics (fields of LocalizationResult), in report order.
+BUILT_IN_COLUMNS = ("pxap", "tp", "fn", "fp", "tn", "threshold", "miou", "tp_at_threshold", "fn_at_threshold",
+                    "fp_at_threshold", "tn_at_threshold")
+_PIXEL = ("LocalizationMeter", "LocalizationResult", "prepare_cams", "prepare_masks")
+
+
+def __getattr__(name: str) -> Any:
+    """The pixel meter's names, imported (with torch) on first use."""
+    if name in _PIXEL:
+        return getattr(importlib.import_module("wsolctl.metrics.pixel"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def names() -> list[str]:
+    """Every name ``evaluation.metrics`` accepts here (nothing imported)."""
+    return [BUILT_IN, *plugins.registered("metrics")]
+
+
+def load(name: str) -> type[Metric]:
+    """The metric plugin registered under ``name`` (raises :class:`UnknownPlugin`)."""
+    metric = plugins.load("metrics", name)
+    taken = [c.name for c in metric.columns if c.name in BUILT_IN_COLUMNS]
+    if not metric.columns or taken:
+        raise UnknownPlugin(f"metric {name!r} declares "
+                            + (f"built-in columns {taken}" if taken else "no results columns"))
+    return metric
+
+
+def chosen(recipe_names: Iterable[str]) -> list[type[Metric]]:
+    """The plugins of a recipe's ``evaluation.metrics`` (the built-in name left out), in its order;
+    two of them may not declare the same column."""
+    metrics = [load(name) for name in recipe_names if name != BUILT_IN]
+    seen: dict[str, str] = {}
+    for metric in metrics:
+        for column in metric.columns:
+            if seen.setdefault(column.name, metric.name) != metric.name:
+                raise UnknownPlugin(f"metrics {seen[column.name]!r} and {metric.name!r} both declare column "
+                                    f"{column.name!r}")
+    return metrics
+
+
+def installed() -> list[type[Metric]]:
+    """Every importable metric plugin in the report's order (``survey_rank``, then name); a broken or
+    invalid one is skipped with a :class:`PluginWarning`."""
+    out = []
+    for name in plugins.registered("metrics"):
+        try:
+            out.append(load(name))
+        except UnknownPlugin as exc:
+            warnings.warn(str(exc), PluginWarning, stacklevel=2)
+    return sorted(out, key=lambda m: (m.survey_rank, m.name))

@@ -1,0 +1,91 @@
+"""What a test-time metric declares: the members of a ``wsolctl.metrics`` plugin.
+
+A metric is a small class registered under its recipe name in the ``wsolctl.metrics`` entry-point
+group (built-ins in wsolctl's own ``pyproject.toml``, like third parties). It declares the columns it
+adds to ``results.parquet``, whether it calls the model, the report tables it wants, and a
+:class:`MapMeter` that streams over a split. The recipe schema, the evaluation, the selection and the
+report read these declarations; none of them names a metric. Kept torch-free at import (the recipe
+validates names by loading the declarations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from wsolctl.plugins import METRIC_API_VERSION as API_VERSION
+
+if TYPE_CHECKING:
+    import torch
+
+    from wsolctl.metrics.pixel import LocalizationMeter
+
+__all__ = ["API_VERSION", "Column", "ReportTable", "MapMeter", "MeterContext", "Metric", "NoParams"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column a metric adds to ``results.parquet`` (one value per method × selection rule)."""
+
+    name: str  # the results.parquet column, e.g. "maxboxacc_v2"
+    title: str  # its header in the report's "All metrics per selection rule" tables ("": not shown there)
+    unit: str = "%"
+    lower_is_better: bool = False
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table of the report, per dataset: one column of the metric, method × backbone under B-LOC
+    selection, with the mean over backbones (like the survey's Table 1 for PxAP)."""
+
+    column: str  # one of the metric's Column names
+    title: str  # "<title>, B-LOC selection, `<dataset>`"
+    caption: str  # what the numbers are; the report adds how they are aggregated
+
+
+class MapMeter(Protocol):
+    """A streamed metric over a split; its state does not grow with the number of images."""
+
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, images: torch.Tensor,
+               targets: torch.Tensor) -> None:
+        """``maps`` (N, H, W) in [0, 1] (as scored: :func:`wsolctl.metrics.prepare_cams`); ``masks``
+        (N, H, W) bool; ``images`` (N, C, H', W') as fed to the model; ``targets`` (N,) the class
+        each map explains."""
+
+    def compute(self) -> dict[str, float]:
+        """The declared columns of everything seen so far; NaN where no image counted."""
+
+
+@dataclass(frozen=True)
+class MeterContext:
+    """What a meter may use besides the batches it is fed."""
+
+    settings: Any  # the recipe's `evaluation` section (wsolctl.recipe.schema.Evaluation)
+    model: Any  # the model being scored (``model(images).logits``), or None unless ``forward_passes``
+    localization: LocalizationMeter  # the always-on PxAP meter of the same maps (shares its histogram)
+    params: Any = None  # the metric's validated ``Params`` (recipe: ``evaluation.metric_params.<name>``)
+
+
+class NoParams(BaseModel):
+    """The params of a metric that has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metric:
+    """Base class of metric plugins; a subclass sets the class attributes and implements ``meter``."""
+
+    api_version: ClassVar[int] = API_VERSION
+    name: ClassVar[str] = ""  # set by the registry: the entry point's name, used in `evaluation.metrics`
+    description: ClassVar[str] = ""  # one line, shown by `wsolctl metrics`
+    columns: ClassVar[tuple[Column, ...]] = ()
+    forward_passes: ClassVar[bool] = False  # the meter calls the model (e.g. deletion): it gets ``context.model``
+    tables: ClassVar[tuple[ReportTable, ...]] = ()
+    prominent: ClassVar[bool] = False  # its tables follow PxAP's Table 1 (else they follow Table 5)
+    survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
+    Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
+
+    @classmethod
+    def meter(cls, context: MeterContext) -> MapMeter:
+        raise NotImplementedError(f"metric {cls.name!r} does not implement meter()")
