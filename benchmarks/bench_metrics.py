@@ -8,7 +8,8 @@ of random images and CAM-like maps (random 7×7 maps through ``prepare_cams``: m
 the image size) with a centred square mask. Each line is the seconds per image of one meter's
 ``update`` and its ratio to ``model(images)`` on the same batch, the forward that evaluation does
 anyway for accuracy. Deletion/insertion run ``k + 1`` forwards per image in chunks of ``--batch``,
-so their ratio is about ``k + 1``; MaxBoxAccV2 is CPU work (one labelling pass per distinct
+so their ratio is about ``k + 1``; ROAD runs 2 × 9 + 1 forwards per image plus one sparse linear
+solve per image, percentile and order on the CPU (the imputation); MaxBoxAccV2 is CPU work (one labelling pass per distinct
 threshold) and does not depend on the model.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from wsolctl.metrics import LocalizationMeter, prepare_cams
 from wsolctl.metrics.boxes import MaxBoxAccV2Meter
 from wsolctl.metrics.faithfulness import FaithfulnessMeter
 from wsolctl.metrics.pointing import PointingGameMeter
+from wsolctl.metrics.road import RoadMeter
 
 
 def seconds(fn, device: torch.device, repeats: int = 1) -> float:
@@ -65,6 +67,7 @@ def main() -> None:
         "pointing game": PointingGameMeter,
         f"deletion (k={args.steps})": lambda: FaithfulnessMeter(model, "deletion", args.steps, args.batch),
         f"insertion (k={args.steps})": lambda: FaithfulnessMeter(model, "insertion", args.steps, args.batch),
+        "ROAD (9 percentiles, MoRF + LeRF)": lambda: RoadMeter(model, batch_size=args.batch),
     }
     print(f"{args.backbone}, {args.images} images of {args.size}², batch {args.batch}, {device}, "
           f"torch threads {torch.get_num_threads()}")

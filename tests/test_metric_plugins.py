@@ -27,7 +27,7 @@ def test_built_in_metrics_are_registered_like_third_parties():
     from wsolctl import plugins
 
     registered = plugins.registered("metrics")
-    assert {"dice", "maxboxacc-v2", "pointing-game", "deletion", "insertion"} <= set(registered)
+    assert {"dice", "maxboxacc-v2", "pointing-game", "deletion", "insertion", "road"} <= set(registered)
     assert all(ep.dist.name == "wsolctl" for name, ep in registered.items())
     assert metrics.names()[0] == metrics.BUILT_IN == "pxap"
     installed = metrics.installed()
@@ -37,7 +37,7 @@ def test_built_in_metrics_are_registered_like_third_parties():
     for metric in installed:
         assert metric.columns and all(c.unit for c in metric.columns)
         assert {t.column for t in metric.tables} <= {c.name for c in metric.columns}
-    assert {m.name for m in installed if m.forward_passes} == {"deletion", "insertion"}
+    assert {m.name for m in installed if m.forward_passes} == {"deletion", "insertion", "road"}
 
 
 def test_the_package_names_no_metric_outside_the_metric_plugins():

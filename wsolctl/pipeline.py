@@ -126,7 +126,7 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
             selected = select_run(spec, data, directory, device, progress)
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
-                                  for part, rows in selected.items() if part in ("results", "curves")}))
+                                  for part, rows in selected.items() if part in ("results", "curves", "checks")}))
     write_tables(out, scored)
     return out
 

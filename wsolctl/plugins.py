@@ -1,6 +1,7 @@
 """Plugin discovery through entry points — the same groups for built-ins and third parties.
 
-Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``, ``wsolctl.metrics``. Names are listed from package
+Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``, ``wsolctl.metrics``,
+``wsolctl.annotators``. Names are listed from package
 metadata without importing anything; a plugin is imported only when a recipe or command needs it.
 A plugin that fails to import is skipped with a warning; the others keep working.
 
@@ -34,7 +35,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {"methods": Kind(api_version=API_VERSION), "datasets": Kind(), "backbones": Kind(),
-                         "metrics": Kind(api_version=METRIC_API_VERSION)}
+                          "metrics": Kind(api_version=METRIC_API_VERSION), "annotators": Kind()}
 FALLBACKS = "wsolctl.fallbacks"
 
 

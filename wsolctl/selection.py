@@ -17,4 +17,6 @@ class Rule:
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("b-loc", "B-LOC", "valpx_pxap"),  # localization: PxAP on valpx
     Rule("b-cl", "B-CL", "valcl_acc"),  # classification: accuracy on valcl
+    Rule("b-pseudo", "B-PSEUDO", "valpx_pseudo_pxap"),  # annotation-free: PxAP on valpx pseudo-masks (issue 19)
 )}
+DEFAULT_RULES = ("b-loc", "b-cl")  # a recipe's default `selection` (b-pseudo needs `evaluation.annotator`)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -70,6 +70,8 @@ def build_data(spec: RunSpec, device: torch.device) -> Data:
 
     def loader(split: str, train: bool = False) -> DataLoader:
         samples = read_split(folds_dir, fold, split)
+        if not recipe.dataset.masks:  # an unannotated study: no mask is read, every mask is empty
+            samples = [replace(s, masks=(), ignore=None) for s in samples]
         images = FoldImages(root, samples, size, augment=train_cfg.augment if train else None,
                             with_masks=split in ("valpx", "test") or (train and train_masks), normalize=normalize)
         return DataLoader(images, batch_size=train_cfg.batch_size if train else eval_cfg.batch_size,

@@ -11,6 +11,7 @@ from wsolctl import metrics as registry
 from wsolctl.engine.build import Data, build_model, finished
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
+from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
 from wsolctl.io import write_json
 from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
@@ -28,13 +29,14 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
     best = finished(run_dir)["best"]
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": [], "settings": settings}
+    out: dict = {"results": [], "curves": [], "checks": [], "settings": settings}
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for label in spec.labels:
         for rule, epoch in best[label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
-    metrics = registry.chosen(recipe.evaluation.metrics)
+    validation = {(row["method"], row["epoch"]): row for row in json.loads((run_dir / "epochs.json").read_text())}
+    metrics = [*registry.chosen(recipe.evaluation.metrics), Otsu]  # Otsu: internal, for the threshold rules
     examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
     for epoch, picks in sorted(by_epoch.items()):
         state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
@@ -50,13 +52,48 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
                           metrics=metrics, settings=recipe.evaluation)
         for label, rule in picks:
             result = scores.localization[label]
-            columns = {k: getattr(result, k) for k in BUILT_IN_COLUMNS}
+            measured = dict(scores.metrics[label])
+            otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
+            thresholds = threshold_columns(result, otsu, validation[(label, epoch)])
+            threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
+            columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
+            columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
-                                   **scores.metrics[label], "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+                                   "threshold_rule": threshold_rule, **thresholds,
+                                   "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out["curves"].append({"method": label, "selection": rule, **curves})
+        if "model-randomisation" in recipe.evaluation.checks:
+            out["checks"] += _randomisation(spec, model, methods, picks, data, device, run_dir / "checks")
     write_json(cache, out)
     return out
+
+
+def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
+                   folder: Path) -> list[dict]:
+    """The cascading randomisation check of each picked (method, rule) on a seeded test subset
+    (rows for checks.parquet; the maps per depth in ``folder/<method>__<rule>.npz``)."""
+    import numpy as np
+
+    from wsolctl.engine.checks import check_subset, model_randomisation
+
+    recipe = spec.recipe
+    dataset = data.test.dataset
+    chosen = check_subset(len(dataset), recipe.evaluation.check_images, recipe.seed)
+    images, labels, _ = zip(*(dataset[i] for i in chosen))
+    images, labels = torch.stack(images).to(device), torch.tensor(labels, device=device)
+    if recipe.evaluation.cam_target == "predicted":
+        with torch.no_grad():
+            labels = model.eval()(images).logits.argmax(dim=1)
+    stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, rule in picks:
+        found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)
+        rows += [{"method": label, "selection": rule, **row} for row in found]
+        np.savez_compressed(folder / f"{label}__{rule}.npz", maps=maps, layers=np.array([r["layer"] for r in found]),
+                            kind=methods[label].map_kind)
+    return rows
 
 
 def trivial_pxap(data: Data, thresholds: int) -> float:

@@ -19,7 +19,7 @@ from wsolctl.errors import InputError
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Recipe
 from wsolctl.recipe.sweep import Variant, final_variants, search_variants
-from wsolctl.selection import RULES
+from wsolctl.selection import DEFAULT_RULES, RULES
 
 STUDY = "study.json"
 log = logging.getLogger("wsolctl")
@@ -116,9 +116,10 @@ class Study:
         first in expansion order), from the search runs' validation scores in ``out``, and the final
         phase that runs them on every fold and seed."""
         best: dict[Choice, tuple[float, str]] = {}
+        rules = [rule for rule in RULES.values() if rule.name in DEFAULT_RULES or rule.name in self.recipe.selection]
         for run in self.search.runs:
             for method, scores in best_validation(out, run.run_id).items():
-                for rule in RULES.values():
+                for rule in rules:
                     key = Choice(run.backbone.name, method, rule.name)
                     if key not in best or scores[rule.metric] > best[key][0]:
                         best[key] = (scores[rule.metric], run.variant.config_id)
@@ -223,8 +224,9 @@ def best_validation(out: Path, run_id: str) -> dict[str, dict[str, float]]:
     for row in json.loads(path.read_text()):
         entry = best.setdefault(row["method"], {rule.metric: -math.inf for rule in RULES.values()})
         for metric in entry:
-            if row[metric] is not None and math.isfinite(row[metric]):
-                entry[metric] = max(entry[metric], row[metric])
+            value = row.get(metric)  # b-pseudo's valpx_pseudo_pxap: only with an annotator
+            if value is not None and math.isfinite(value):
+                entry[metric] = max(entry[metric], value)
     return best
 
 

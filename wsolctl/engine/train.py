@@ -18,6 +18,7 @@ from wsolctl.engine import features
 from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec
+from wsolctl.engine.pseudo import WithMasks, pseudo_masks
 from wsolctl.errors import NonFiniteLoss
 from wsolctl.io import torch_save, write_json
 from wsolctl.methods.base import Batch
@@ -29,12 +30,13 @@ from wsolctl.selection import RULES
 def best_epochs(history: list[dict], label: str) -> dict[str, int]:
     """Epoch chosen by each selection rule for one method; ties go to the later epoch."""
     rows = [r for r in history if r["method"] == label]
+    measured = {name: rule for name, rule in RULES.items() if any(rule.metric in r for r in rows)}
 
     def key(row: dict, metric: str) -> tuple[float, int]:
-        value = row[metric]
+        value = row.get(metric)
         return (value if value is not None and math.isfinite(value) else -math.inf, row["epoch"])
 
-    return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in RULES.items()}
+    return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in measured.items()}
 
 
 def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:
@@ -59,6 +61,7 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
     scheduler = build_scheduler(train, optimizer)
     methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
     history, start = _resume(run_dir, model, optimizer, scheduler, device)
+    pseudo = _pseudo_valpx(recipe.evaluation, data, device, spec.backbone.normalization())
     cache = features.prepare(spec, data, model, device, progress)  # None unless train.feature_cache
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
@@ -76,7 +79,7 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
                 loss = _train_epoch(model, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
                                     use_amp, progress)
             scheduler.step()
-        rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch)
+        rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch, pseudo)
         for row in rows:
             row.update(train_loss=loss, lr=optimizer.param_groups[0]["lr"], duration_s=time.perf_counter() - began)
         history += rows
@@ -117,13 +120,31 @@ def train_step(model, batch: Batch, optimizer, scaler, use_amp: bool) -> float:
     return value
 
 
-def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int) -> list[dict]:
+def _pseudo_valpx(ev: Evaluation, data: Data, device, normalize=None):
+    """valpx with its images' pseudo-masks (``evaluation.annotator``), or None; ``normalize``: the
+    backbone's mean / std of the valpx images (default ImageNet's)."""
+    if ev.annotator is None:
+        return None
+    annotator = ev.annotator.instantiate()
+    if normalize is not None:
+        annotator.normalize = normalize
+    return WithMasks(data.valpx, pseudo_masks(annotator, data.valpx, device))
+
+
+def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int,
+                    pseudo=None) -> list[dict]:
+    """Per method: valcl accuracy, valpx PxAP and τ* (true masks) and, with ``pseudo`` (valpx with
+    pseudo-masks), the same against the pseudo-masks (``b-pseudo``, ``val-pseudo``)."""
     valcl = evaluate(model, {}, data.valcl, device, accuracy=True, localize=False,
                      progress=progress, description=f"epoch {epoch}: valcl")
-    valpx = evaluate(model, methods, data.valpx, device, accuracy=False, localize=True, thresholds=ev.thresholds,
-                     cam_target=ev.cam_target, progress=progress, description=f"epoch {epoch}: valpx")
-    return [{"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy, "valpx_pxap": result.pxap}
-            for label, result in valpx.localization.items()]
+    splits = {"valpx": data.valpx, "valpx_pseudo": pseudo} if pseudo is not None else {"valpx": data.valpx}
+    rows = {label: {"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy} for label in methods}
+    for name, loader in splits.items():
+        scores = evaluate(model, methods, loader, device, accuracy=False, localize=True, thresholds=ev.thresholds,
+                          cam_target=ev.cam_target, progress=progress, description=f"epoch {epoch}: {name}")
+        for label, result in scores.localization.items():
+            rows[label].update({f"{name}_pxap": result.pxap, f"{name}_threshold": result.threshold})
+    return list(rows.values())
 
 
 def _resume(run_dir: Path, model, optimizer, scheduler, device) -> tuple[list[dict], int]:

@@ -26,13 +26,13 @@ class LoadedModel:
     method: object  # the Method plugin whose maps are drawn (top-down: explains ``model``)
     method_label: str  # as in results.parquet (name, or name[i] when a recipe lists it twice)
     backbone: str
-    selection: str  # b-loc | b-cl
+    selection: str  # b-loc | b-cl | b-pseudo
     epoch: int
     run_id: str
     image_size: int  # tiles are resized to this side, as in evaluation
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    threshold: float  # τ* of (method, backbone, selection) on the run's test split
+    threshold: float  # of (method, backbone, selection), set by the row's threshold_rule; NaN: Otsu per input
     classes: dict[str, int]  # the run's encoding
     map_kind: str  # "probability" (used as is) or "cam" (normalised once per slide)
     device: torch.device

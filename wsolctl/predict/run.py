@@ -200,6 +200,16 @@ def _settings(loaded, options: PredictOptions) -> tuple[int, float]:
     return loaded.class_index(options.target), loaded.threshold if options.threshold is None else options.threshold
 
 
+def region_threshold(threshold: float, values: np.ndarray) -> float:
+    """``threshold``, or where it is NaN (a model whose threshold rule is Otsu per map, e.g. b-pseudo
+    with ``evaluation.pseudo_threshold: otsu``) Otsu's threshold of this input's map values."""
+    if math.isfinite(threshold):
+        return threshold
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(values)) if values.size and values.min() < values.max() else 1.0
+
+
 def predict_slide(loaded, path: Path, folder: Path, options: PredictOptions, xml: Optional[Path], progress=None) -> dict:
     """One slide, step by step: read it, find its tissue tiles, score them with the model, stitch
     and normalise the maps (:func:`_predict`), then write the outputs into ``folder``; returns its
@@ -255,6 +265,7 @@ def _predict(loaded, slide, path: Path, options: PredictOptions, progress) -> _S
     layout = _tiles(slide, scorer.map_side, options)
     canvas, tiles = _stitch(slide, layout, scorer, loaded.image_size, options, progress, path.stem)
     heat = _normalise(loaded.map_kind, canvas)
+    threshold = region_threshold(threshold, heat.values[heat.scored])  # NaN (Otsu rule): this slide's
     regions = extract_regions(heat.values, threshold, layout.ds)
     return _SlidePrediction(path, slide, layout, heat, _tile_frame(tiles, heat.norm), regions, class_index,
                             loaded.class_name(class_index), threshold)
@@ -420,6 +431,7 @@ def predict_image(loaded, path: Path, folder: Path, options: PredictOptions, xml
     raw = maps[0].cpu().numpy()
     norm = normalise(loaded.map_kind, raw, np.ones(raw.shape, bool))
     heat = np.clip(resize_map(norm.apply(raw), image.shape[1], image.shape[0]), 0, 1)
+    threshold = region_threshold(threshold, heat)
     Image.fromarray(np.round(heat * 255).astype(np.uint8)).save(folder / "cam.png")
     class_name = loaded.class_name(class_index)
     write_overlay(folder / "overlay.png", image, heat, None, f"{class_name} map", threshold,

@@ -28,7 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
-from wsolctl.selection import RULES
+from wsolctl.selection import DEFAULT_RULES, RULES
 
 
 class Strict(BaseModel):
@@ -98,6 +98,8 @@ class DatasetSpec(PluginSpec):
     kind: ClassVar[str] = "datasets"
     root: str = Field(min_length=1, description="Folder holding the fold files (created for synthetic data).")
     fold: int = Field(0, ge=0, description="Which fold-K folder to use.")
+    masks: bool = Field(True, description="false: read no pixel annotation anywhere (every mask empty; select "
+                        "with b-pseudo or b-cl, score what needs no mask), as for data that has none")
 
 
 class BackboneSpec(PluginSpec):
@@ -229,6 +231,16 @@ class MethodSpec(PluginSpec):
         return None if needed is None else MethodSpec.model_validate(needed)
 
 
+class AnnotatorSpec(PluginSpec):
+    """A pseudo-annotator (entry point group ``wsolctl.annotators``): maps a validation image (and, for
+    some, a reference model) to a pseudo-mask, for selection and thresholds without pixel annotations."""
+
+    kind: ClassVar[str] = "annotators"
+
+
+CheckName = Literal["model-randomisation"]
+
+
 def _known_metric(name: str) -> str:
     """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
     if name != metric_plugins.BUILT_IN:
@@ -262,9 +274,31 @@ class Evaluation(Strict):
                                 description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
     faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                                     description="deletion/insertion steps k (RISE)")
+    road_percentiles: list[int] = Field(
+        [10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1, json_schema_extra=TEST_ONLY,
+        description="ROAD: % of pixels imputed at each step (Rong et al. 2022; pytorch-grad-cam's default list)")
+    annotator: Optional[AnnotatorSpec] = Field(
+        None, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
+        "threshold (no pixel annotation needed; docs/results.md)")
+    pseudo_threshold: Literal["val-pseudo", "otsu"] = Field(
+        "val-pseudo", json_schema_extra=TEST_ONLY,
+        description="threshold of the b-pseudo models: τ* on the validation pseudo-masks, or Otsu on each map")
+    checks: list[CheckName] = Field(
+        [], json_schema_extra=TEST_ONLY,
+        description="sanity checks of the selected models' maps (opt-in; model-randomisation: Adebayo et al. 2018)")
+    check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
+                              description="test images (a seeded subset) of the sanity checks")
+
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, json_schema_extra=TEST_ONLY,
         description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
+
+    @field_validator("road_percentiles")
+    @classmethod
+    def _percentiles(cls, values: list[int]) -> list[int]:
+        if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
+            raise ValueError("must be increasing percentages strictly between 0 and 100")
+        return values
 
     @field_validator("metrics")
     @classmethod
@@ -355,7 +389,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[Literal[tuple(RULES)]] = Field(list(RULES), min_length=1)  # type: ignore[valid-type]
+    selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
 
@@ -377,6 +411,24 @@ class Recipe(Strict):
             if unknown:
                 raise ValueError(f"method {method.name!r} names backbones not in the recipe: {unknown}")
         return methods
+
+    @field_validator("selection")
+    @classmethod
+    def _pseudo_needs_annotator(cls, selection: list[str], info: ValidationInfo) -> list[str]:
+        evaluation = info.data.get("evaluation")
+        dataset = info.data.get("dataset")
+        if "b-loc" in selection and dataset is not None and not dataset.masks:
+            raise ValueError("b-loc needs the validation masks, and dataset.masks is false: use b-pseudo or b-cl")
+        if dataset is not None and not dataset.masks and evaluation is not None and evaluation.annotator is not None \
+                and evaluation.annotator.plugin.reads_masks:
+            raise ValueError(f"annotator {evaluation.annotator.name} reads the validation masks, and dataset.masks "
+                             "is false")
+        if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
+            raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
+                             "(e.g. {name: haematoxylin}; docs/results.md lists them)")
+        if len(set(selection)) != len(selection):
+            raise ValueError("a rule is listed twice")
+        return selection
 
     @model_validator(mode="after")
     def _supported(self) -> "Recipe":

@@ -13,7 +13,7 @@ import polars as pl
 from wsolctl.results import survey
 
 WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
-RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue"}
+RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue", "b-pseudo": "tab:purple"}
 
 
 def _pyplot():
@@ -103,11 +103,15 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
     for i, (ax, values) in enumerate(zip(axes, keys)):
         match = pl.all_horizontal(*[pl.col(k) == v for k, v in zip(key, values)])
-        rows = epochs.filter(match).group_by("epoch").agg(pl.col("valpx_pxap").mean(), pl.col("valcl_acc").mean()).sort("epoch")
+        pseudo = ["valpx_pseudo_pxap"] if "valpx_pseudo_pxap" in epochs.columns else []
+        rows = epochs.filter(match).group_by("epoch").agg(
+            *[pl.col(c).mean() for c in ("valpx_pxap", "valcl_acc", *pseudo)]).sort("epoch")
         ax.plot(rows["epoch"], rows["valpx_pxap"], marker=".", label="valpx PxAP")
         ax.plot(rows["epoch"], rows["valcl_acc"], marker=".", label="valcl accuracy")
+        if pseudo:
+            ax.plot(rows["epoch"], rows["valpx_pseudo_pxap"], marker=".", label="valpx PxAP (pseudo-masks)")
         chosen = results.filter(match)
-        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green")):
+        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green"), ("b-pseudo", "tab:purple")):
             for epoch in chosen.filter(pl.col("selection") == rule)["epoch"].unique():
                 ax.axvline(epoch, color=color, ls="--", lw=1, label=f"{rule.upper()} epoch")
         ax.set(title=" / ".join(str(v) for v in reversed(values)), xlabel="epoch", ylabel="%", ylim=(0, 100))
@@ -217,3 +221,41 @@ def _save(fig, path: Path, dpi: int = 100) -> Path:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=True)
     return path
+
+
+def randomisation_curves(checks: pl.DataFrame, path: Path) -> Path:
+    """Similarity to the trained model's maps against randomised depth, one line per method (and
+    backbone / selection when several), a panel per similarity (sanity check, Adebayo et al.)."""
+    names = [("spearman_abs", "Spearman (abs)"), ("spearman_signed", "Spearman (signed)"), ("ssim", "SSIM")]
+    fig, axes = _panels(len(names), 4.2, 3.2, cols=len(names))
+    keys = checks.select("backbone", "method", "selection").unique(maintain_order=True).rows()
+    for ax, (column, title) in zip(axes, names):
+        for backbone, method, selection in keys:
+            rows = checks.filter((pl.col("backbone") == backbone) & (pl.col("method") == method)
+                                 & (pl.col("selection") == selection))
+            rows = rows.group_by("depth", "layer").agg(pl.col(column).mean()).sort("depth")
+            label = method if len(keys) == len({k[1] for k in keys}) else f"{method} ({backbone}, {selection})"
+            ax.plot(rows["depth"], rows[column], marker="o", label=label)
+            ax.set_xticks(rows["depth"].to_list(), rows["layer"].to_list(), rotation=45, fontsize=7)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(title=title, xlabel="randomised down to", ylim=(-1.05, 1.05))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def randomisation_maps(rows: list[tuple[str, "object", list[str]]], path: Path) -> Path:
+    """One row per method: its map of one image after each randomisation depth (``rows``: title,
+    (depths, H, W) uint8 maps, layer names)."""
+    plt = _pyplot()
+    depths = max(len(layers) for _, _, layers in rows)
+    fig, axes = plt.subplots(len(rows), depths, figsize=(1.6 * depths, 1.7 * len(rows)), squeeze=False)
+    for r, (title, maps, layers) in enumerate(rows):
+        for d in range(depths):
+            ax = axes[r][d]
+            ax.axis("off")
+            if d < len(layers):
+                ax.imshow(maps[d], cmap="jet", vmin=0, vmax=255)
+                ax.set_title(layers[d] if r == 0 else "", fontsize=7)
+        axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    return _save(fig, path)

@@ -17,7 +17,7 @@ import yaml
 
 from wsolctl import metrics as metric_plugins
 from wsolctl.io import write_text
-from wsolctl.results import figures, survey
+from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 from wsolctl.selection import RULES
 
@@ -102,8 +102,12 @@ def build_report(sources: Sources, out: Path) -> list[Block]:
     blocks.append(Text("Metrics in % unless their header says otherwise, τ* in [0, 1] (2: predicting nothing scored best). TP*/FN*/FP*/TN*: each confusion component (as a fraction of "
                        "ground-truth foreground or background pixels) averaged over the thresholds (survey eqs. 21–24). "
                        "τ*, mIoU: the threshold with the best mIoU on the test set and the mIoU there. The other "
-                       "metrics (recipe `evaluation.metrics`): see their tables above."))
-    return blocks + _figures(sources, out)
+                       "metrics (recipe `evaluation.metrics`): see their tables above. B-PSEUDO rows: τ and the "
+                       "values at τ follow the row's `threshold_rule` (results.parquet)."))
+    regret = trust.regret_blocks(sources.results)
+    if regret:
+        blocks += [Heading("Selection and thresholds without annotations"), *regret]
+    return blocks + trust.check_blocks(sources, out) + _figures(sources, out)
 
 
 def _context(sources: Sources) -> list[Block]:

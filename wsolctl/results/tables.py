@@ -27,9 +27,10 @@ def _params(spec: RunSpec) -> dict[str, str]:
 
 def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
     """``scored``: (run, {"results": [...], "curves": [...]}) for every final run."""
-    results, curves, epochs = [], [], []
+    results, curves, epochs, checks = [], [], [], []
     for spec, selected in scored:
         context, params = _context(spec), _params(spec)
+        checks += [{**context, **row} for row in selected.get("checks", [])]
         for row in selected["results"]:
             results.append({**context, "params": params[row["method"]], **row})
         for row in selected["curves"]:
@@ -41,3 +42,7 @@ def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
     write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
     write_parquet(out / "curves.parquet", pl.concat(curves, how="diagonal"))
     write_parquet(out / "epochs.parquet", pl.DataFrame(epochs, infer_schema_length=None))
+    if checks:  # evaluation.checks: [model-randomisation]
+        write_parquet(out / "checks.parquet", pl.DataFrame(checks, infer_schema_length=None))
+    elif (out / "checks.parquet").is_file():  # checks switched off since: no stale table
+        (out / "checks.parquet").unlink()

@@ -1,0 +1,155 @@
+"""Pseudo-annotators: plugins (entry point group ``wsolctl.annotators``) that draw a mask on an image
+without a pathologist, for model selection (``b-pseudo``) and thresholds (``val-pseudo``) in a study
+with image labels only (Murtaza et al., WACV 2025, "A realistic protocol for evaluation of WSOL":
+pseudo-annotations of the validation set stand in for the manual ones; their code builds pseudo
+*boxes* (selective search, RPN, CLIP maps) for CUB / ILSVRC, here they are pseudo *masks*).
+
+An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device)``
+(load what it needs once, e.g. a reference model) and ``masks(images, labels)`` → ``(N, H, W)`` bool
+at the images' size, ``images`` normalised as fed to the model (the backbone's mean / std: ``Annotator.normalize``). Importing this
+module imports no torch (``wsolctl validate`` stays instant).
+
+Built in:
+
+* ``haematoxylin``: no model. Colour deconvolution (Ruifrok & Johnston 2001, ``skimage.color.rgb2hed``)
+  gives the haematoxylin density per pixel; it is smoothed with a Gaussian (``sigma`` px) and
+  thresholded per image by Otsu's rule on the smoothed density (or a fixed ``threshold``): foreground
+  = density > t. Nuclei-dense tissue (glands' epithelium, tumour) is foreground, stroma and lumen are
+  background. A constant image gives an empty mask.
+* ``run-cams``: the thresholded maps of a model trained earlier (the WACV 2025 medical setting: CAM
+  pseudo-masks): the checkpoint that ``selection`` (default ``b-cl``: needs no mask) picked for
+  ``method`` in the finished run directory ``run`` (``OUT/runs/<id>``), each map min-max normalised
+  (CAM-type) and thresholded per image by Otsu (or at a fixed ``threshold``), target = the image's
+  label.
+
+* ``valpx-masks``: the valpx true masks themselves (declares ``reads_masks``). Not annotation-free:
+  a calibration, with it ``b-pseudo`` must select exactly as ``b-loc`` and ``val-pseudo`` give
+  ``val-masks``' τ (the upper bound of any annotator, as U-Net is of the methods).
+
+``empty_classes`` (the first two): classes whose pseudo-mask is all background whatever the image shows, e.g.
+``[0]`` for CAMELYON16's normal patches (GlaS: none, benign glands are foreground too).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wsolctl._lazy import torch
+
+Threshold = Union[Literal["otsu"], float]
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    threshold: Threshold = Field("otsu", description="otsu (per image) or a fixed value")
+    empty_classes: list[int] = Field([], description="classes whose pseudo-mask is all background")
+
+
+class HaematoxylinParams(_Common):
+    sigma: float = Field(2.0, ge=0, description="Gaussian smoothing of the density, in pixels")
+
+
+class RunCamsParams(_Common):
+    run: str = Field(min_length=1, description="a finished run directory OUT/runs/<id> of an earlier study")
+    method: Optional[str] = Field(None, description="method label in that run; default: its first")
+    selection: Literal["b-loc", "b-cl", "b-pseudo"] = "b-cl"
+
+    @field_validator("run")
+    @classmethod
+    def _finished(cls, run: str) -> str:
+        if not (Path(run) / "done.json").is_file():
+            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id> with done.json)")
+        return run
+
+
+class Annotator:
+    """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``.
+    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, masks)``)."""
+
+    Params: type[BaseModel] = _Common
+    reads_masks: ClassVar[bool] = False
+
+    def __init__(self, params: Optional[BaseModel] = None, normalize=None):
+        from wsolctl.recipe.schema import IMAGENET
+
+        self.params = params if params is not None else self.Params()
+        self.normalize = IMAGENET if normalize is None else normalize  # of the images it is handed
+
+    def bind(self, device) -> None:
+        """Load what the annotator needs (called once before :meth:`masks`)."""
+
+    def scores(self, images, labels):
+        """(N, H, W) float scores; foreground where above the threshold rule."""
+        raise NotImplementedError
+
+    def masks(self, images, labels):
+        scores = self.scores(images, labels).float()
+        masks = threshold_maps(scores, self.params.threshold)
+        if self.params.empty_classes:
+            empty = torch.isin(labels.to(masks.device), torch.tensor(self.params.empty_classes, device=masks.device))
+            masks[empty] = False
+        return masks
+
+
+def threshold_maps(scores, rule: Threshold):
+    """Binary masks ``scores > t``, ``t`` per image by Otsu (``rule="otsu"``) or fixed."""
+    if rule == "otsu":
+        from wsolctl.engine.pseudo import otsu_thresholds
+
+        return scores > otsu_thresholds(scores).view(-1, 1, 1)
+    return scores > float(rule)
+
+
+class Haematoxylin(Annotator):
+    """Haematoxylin density by colour deconvolution, smoothed, thresholded per image."""
+
+    Params = HaematoxylinParams
+
+    def scores(self, images, labels):
+        import numpy as np
+        from scipy.ndimage import gaussian_filter
+        from skimage.color import rgb2hed
+
+        from wsolctl.data.images import unnormalize
+
+        rgb = unnormalize(images.detach().float().cpu(), self.normalize).permute(0, 2, 3, 1).numpy()
+        density = np.stack([rgb2hed(image)[..., 0] for image in rgb])
+        if self.params.sigma > 0:
+            density = gaussian_filter(density, sigma=(0, self.params.sigma, self.params.sigma))
+        return torch.from_numpy(density).to(images.device)
+
+
+class RunCams(Annotator):
+    """Thresholded maps of an earlier run's selected model."""
+
+    Params = RunCamsParams
+
+    def bind(self, device) -> None:
+        from wsolctl.engine.build import load_trained
+
+        self.model, spec = load_trained(Path(self.params.run), self.params.method, self.params.selection, device)
+        label = self.params.method or spec.labels[0]
+        self.method = spec.methods[spec.labels.index(label)].instantiate()
+
+    def scores(self, images, labels):
+        from wsolctl.metrics import prepare_cams
+
+        with torch.no_grad():
+            cams = self.method.cams(self.model, images, labels.to(images.device))
+        return prepare_cams(cams, images.shape[-2:], self.method.map_kind)
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValpxMasks(Annotator):
+    """The true masks as pseudo-masks (a calibration of the pipeline, not annotation-free)."""
+
+    Params = NoParams
+    reads_masks = True
+
+    def masks(self, images, labels, masks=None):
+        return masks.bool()
