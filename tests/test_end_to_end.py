@@ -44,7 +44,7 @@ def test_outputs_and_schema(finished):
     assert {"valcl_acc", "valpx_pxap", "train_loss"} <= set(epochs.columns)
     curves = pl.read_parquet(out / "curves.parquet")
     assert {"threshold", "precision", "recall", "tp", "fn", "fp", "tn"} <= set(curves.columns)
-    assert len(curves) == 4 * 100  # 2 methods × 2 rules × 100 thresholds
+    assert len(curves) == 4 * 102  # 2 methods × 2 rules × (100 thresholds + the reference's two end points)
     import numpy as np
 
     examples = next((out / "runs").glob("*/examples"))
