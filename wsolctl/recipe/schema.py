@@ -98,7 +98,7 @@ class DatasetSpec(PluginSpec):
     kind: ClassVar[str] = "datasets"
     root: str = Field(min_length=1, description="Folder holding the fold files (created for synthetic data).")
     fold: int = Field(0, ge=0, description="Which fold-K folder to use.")
-    masks: bool = Field(True, description="false: read no pixel annotation anywhere (every mask empty; select "
+    masks: bool = Field(True, json_schema_extra=NEW_DEFAULT, description="false: read no pixel annotation anywhere (every mask empty; select "
                         "with b-pseudo or b-cl, score what needs no mask), as for data that has none")
 
 
@@ -278,7 +278,7 @@ class Evaluation(Strict):
         [10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1, json_schema_extra=TEST_ONLY,
         description="ROAD: % of pixels imputed at each step (Rong et al. 2022; pytorch-grad-cam's default list)")
     annotator: Optional[AnnotatorSpec] = Field(
-        None, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
+        None, json_schema_extra=NEW_DEFAULT, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
         "threshold (no pixel annotation needed; docs/results.md)")
     pseudo_threshold: Literal["val-pseudo", "otsu"] = Field(
         "val-pseudo", json_schema_extra=TEST_ONLY,
