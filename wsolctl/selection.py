@@ -19,4 +19,6 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("b-cl", "B-CL", "valcl_acc"),  # classification: accuracy on valcl
     Rule("b-pseudo", "B-PSEUDO", "valpx_pseudo_pxap"),  # annotation-free: PxAP on valpx pseudo-masks (issue 19)
 )}
+# the rules that set the threshold of a selected model (results.parquet: threshold_rule, threshold_<rule>)
+THRESHOLD_RULES = ("test-masks", "val-masks", "val-pseudo", "otsu")
 DEFAULT_RULES = ("b-loc", "b-cl")  # a recipe's default `selection` (b-pseudo needs `evaluation.annotator`)

@@ -23,8 +23,6 @@ import torch
 
 from wsolctl.metrics.base import Column, MeterContext, Metric
 
-THRESHOLD_RULES = ("test-masks", "val-masks", "val-pseudo", "otsu")
-
 
 def otsu_thresholds(maps: torch.Tensor) -> torch.Tensor:
     """(N,) Otsu threshold of each (H, W) map (``skimage.filters.threshold_otsu``, 256 bins over the

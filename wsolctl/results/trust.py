@@ -15,8 +15,8 @@ import polars as pl
 
 from wsolctl.results import survey
 from wsolctl.results.blocks import Block, Table, Text
+from wsolctl.selection import THRESHOLD_RULES
 
-THRESHOLD_RULES = ("test-masks", "val-masks", "val-pseudo", "otsu")
 REFERENCE = ("b-loc", "test-masks")
 GROUP = ["dataset", "backbone", "method"]
 
