@@ -37,6 +37,7 @@ from typing import ClassVar, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
+from wsolctl.selection import RULES
 
 Threshold = Union[Literal["otsu"], float]
 
@@ -54,7 +55,7 @@ class HaematoxylinParams(_Common):
 class RunCamsParams(_Common):
     run: str = Field(min_length=1, description="a finished run directory OUT/runs/<id> of an earlier study")
     method: Optional[str] = Field(None, description="method label in that run; default: its first")
-    selection: Literal["b-loc", "b-cl", "b-pseudo"] = "b-cl"
+    selection: Literal[tuple(RULES)] = "b-cl"  # type: ignore[valid-type]
 
     @field_validator("run")
     @classmethod
