@@ -174,6 +174,20 @@ def test_select_and_report_run_alone(finished, tmp_path):
     assert "threshold sensitivity skipped" in (copy / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_select_without_checkpoints_rebuilds_the_same_tables(finished, tmp_path):
+    """What docs/example-report commits: an output directory less its checkpoints and training states.
+    select reuses each run's test.json and writes the tables exactly as the first select did."""
+    import shutil
+
+    _, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("ckpt", "*.pt", "*.parquet"))
+    pipeline.select(copy, quiet=True)
+    for table in ("results.parquet", "curves.parquet", "epochs.parquet"):
+        assert pl.read_parquet(copy / table).equals(pl.read_parquet(out / table)), table
+
+
 def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):
     out = tmp_path / "out"
     out.mkdir()

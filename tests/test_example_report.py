@@ -27,15 +27,25 @@ def test_findings_are_computed_from_the_results():
         _row("glas", "gradcam", "b-cl", 52.0, 100.0),
         _row("glas", "negev", "b-loc", 70.0, 50.0, fp=70.0, tau=0.8), _row("glas", "negev", "b-cl", 65.0, 50.0),
         _row("glas", "unet", "b-loc", 90.0, 100.0), _row("glas", "unet", "b-cl", 90.0, 100.0),
+        _row("glas", "scorecam", "b-loc", 99.0, 100.0, fp=99.0), _row("glas", "scorecam", "b-cl", 1.0, 100.0),
     ])
     text = make.findings(frame)
-    assert "**`glas`** (test; 3 WSOL models; the all-foreground map scores 45.0 PxAP)" in text
+    assert "**`glas`** (test; 3 WSOL models of the survey's tables; the all-foreground map scores 45.0 PxAP)" in text
     assert "2 of 3 WSOL models reach 100 % accuracy with B-CL; 3 of 3 B-LOC models are at chance" in text
     assert "B-LOC picks an epoch ≤ 2 for 1 of 3" in text
     assert "highest FP* 70.0 (negev, TP* 50.0); lowest TP* 10.0 (gradcam, FN* 90.0)" in text
     assert "lie in 0.30–0.80; for 1 of them predicting nothing scores best" in text
     assert "worse for 2 of 3 WSOL methods (WSOL average PxAP 60.0 with B-LOC vs 57.3 with B-CL)" in text
     assert "Leading WSOL method (B-LOC PxAP): negev 70.0, then cam 60.0; NEGEV 70.0." in text
+    assert "- Beyond the survey's tables (in no average here): scorecam 99.0 (B-LOC PxAP)." in text
+    assert "Identical B-LOC" not in text  # no two methods score alike here
+    twin = frame.filter(pl.col("method") == "gradcam").with_columns(method=pl.lit("xgradcam"))
+    assert "- Identical B-LOC scores (PxAP, τ*, TP*…TN*, epoch): gradcam = xgradcam." in make.findings(
+        pl.concat([frame, twin]))
+    epochs = pl.DataFrame({"dataset": "glas", "backbone": "resnet18-wsol", "method": ["cam"] * 3 + ["unet"] * 3,
+                           "epoch": [0, 1, 2] * 2, "valpx_pxap": [50.0, 60.0, 55.0, 40.0, 70.0, 80.0]})
+    assert "- Still improving when training stops (validation PxAP highest at the last epoch, 2): unet.\n" in (
+        make.findings(frame, epochs))
     assert "Gap to full supervision: unet 90.0 vs a WSOL average of 60.0 (B-LOC)." in text
     assert make.headline(frame) == "Test PxAP (B-LOC) there — `glas`: NEGEV 70.0, U-Net 90.0, WSOL average 60.0."
 
@@ -44,15 +54,51 @@ def _generated(path: Path, begin: str, end: str) -> str:
     return make.between(path.read_text(), begin, end)
 
 
-def test_readme_findings_are_the_committed_results():
+@pytest.fixture(scope="module")
+def reselected(tmp_path_factory) -> dict[str, Path]:
+    """A fresh ``wsolctl select`` of a copy of each committed study (it reuses each run's test.json:
+    no checkpoint is committed), by study name."""
+    import os
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from wsolctl.cli import app
+
+    work = tmp_path_factory.mktemp("reselect")
+    fresh = {}
+    for name, source in zip(make.STUDIES, make.sources()):
+        fresh[name] = work / name
+        shutil.copytree(ROOT / source, fresh[name], ignore=shutil.ignore_patterns("*.parquet"))
+    here = os.getcwd()
+    os.chdir(work)  # the synthetic data sets are generated under the recipes' relative roots, here
+    try:
+        for directory in fresh.values():
+            result = CliRunner().invoke(app, ["select", str(directory), "--quiet"])
+            assert result.exit_code == 0, result.output
+    finally:
+        os.chdir(here)
+    return fresh
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed results yet (python docs/example-report/make.py --run)")
+@pytest.mark.parametrize("table", ["results.parquet", "curves.parquet", "epochs.parquet"])
+def test_a_fresh_select_gives_the_committed_tables(reselected, table):
+    for name, source in zip(make.STUDIES, make.sources()):
+        committed, fresh = pl.read_parquet(ROOT / source / table), pl.read_parquet(reselected[name] / table)
+        assert fresh.equals(committed), f"{source}/{table}: not what `wsolctl select` gives; rerun make.py"
+
+
+def test_readme_findings_are_the_committed_results(request):
     readme, project = ROOT / make.HERE / "README.md", ROOT / "README.md"
     findings = _generated(readme, make.BEGIN, make.END)
     headline = _generated(project, make.HEADLINE_BEGIN, make.HEADLINE_END)
     if not COMMITTED:  # nothing to quote from: the docs must say so, not quote stale numbers
         assert findings.startswith(PLACEHOLDER) and headline.startswith(PLACEHOLDER)
         return
-    frame = make.results()
-    assert findings == make.findings(frame).strip()
+    fresh = [request.getfixturevalue("reselected")[name] for name in make.STUDIES]
+    frame = make.table("results.parquet", fresh)
+    assert findings == make.findings(frame, make.table("epochs.parquet", fresh)).strip()
     assert headline == make.headline(frame).strip()
 
 

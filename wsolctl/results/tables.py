@@ -34,7 +34,9 @@ def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
         for row in selected["results"]:
             results.append({**context, "params": params[row["method"]], **row})
         for row in selected["curves"]:
-            curves.append(pl.DataFrame({k: v for k, v in row.items() if isinstance(v, list)})
+            # one column order whether the rows were just scored or read back from test.json (sorted keys)
+            order = sorted((k for k, v in row.items() if isinstance(v, list)), key=lambda k: (k != "threshold", k))
+            curves.append(pl.DataFrame({k: row[k] for k in order})
                           .with_columns(**{k: pl.lit(v) for k, v in {**context, **row}.items() if not isinstance(v, list)}))
         history = json.loads((out / "runs" / spec.run_id / "epochs.json").read_text())
         epochs += [{**context, **row} for row in history]
