@@ -69,6 +69,9 @@ def test_cached_training_matches_uncached_and_stores_chunks_once(tmp_path):
     chunks = sorted((folder / "copy-00").glob("chunk-*.npy"))
     assert len(chunks) == -(-meta["count"] // meta["chunk"]) and meta["shape"] == [192, 2, 2]
     assert sum(len(np.load(c, mmap_mode="r")) for c in chunks) == meta["count"]
+    valcl = [np.load(c) for c in sorted((folder / "valcl").glob("chunk-*.npy"))]  # valcl accuracy reads these
+    assert sum(len(c) for c in valcl) == len(np.load(folder / "valcl" / "labels.npy")) > 0
+    assert all(c.shape[1:] == tuple(meta["shape"]) for c in valcl)
     stamp = chunks[0].stat().st_mtime_ns
     pipeline.train(load(tmp_path, cache=True, epochs=3), tmp_path / "out-again", quiet=True)
     assert chunks[0].stat().st_mtime_ns == stamp  # reused, not recomputed

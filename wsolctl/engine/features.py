@@ -1,10 +1,12 @@
-"""Frozen encoders at feature speed (``train.feature_cache``): the training set's encoder outputs are
-computed once, stored on disk, and the heads train on them.
+"""Frozen encoders at feature speed (``train.feature_cache``): the encoder outputs of the training set
+and of ``valcl`` are computed once, stored on disk, and the heads train and are checked on them.
 
 Valid only for a wholly frozen backbone (``freeze: true``: its output depends on the input alone,
 BatchNorm statistics fixed) and methods whose training uses nothing but that output
-(``Method.feature_cache_refusal``); the recipe validation enforces both. Evaluation, selection and
-predict still run the whole model, so top-down maps and probability maps are unchanged.
+(``Method.feature_cache_refusal``); the recipe validation enforces both. The per-epoch ``valcl``
+accuracy reads the stored ``valcl`` outputs (evaluation transform, no augmentation: exactly what the
+encoder would compute again); the ``valpx`` maps, selection's test and predict still run the whole
+model, so top-down maps and probability maps are unchanged.
 
 Augmentation policy: ``train.feature_copies`` = K copies of the training set are encoded, each with
 the run's training augmentation drawn from its own seed; epoch e trains on copy (e-1) mod K, its
@@ -12,11 +14,12 @@ batches shuffled as the uncached loader shuffles them. With a deterministic augm
 no flips, no colour jitter) one copy is exactly what uncached training feeds the encoder every epoch;
 with a random one, K copies stand for fresh draws each epoch (an approximation the docs state).
 
-Storage, next to the data: ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` (float32, one
-chunk per encoding batch, read through memory maps: never all in RAM) and ``meta.json``, written last.
-The key hashes what determines the outputs: backbone (name, params, weights), normalisation, image
-size, augmentation (and its seed when random), number of copies, torch and timm versions, and a
-fingerprint of the training split (sample ids, labels, file sizes and times). A cache is built in a temporary folder and renamed,
+Storage, next to the data: ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` and
+``valcl/chunk-NNNNN.npy`` (float32, one chunk per encoding batch, read through memory maps: never all
+in RAM), their labels, and ``meta.json``, written last. The key hashes what determines the outputs:
+backbone (name, params, weights), normalisation, image size, augmentation (and its seed when random),
+number of copies, torch and timm versions, and a fingerprint of the training and valcl splits (sample
+ids, labels, file sizes and times). A cache is built in a temporary folder and renamed,
 so concurrent runs and interrupted builds never leave a partial one.
 """
 from __future__ import annotations
@@ -39,31 +42,39 @@ from wsolctl.engine.build import Data, seed_everything
 from wsolctl.engine.plan import RunSpec, numbers
 from wsolctl.io import write_json
 
-FORMAT = 1  # bump when the stored layout changes
+FORMAT = 2  # bump when the stored layout changes (2: valcl stored too)
 COPY_SEED = 1_000_003  # copy c of the training set is augmented under seed (recipe seed, COPY_SEED + c)
 
 
 class FeatureCache:
-    """The stored encoder outputs of a run's training set: :meth:`loader` gives an epoch's batches."""
+    """The stored encoder outputs of a run's training set (:meth:`loader`: an epoch's batches) and of
+    its valcl split (:meth:`valcl`)."""
 
-    def __init__(self, folder: Path, train: DataLoader):
+    def __init__(self, folder: Path, data: Data):
         self.folder = folder
         self.meta = json.loads((folder / "meta.json").read_text())
-        self.train = train
+        self.data = data
 
     def loader(self, epoch: int) -> DataLoader:
         """Batches of (features, labels, masks) for ``epoch`` (≥ 1), shuffled as ``data.train`` is."""
         copy = (epoch - 1) % self.meta["copies"]
-        return DataLoader(StoredFeatures(self.folder / f"copy-{copy:02d}", self.meta), batch_size=self.train.batch_size,
-                          shuffle=True, drop_last=self.train.drop_last)
+        train = self.data.train
+        return DataLoader(StoredFeatures(self.folder / f"copy-{copy:02d}", self.folder / "labels.npy", self.meta["chunk"]),
+                          batch_size=train.batch_size, shuffle=True, drop_last=train.drop_last)
+
+    def valcl(self) -> DataLoader:
+        """valcl's (features, labels, masks) in valcl's order and batches."""
+        return DataLoader(StoredFeatures(self.folder / "valcl", self.folder / "valcl" / "labels.npy",
+                                         self.data.valcl.batch_size), batch_size=self.data.valcl.batch_size)
 
 
 class StoredFeatures(Dataset):
-    """One copy's chunks, memory-mapped; yields (feature map, label, empty mask)."""
+    """One split's (or copy's) chunks of ``chunk`` rows, memory-mapped; yields (feature map, label,
+    empty mask)."""
 
-    def __init__(self, folder: Path, meta: dict):
-        self.chunk, self.count = meta["chunk"], meta["count"]
-        self.labels = np.load(folder.parent / "labels.npy")
+    def __init__(self, folder: Path, labels: Path, chunk: int):
+        self.labels = np.load(labels)
+        self.chunk, self.count = chunk, len(self.labels)
         self.chunks = [np.load(folder / f"chunk-{i:05d}.npy", mmap_mode="r")
                        for i in range(-(-self.count // self.chunk))]
 
@@ -83,7 +94,7 @@ def prepare(spec: RunSpec, data: Data, model: nn.Module, device: torch.device, p
     folder = Path(data.root) / "features" / cache_key(spec, data)
     if not (folder / "meta.json").is_file():
         _build(folder, spec, data, model, device, progress)
-    return FeatureCache(folder, data.train)
+    return FeatureCache(folder, data)
 
 
 def cache_key(spec: RunSpec, data: Data) -> str:
@@ -102,9 +113,9 @@ def cache_key(spec: RunSpec, data: Data) -> str:
 
 
 def _fingerprint(data: Data) -> list:
-    """The training split as sample ids, labels and their files' sizes and modification times."""
-    dataset = data.train.dataset
-    return [(s.image, s.label, *_file_stamp(dataset.root / s.image)) for s in dataset.samples]
+    """The training and valcl splits as sample ids, labels and their files' sizes and modification times."""
+    return [[(s.image, s.label, *_file_stamp(loader.dataset.root / s.image)) for s in loader.dataset.samples]
+            for loader in (data.train, data.valcl)]
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -119,30 +130,42 @@ def _build(folder: Path, spec: RunSpec, data: Data, model: nn.Module, device: to
     encode = DataLoader(dataset, batch_size=data.valcl.batch_size, shuffle=False, num_workers=train.workers)
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     count = len(dataset)
-    task = progress.task(f"run {spec.run_id}: encoding the training set once", train.feature_copies * len(encode))
+    task = progress.task(f"run {spec.run_id}: encoding the training set and valcl once",
+                         train.feature_copies * len(encode) + len(data.valcl))
     was_training = model.training
     model.eval()
     try:
         for copy in range(train.feature_copies):
-            (tmp / f"copy-{copy:02d}").mkdir(parents=True)
             seed_everything(spec.recipe.seed, COPY_SEED + copy)
-            for i, (images, _, _) in enumerate(encode):
-                with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
-                    features = model.backbone(images.to(device))
-                np.save(tmp / f"copy-{copy:02d}" / f"chunk-{i:05d}.npy", features.float().cpu().numpy())
-                task.advance()
+            shape = _encode(model, encode, tmp / f"copy-{copy:02d}", device, use_amp, task)
+        _encode(model, data.valcl, tmp / "valcl", device, use_amp, task)
     finally:
         model.train(was_training)
     task.close()
     np.save(tmp / "labels.npy", np.array([s.label for s in dataset.samples], np.int64))
+    np.save(tmp / "valcl" / "labels.npy", np.array([s.label for s in data.valcl.dataset.samples], np.int64))
     write_json(tmp / "meta.json", {"count": count, "chunk": encode.batch_size, "copies": train.feature_copies,
-                                   "shape": list(features.shape[1:]), "run_id": spec.run_id})
+                                   "shape": shape, "run_id": spec.run_id})
     try:
         tmp.rename(folder)
     except OSError:  # another run stored the same cache meanwhile
         if not (folder / "meta.json").is_file():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _encode(model: nn.Module, loader: DataLoader, folder: Path, device: torch.device, use_amp: bool, task) -> list:
+    """The backbone's outputs of every batch of ``loader``, one chunk file each, into ``folder``;
+    returns one output's shape."""
+    folder.mkdir(parents=True)
+    shape = []
+    for i, (images, _, _) in enumerate(loader):
+        with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
+            features = model.backbone(images.to(device))
+        np.save(folder / f"chunk-{i:05d}.npy", features.float().cpu().numpy())
+        shape = list(features.shape[1:])
+        task.advance()
+    return shape
 
 
 @contextmanager

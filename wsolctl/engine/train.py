@@ -11,6 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -79,7 +80,7 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
                 loss = _train_epoch(model, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
                                     use_amp, progress)
             scheduler.step()
-        rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch, pseudo)
+        rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch, pseudo, cache)
         for row in rows:
             row.update(train_loss=loss, lr=optimizer.param_groups[0]["lr"], duration_s=time.perf_counter() - began)
         history += rows
@@ -132,11 +133,13 @@ def _pseudo_valpx(ev: Evaluation, data: Data, device, normalize=None):
 
 
 def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int,
-                    pseudo=None) -> list[dict]:
-    """Per method: valcl accuracy, valpx PxAP and τ* (true masks) and, with ``pseudo`` (valpx with
-    pseudo-masks), the same against the pseudo-masks (``b-pseudo``, ``val-pseudo``)."""
-    valcl = evaluate(model, {}, data.valcl, device, accuracy=True, localize=False,
-                     progress=progress, description=f"epoch {epoch}: valcl")
+                    pseudo=None, cache: Optional[features.FeatureCache] = None) -> list[dict]:
+    """Per method: valcl accuracy (from the stored encoder outputs with ``cache``), valpx PxAP and τ*
+    (true masks) and, with ``pseudo`` (valpx with pseudo-masks), the same against the pseudo-masks
+    (``b-pseudo``, ``val-pseudo``)."""
+    with features.on_features(model) if cache else nullcontext():
+        valcl = evaluate(model, {}, cache.valcl() if cache else data.valcl, device, accuracy=True, localize=False,
+                         progress=progress, description=f"epoch {epoch}: valcl")
     splits = {"valpx": data.valpx, "valpx_pseudo": pseudo} if pseudo is not None else {"valpx": data.valpx}
     rows = {label: {"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy} for label in methods}
     for name, loader in splits.items():

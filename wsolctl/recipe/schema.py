@@ -171,8 +171,9 @@ class Train(Strict):
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
     feature_cache: bool = Field(
         False, json_schema_extra=NEW_DEFAULT,
-        description="frozen backbones (freeze: true): encode the training set once, store the output maps on disk "
-        "next to the data, and train the heads on them (evaluation still runs the whole model)")
+        description="frozen backbones (freeze: true): encode the training set and valcl once, store the output maps "
+        "on disk next to the data, train the heads and score valcl accuracy on them (valpx maps, test and predict "
+        "still run the whole model)")
     feature_copies: int = Field(
         1, ge=1, json_schema_extra=NEW_DEFAULT,
         description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
