@@ -9,72 +9,29 @@ Writes under ``out``::
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-import numpy as np
-
-from wsolctl.data.folds import Sample, write_encoding, write_split
-from wsolctl.io import temporary_directory
+from wsolctl.data.folds import Sample, write_folds as write_fold_files
+from wsolctl.data.splits import SplitParams, assign_folds as assign
 from wsolctl.wsi.camelyon16 import SamplingParams, patch_paths
 from wsolctl.wsi.camelyon16_inputs import CLASSES
 
 
 def assign_folds(rows: list[dict], p: SamplingParams) -> list[dict[int, str]]:
-    """Per row and fold: train / valcl / valcl+valpx / test. Training slides are split per class at
-    slide level (no slide in two sets); valpx takes ``valpx_per_class`` patches per class from valcl."""
-    train_slides = {label: sorted({r["slide"] for r in rows if r["set"] == "train" and r["slide_label"] == label})
-                    for label in CLASSES}
-    out: list[dict[int, str]] = [{} for _ in rows]
-    for fold in range(p.folds):
-        rng = np.random.default_rng([p.seed, fold, 2])
-        val_slides: set[str] = set()
-        for slides in train_slides.values():
-            n = len(slides)
-            n_val = min(max(1, round(n * p.valcl_fraction)), n - 1) if n >= 2 else 0
-            val_slides |= {slides[i] for i in rng.permutation(n)[:n_val]}
-        for i, row in enumerate(rows):
-            out[i][fold] = "test" if row["set"] == "test" else ("valcl" if row["slide"] in val_slides else "train")
-        rng = np.random.default_rng([p.seed, fold, 3])
-        for label in CLASSES:
-            val = [i for i, r in enumerate(rows) if out[i][fold] == "valcl" and r["category"] == label]
-            for i in sorted(rng.choice(len(val), size=min(p.valpx_per_class, len(val)), replace=False).tolist()) if val else []:
-                out[val[i]][fold] = "valcl+valpx"
-    return out
+    """Per row and fold: train / valcl / valcl+valpx / test, grouped by slide and stratified by the
+    slide's label (:mod:`wsolctl.data.splits`); test is the challenge's test set."""
+    strata = {r["slide"]: r["slide_label"] for r in rows if r["set"] == "train"}
+    return assign(groups=[r["slide"] for r in rows], labels=[r["category"] for r in rows],
+                  test=[r["set"] == "test" for r in rows], valpx_ok=[True] * len(rows), strata=strata,
+                  classes=list(CLASSES), p=SplitParams(p.folds, p.seed, p.valcl_fraction, p.valpx_per_class))
 
 
 def write_folds(out: Path, rows: list[dict], folds: list[dict[int, str]], p: SamplingParams) -> None:
-    staging = temporary_directory(out, ".folds.")
-    try:
-        write_encoding(staging, CLASSES)
-        samples = []
-        for row in rows:
-            image, mask = patch_paths(row)
-            samples.append(Sample(image, CLASSES[row["category"]], (p.patch_size, p.patch_size), (mask,) if mask else ()))
-        for fold in range(p.folds):
-            splits = {split: [] for split in ("train", "valcl", "valpx", "test")}
-            for sample, assignment in zip(samples, folds):
-                where = assignment[fold]
-                if where == "valcl+valpx":
-                    splits["valcl"].append(sample)
-                    splits["valpx"].append(sample)
-                else:
-                    splits[where].append(sample)
-            for split, items in splits.items():
-                write_split(staging, fold, split, items)
-        for old in out.glob("fold-*"):
-            if old.is_dir() and old.name[5:].isdigit() and int(old.name[5:]) >= p.folds:
-                shutil.rmtree(old)
-        for fold in range(p.folds):
-            final, new = out / f"fold-{fold}", staging / f"fold-{fold}"
-            if final.exists():
-                trash = staging / f"old-{fold}"
-                final.rename(trash)
-            new.rename(final)
-        os.replace(staging / "encoding.yaml", out / "encoding.yaml")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    samples = []
+    for row in rows:
+        image, mask = patch_paths(row)
+        samples.append(Sample(image, CLASSES[row["category"]], (p.patch_size, p.patch_size), (mask,) if mask else ()))
+    write_fold_files(out, CLASSES, samples, folds, p.folds)
 
 
 def write_tables(out: Path, rows: list[dict], folds: list[dict[int, str]], skipped: list[dict],

@@ -128,6 +128,38 @@ def write_encoding(folds_dir: Path, encoding: dict[str, int]) -> None:
     (Path(folds_dir) / "encoding.yaml").write_text(yaml.safe_dump(encoding, sort_keys=False), encoding="utf-8")
 
 
+def write_folds(out: Path, encoding: dict[str, int], samples: list[Sample], assignments: list[dict[int, str]],
+                folds: int) -> None:
+    """Write ``encoding.yaml`` and ``fold-0 … fold-(folds-1)`` under ``out``, replacing any earlier ones
+    (folds beyond ``folds`` are removed). ``assignments[i][k]`` places sample i in fold k: ``train``,
+    ``valcl``, ``valcl+valpx`` or ``test``. Built in a staging folder, then renamed into place."""
+    import shutil
+
+    from wsolctl.io import temporary_directory
+
+    staging = temporary_directory(out, ".folds.")
+    try:
+        write_encoding(staging, encoding)
+        for fold in range(folds):
+            splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+            for sample, assignment in zip(samples, assignments):
+                for split in assignment[fold].split("+"):
+                    splits[split].append(sample)
+            for split, items in splits.items():
+                write_split(staging, fold, split, items)
+        for old in out.glob("fold-*"):
+            if old.is_dir() and old.name[5:].isdigit() and int(old.name[5:]) >= folds:
+                shutil.rmtree(old)
+        for fold in range(folds):
+            final, new = out / f"fold-{fold}", staging / f"fold-{fold}"
+            if final.exists():
+                final.rename(staging / f"old-{fold}")
+            new.rename(final)
+        os.replace(staging / "encoding.yaml", out / "encoding.yaml")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class FoldParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folds_dir: Optional[str] = Field(None, description="folder holding fold-K/ and encoding.yaml; default: the root")

@@ -13,10 +13,8 @@ See :mod:`wsolctl.wsi.sampling` for the protocol and docs/datasets.md for the de
 """
 from __future__ import annotations
 
-import json
 import shutil
 import zlib
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +25,8 @@ from wsolctl.errors import DataError
 from wsolctl.io import atomic_directory
 from wsolctl.wsi.camelyon16_inputs import SETS, Findings, SlideEntry
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
-from wsolctl.wsi.parallel import SlidePool, WorkerDied, fork_is_safe
+from wsolctl.wsi.parallel import SlidePool, fork_is_safe
+from wsolctl.wsi.slidejobs import SlideCache, SlideRunner
 
 
 class SamplingParams(BaseModel):
@@ -58,29 +57,6 @@ class SamplingParams(BaseModel):
 
 
 
-class _Cache:
-    """Per-slide JSON results under ``out/.cache``, valid only for the same key."""
-
-    def __init__(self, out: Path):
-        self.dir = out / ".cache"
-
-    def get(self, kind: str, slide: str, key: str) -> Optional[dict]:
-        path = self.dir / f"{kind}-{slide}.json"
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                return None
-            if data.get("key") == key:
-                return data
-        return None
-
-    def put(self, kind: str, slide: str, key: str, data: dict) -> None:
-        from wsolctl.io import write_json
-
-        write_json(self.dir / f"{kind}-{slide}.json", {"key": key, **data})
-
-
 def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findings: Findings, quiet: bool = False,
                   workers: int = 1, executor: str = "local") -> list[dict]:
     """Sample and write every slide's patches; returns one manifest row per patch, in (set, slide,
@@ -96,7 +72,7 @@ def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findi
 
     pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
     with pool.start(), Progress(quiet=quiet) as progress:  # workers start before the progress thread
-        run = _Runner(out, p, progress, pool)
+        run = SlideRunner(out, p, progress, pool)
         bar = progress.task("slides", len(entries))
         tumor = _tumor_patches([e for e in entries if e.label == "tumor"], run, bar, findings)
         rows = [row for set_index in range(len(SETS)) for row in _set_rows(set_index, entries, tumor, run, bar, findings)]
@@ -105,7 +81,7 @@ def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findi
     return rows
 
 
-def _set_rows(set_index: int, entries: list[SlideEntry], tumor: dict[str, list[dict]], run: _Runner, bar,
+def _set_rows(set_index: int, entries: list[SlideEntry], tumor: dict[str, list[dict]], run: SlideRunner, bar,
               findings: Findings) -> list[dict]:
     """One set's (train or test) calibrated metastatic patches, and as many normal ones."""
     set_ = SETS[set_index]
@@ -118,7 +94,7 @@ def _set_rows(set_index: int, entries: list[SlideEntry], tumor: dict[str, list[d
     return rows + _normal_rows(normals, wanted, run, bar, findings)
 
 
-def _tumor_patches(entries: list[SlideEntry], run: _Runner, bar, findings: Findings) -> dict[str, list[dict]]:
+def _tumor_patches(entries: list[SlideEntry], run: SlideRunner, bar, findings: Findings) -> dict[str, list[dict]]:
     """Slide name -> the candidate patches of each tumour slide (before calibration)."""
     bar.describe("tumour candidates")
     tumor: dict[str, list[dict]] = {}
@@ -134,32 +110,7 @@ def _tumor_patches(entries: list[SlideEntry], run: _Runner, bar, findings: Findi
     return tumor
 
 
-class _Runner:
-    """Calls a per-slide function ``fn(*job, p, cache, progress)`` over many slides, in this process
-    (with nested progress bars) or in the pool's workers (one bar: slides done); results in order."""
-
-    def __init__(self, out: Path, p: SamplingParams, progress, pool: SlidePool):
-        self.out, self.p, self.progress, self.pool = out, p, progress, pool
-
-    def __call__(self, fn, jobs: list[tuple], bar=None) -> list:
-        call = partial(_call, fn, self.p, self.out, self.progress if self.pool.sequential else None)
-        results: list = [None] * len(jobs)
-        for index, result in self.pool.map(call, jobs):
-            if isinstance(result, WorkerDied):
-                raise RuntimeError(f"{jobs[index][0].name}: {result}")
-            results[index] = result
-            if bar is not None:
-                bar.advance()
-        return results
-
-
-def _call(fn, p: SamplingParams, out: Path, progress, job: tuple):
-    from wsolctl.progress import Progress
-
-    return fn(*job, p, _Cache(out), progress or Progress(quiet=True))
-
-
-def _normal_rows(normals: list[SlideEntry], wanted: int, run: _Runner, bar, findings: Findings) -> list[dict]:
+def _normal_rows(normals: list[SlideEntry], wanted: int, run: SlideRunner, bar, findings: Findings) -> list[dict]:
     """Normal patches to balance ``wanted`` metastatic ones: slide i's quota is its share of
     ``wanted`` plus what the slides before it fell short of. Slides are sampled in parallel with
     their share; a slide that must carry a shortfall and found its whole share is then sampled
@@ -187,7 +138,7 @@ def _normal_rows(normals: list[SlideEntry], wanted: int, run: _Runner, bar, find
     return rows
 
 
-def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) -> dict:
+def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: SlideCache, progress) -> dict:
     from wsolctl.wsi.annotations import parse_asap
     from wsolctl.wsi.sampling import tumor_candidates
     from wsolctl.wsi.slide import Slide
@@ -216,7 +167,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: _Cache, progress) 
     return result
 
 
-def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: _Cache, progress) -> dict:
+def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: SlideCache, progress) -> dict:
     from wsolctl.wsi.sampling import normal_patches
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
@@ -271,7 +222,7 @@ def patch_paths(row: dict) -> tuple[str, Optional[str]]:
     return f"{stem}.png", (f"{stem}_mask.png" if row["category"] == "tumor" else None)
 
 
-def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], run: _Runner) -> None:
+def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], run: SlideRunner) -> None:
     """Write each slide's patches (and masks) into a temp folder renamed into place; skip slides
     whose folder already holds exactly these patches. Sets each tumour row's fraction from its mask."""
     by_slide: dict[str, list[dict]] = {}
@@ -290,7 +241,7 @@ def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], 
     bar.close()
 
 
-def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: SamplingParams, cache: _Cache,
+def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: SamplingParams, cache: SlideCache,
                    progress) -> list[float]:
     """Write one slide's patches; returns the tumour fraction of each written mask (the truth; 0
     for normal patches)."""

@@ -1,0 +1,60 @@
+"""Per-slide jobs shared by the slide samplers (any cohort, CAMELYON16): a cache of each slide's
+result under ``out/.cache`` and a runner that maps a per-slide function over a :class:`SlidePool`,
+results in input order. A rerun finds finished slides in the cache, so sampling resumes per slide."""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+from wsolctl.wsi.parallel import SlidePool, WorkerDied
+
+
+class SlideCache:
+    """Per-slide JSON results under ``out/.cache``, valid only for the same key."""
+
+    def __init__(self, out: Path):
+        self.dir = out / ".cache"
+
+    def get(self, kind: str, slide: str, key: str) -> Optional[dict]:
+        path = self.dir / f"{kind}-{slide}.json"
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                return None
+            if data.get("key") == key:
+                return data
+        return None
+
+    def put(self, kind: str, slide: str, key: str, data: dict) -> None:
+        from wsolctl.io import write_json
+
+        write_json(self.dir / f"{kind}-{slide}.json", {"key": key, **data})
+
+
+class SlideRunner:
+    """Calls a per-slide function ``fn(*job, params, cache, progress)`` over many slides, in this
+    process (with nested progress bars) or in the pool's workers (one bar: slides done); results in
+    order. A job's first element names the slide (``.name``) in the error of a worker that died."""
+
+    def __init__(self, out: Path, params: Any, progress, pool: SlidePool):
+        self.out, self.p, self.progress, self.pool = out, params, progress, pool
+
+    def __call__(self, fn, jobs: list[tuple], bar=None) -> list:
+        call = partial(_call, fn, self.p, self.out, self.progress if self.pool.sequential else None)
+        results: list = [None] * len(jobs)
+        for index, result in self.pool.map(call, jobs):
+            if isinstance(result, WorkerDied):
+                raise RuntimeError(f"{jobs[index][0].name}: {result}")
+            results[index] = result
+            if bar is not None:
+                bar.advance()
+        return results
+
+
+def _call(fn, params: Any, out: Path, progress, job: tuple):
+    from wsolctl.progress import Progress
+
+    return fn(*job, params, SlideCache(out), progress or Progress(quiet=True))
