@@ -270,6 +270,45 @@ def sample_camelyon16(
     typer.echo(f"wrote {out / 'manifest.parquet'} ({counts}); use dataset: {{name: camelyon16, root: {out}}}")
 
 
+@sample_app.command("slides")
+def sample_slides(
+        manifest: Path = typer.Argument(..., help="CSV or Parquet, one row per slide: slide, label[, annotations, "
+                                        "patient, split, mpp] (docs/datasets.md)"),
+        out: Path = typer.Option(..., "--out", "-o", help="output folder (patches, fold files, patches.parquet)"),
+        mpp: Optional[float] = typer.Option(None, "--mpp", help="µm per patch pixel (default: each slide's own)"),
+        patch_size: int = typer.Option(512, "--patch-size", help="patch side in pixels at --mpp"),
+        min_roi: float = typer.Option(0.2, "--min-roi", help="least annotated fraction of a labelled patch"),
+        unannotated: str = typer.Option("skip", "--unannotated", help="labelled slide without annotations: skip | "
+                                        "inherit (its tissue patches take its label, no masks)"),
+        normal_class: str = typer.Option("normal", "--normal-class", help="the label of slides without ROI"),
+        pt: float = typer.Option(0.1, "--pt", help="minimal tissue fraction"),
+        max_per_slide: Optional[int] = typer.Option(None, "--max-per-slide", help="at most this many patches per slide"),
+        folds: int = typer.Option(5, "--folds"),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", help="patients drawn into test when no row has "
+                                            "split=test"),
+        valpx_per_class: int = typer.Option(5, "--valpx-per-class"),
+        seed: int = typer.Option(0, "--seed"),
+        quiet: bool = QuietOpt,
+        workers: int = typer.Option(1, "--workers", "-w", min=1, help="slides sampled in parallel"),
+        executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) | ray")) -> None:
+    """Sample any cohort's slides at a physical resolution into patches, masks and fold files (resumable)."""
+    from wsolctl.data.cohort import sample_cohort
+    from wsolctl.wsi.cohort import CohortParams
+
+    params = _guard(CohortParams, patch_size=patch_size, mpp=mpp, min_roi=min_roi, unannotated=unannotated,
+                    normal_class=normal_class, pt=pt, max_per_slide=max_per_slide, folds=folds,
+                    test_fraction=test_fraction, valpx_per_class=valpx_per_class, seed=seed)
+    if executor not in ("local", "ray"):
+        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    stamp = _guard(sample_cohort, manifest, out, params, quiet=quiet, workers=workers, executor=executor)
+    for row in stamp["skipped"]:
+        typer.echo(f"skipped {row['where']} ({row['slide']}): {row['reason']}", err=True)
+    counts = ", ".join(f"{c}: {n}" for c, n in stamp["counts"].items())
+    typer.echo(f"wrote {out / 'patches.parquet'} ({counts} patches from {stamp['slides']} slide(s), "
+               f"{stamp['patients']} patient(s)); use dataset: {{name: folds, root: {out}"
+               + ("" if stamp["masks"] else ", masks: false") + "}")
+
+
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a recipe needs, in the Hugging Face cache.")
 app.add_typer(weights_app, name="weights")
 

@@ -20,6 +20,7 @@ from wsolctl.errors import DataError
 from wsolctl.wsi.camelyon16 import SamplingParams, sample_slides
 from wsolctl.wsi.camelyon16_inputs import CLASSES, SETS, SlideEntry, discover
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
+from wsolctl.wsi.slidejobs import finished_stamp
 
 STAMP = "wsolctl-camelyon16.json"
 FORMAT = 1  # of the output; a new format samples again
@@ -36,7 +37,7 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
     p, out = params or SamplingParams(), Path(out)
     entries, findings = discover(slides_dir, annotations_dir, reference)
     identity = _identity(entries, reference, p)
-    finished = _finished(out, identity)
+    finished = finished_stamp(out / STAMP, out / "manifest.parquet", identity)
     if finished is not None:
         return finished
     rows = sample_slides(entries, out, p, findings, quiet=quiet, workers=workers, executor=executor)
@@ -55,17 +56,6 @@ def _identity(entries: list[SlideEntry], reference: Optional[Path], p: SamplingP
     inputs = sorted([e.name, e.set, e.label, fingerprint(e.path), fingerprint(e.xml)] for e in entries)
     return {"format": FORMAT, "params": p.model_dump(mode="json"), "inputs": stable_key(inputs),
             "reference": fingerprint(reference)}
-
-
-def _finished(out: Path, identity: dict) -> Optional[dict]:
-    """The stamp of a finished sampling of ``out`` with this identity, else None."""
-    if not ((out / STAMP).is_file() and (out / "manifest.parquet").is_file()):
-        return None
-    try:
-        stamp = json.loads((out / STAMP).read_text())
-    except json.JSONDecodeError:
-        return None
-    return stamp if {k: stamp.get(k) for k in identity} == identity else None
 
 
 class Camelyon16Params(BaseModel):

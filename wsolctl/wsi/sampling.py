@@ -67,16 +67,7 @@ def normal_patches(slide: Slide, overview: np.ndarray, scale: tuple[float, float
     level 0). Returns the accepted patches (in acceptance order) and the number of level-0 reads."""
     if quota <= 0:
         return [], 0
-    low = tissue_mask(overview, thresholds)
-    cols, rows = slide.width // size, slide.height // size
-    sx, sy = scale
-    cells = []
-    for row in range(rows):
-        i0, i1 = int(row * size / sy), max(int(row * size / sy) + 1, int(math.ceil((row + 1) * size / sy)))
-        for col in range(cols):
-            j0, j1 = int(col * size / sx), max(int(col * size / sx) + 1, int(math.ceil((col + 1) * size / sx)))
-            if low[i0:i1, j0:j1].mean() >= pt:
-                cells.append((col * size, row * size))
+    cells = tissue_cells(tissue_mask(overview, thresholds), scale, slide.width, slide.height, size, pt)
     order = rng.permutation(len(cells))
     out, reads = [], 0
     for index in order:
@@ -90,6 +81,21 @@ def normal_patches(slide: Slide, overview: np.ndarray, scale: tuple[float, float
             if len(out) == quota:
                 break
     return out, reads
+
+
+def tissue_cells(low: np.ndarray, scale: tuple[float, float], width: int, height: int, size: int,
+                 pt: float) -> list[tuple[int, int]]:
+    """Level-0 (x, y) of the grid cells of side ``size`` whose fraction of the low-resolution tissue
+    mask ``low`` (``scale`` level-0 pixels per mask pixel in x, y) is ≥ pt, row by row."""
+    sx, sy = scale
+    cells = []
+    for row in range(height // size):
+        i0, i1 = int(row * size / sy), max(int(row * size / sy) + 1, int(math.ceil((row + 1) * size / sy)))
+        for col in range(width // size):
+            j0, j1 = int(col * size / sx), max(int(col * size / sx) + 1, int(math.ceil((col + 1) * size / sx)))
+            if low[i0:i1, j0:j1].mean() >= pt:
+                cells.append((col * size, row * size))
+    return cells
 
 
 def calibrate(tumor: np.ndarray, p0: float, p1: float, pn: float, rng: np.random.Generator,

@@ -58,3 +58,15 @@ def _call(fn, params: Any, out: Path, progress, job: tuple):
     from wsolctl.progress import Progress
 
     return fn(*job, params, SlideCache(out), progress or Progress(quiet=True))
+
+
+def finished_stamp(stamp: Path, table: Path, identity: dict) -> Optional[dict]:
+    """The stamp of a finished run with this identity (its keys and values), when it and its table
+    exist, else None: a sampler that finds it has nothing to do."""
+    if not (stamp.is_file() and table.is_file()):
+        return None
+    try:
+        data = json.loads(stamp.read_text())
+    except json.JSONDecodeError:
+        return None
+    return data if {k: data.get(k) for k in identity} == identity else None

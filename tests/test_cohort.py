@@ -1,0 +1,207 @@
+"""``wsolctl sample slides``: a cohort of pyramidal TIFF slides from two scanners (0.25 and 0.5 µm/px)
+covering the same tissue, a tumour disc of the same physical size in each, drawn in QuPath GeoJSON;
+a manifest with patients, bad rows and a corrupt slide."""
+import csv
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from wsolctl.data.cohort import STAMP, sample_cohort
+from wsolctl.data.folds import read_encoding, read_split
+from wsolctl.errors import DataError
+from wsolctl.wsi.annotations import parse_geojson, qupath_geojson
+from wsolctl.wsi.cohort import CohortParams
+
+FIELD = 256.0  # µm: every slide shows the same 256 × 256 µm of tissue
+DISC = (128.0, 120.0, 60.0)  # tumour disc centre x, y and radius, µm
+BACKGROUND, TISSUE, NUCLEI, TUMOR = (243, 242, 245), (214, 140, 190), (120, 60, 150), (205, 45, 50)
+PARAMS = dict(mpp=0.5, patch_size=32, min_roi=0.001, folds=2, test_fraction=0.25, valpx_per_class=2)
+
+
+def write_slide(path, mpp, tumour, resolution=True):
+    """The field at ``mpp`` µm/px (a background margin, tissue, the disc when ``tumour``): a tiled
+    pyramid of successive IFDs, 3 levels, pixel size in the TIFF resolution tags."""
+    import tifffile
+
+    side = int(FIELD / mpp)
+    yy, xx = (np.mgrid[0:side, 0:side] + 0.5) * mpp  # pixel centres in µm
+    image = np.empty((side, side, 3), np.uint8)
+    image[:] = BACKGROUND
+    tissue = (xx > 24) & (xx < FIELD - 24) & (yy > 24) & (yy < FIELD - 24)
+    image[tissue] = TISSUE
+    image[tissue & ((yy // 3.5) % 5 == 0) & ((xx // 4.5) % 4 == 0)] = NUCLEI
+    if tumour:
+        image[(xx - DISC[0]) ** 2 + (yy - DISC[1]) ** 2 < DISC[2] ** 2] = TUMOR
+    with tifffile.TiffWriter(path) as tif:
+        for index in range(3):
+            per_cm = 1e4 / (mpp * 2 ** index)
+            extra = dict(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER") if resolution else {}
+            tif.write(image[:: 2 ** index, :: 2 ** index], tile=(128, 128), photometric="rgb", compression="zlib",
+                      subfiletype=0 if index == 0 else 1, **extra)
+    return path
+
+
+def disc_geojson(path, mpp, name="Tumor"):
+    t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    ring = [((DISC[0] + DISC[2] * np.cos(a)) / mpp, (DISC[1] + DISC[2] * np.sin(a)) / mpp) for a in t]
+    path.write_text(json.dumps(qupath_geojson([(name, [ring])])))
+    return path
+
+
+def truth(x, y, size, ds, mpp):
+    """The disc at a patch's pixel centres (the analytic shape the polygon approximates)."""
+    jj, ii = np.meshgrid((x + (np.arange(size) + 0.5) * ds) * mpp, (y + (np.arange(size) + 0.5) * ds) * mpp)
+    return (jj - DISC[0]) ** 2 + (ii - DISC[1]) ** 2 < DISC[2] ** 2
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cohort")
+    rows = [("slide", "label", "annotations", "patient", "split")]
+    for patient, mpp in (("P1", 0.25), ("P2", 0.5), ("P3", 0.5), ("P4", 0.25)):
+        write_slide(base / f"{patient}-tumour.tif", mpp, True)
+        write_slide(base / f"{patient}-normal.tif", mpp, False)
+        disc_geojson(base / f"{patient}-tumour.geojson", mpp)
+        rows += [(f"{patient}-tumour.tif", "tumor", f"{patient}-tumour.geojson", patient, ""),
+                 (f"{patient}-normal.tif", "normal", "", patient, "")]
+    (base / "corrupt.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    write_slide(base / "stroma.tif", 0.5, True)
+    disc_geojson(base / "stroma.geojson", 0.5, name="Stroma")
+    write_slide(base / "plain.tif", 0.5, True)
+    rows += [("corrupt.tif", "tumor", "P1-tumour.geojson", "P5", ""),  # line 10: unreadable slide
+             ("missing.tif", "normal", "", "P5", ""),                  # line 11: missing file
+             ("stroma.tif", "tumor", "stroma.geojson", "P5", ""),      # line 12: unknown annotation class
+             ("plain.tif", "tumor", "", "P5", "")]                     # line 13: no annotations
+    with (base / "manifest.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    out = base / "out"
+    stamp = sample_cohort(base / "manifest.csv", out, CohortParams(**PARAMS), quiet=True)
+    return {"base": base, "out": out, "stamp": stamp, "patches": pl.read_parquet(out / "patches.parquet")}
+
+
+def test_same_tumour_area_on_both_scanners(cohort):
+    tumour = cohort["patches"].filter(pl.col("label") == "tumor")
+    expected = np.pi * (DISC[2] / 0.5) ** 2  # disc area in patch pixels at 0.5 µm/px
+    areas = {}
+    for slide, part in tumour.group_by("slide"):
+        areas[slide[0]] = float((part["roi_fraction"] * 32 * 32).sum())
+    assert set(areas) == {"P1-tumour", "P2-tumour", "P3-tumour", "P4-tumour"}
+    for slide, area in areas.items():
+        assert area == pytest.approx(expected, rel=0.05), slide
+    assert areas["P1-tumour"] == pytest.approx(areas["P2-tumour"], rel=0.05)  # 0.25 vs 0.5 µm/px scanners
+    assert (cohort["patches"]["mpp"] == 0.5).all() and (cohort["patches"]["patch_size"] == 32).all()
+    assert set(cohort["patches"].filter(pl.col("slide") == "P1-tumour")["slide_mpp"]) == {0.25}
+    assert cohort["stamp"]["mpp"] == 0.5
+
+
+def test_masks_match_the_rasterised_truth(cohort):
+    out, tumour = cohort["out"], cohort["patches"].filter(pl.col("label") == "tumor")
+    agree = total = 0
+    for row in tumour.iter_rows(named=True):
+        mask = np.asarray(Image.open(out / row["mask"])) > 0
+        image = np.asarray(Image.open(out / row["image"]))
+        assert mask.shape == (32, 32) and image.shape == (32, 32, 3)
+        want = truth(row["x"], row["y"], 32, 0.5 / row["slide_mpp"], row["slide_mpp"])
+        agree, total = agree + (mask == want).sum(), total + mask.size
+        assert row["roi_fraction"] == pytest.approx(mask.mean())
+        assert 0 < row["roi_fraction"]
+        red = (image[..., 0] > 180) & (image[..., 1] < 90)  # the pixels show the disc where the mask says
+        assert (red == mask).mean() > 0.9
+    assert agree / total >= 0.99
+    normal = cohort["patches"].filter(pl.col("label") == "normal")
+    assert normal.height > 0 and normal["mask"].is_null().all() and (normal["roi_fraction"] == 0).all()
+
+
+def test_no_patient_in_two_splits(cohort):
+    patches, out = cohort["patches"], cohort["out"]
+    assert read_encoding(out) == {"normal": 0, "tumor": 1}
+    assert patches.group_by("patient").agg(pl.col("split").n_unique())["split"].max() == 1
+    assert set(patches.filter(pl.col("split") == "test")["patient"]) != set()
+    for fold in range(2):
+        column = pl.col(f"fold_{fold}").str.replace(r"\+valpx", "")
+        assert patches.group_by("patient").agg(column.n_unique())[f"fold_{fold}"].max() == 1
+        splits = {s: read_split(out, fold, s) for s in ("train", "valcl", "valpx", "test")}
+        assert all(splits.values())
+        owners = {s: {patches.filter(pl.col("image") == x.image)["patient"][0] for x in items}
+                  for s, items in splits.items()}
+        assert not (owners["train"] & owners["valcl"]) and not (owners["train"] & owners["test"])
+        assert not (owners["valcl"] & owners["test"])
+        assert all(bool(s.masks) == (s.label == 1) for s in splits["valpx"])
+
+
+def test_bad_rows_and_a_corrupt_slide_fail_alone(cohort):
+    skipped = {row["slide"]: row for row in cohort["stamp"]["skipped"]}
+    assert set(skipped) == {"corrupt", "missing.tif", "stroma", "plain"}
+    manifest = str(cohort["base"] / "manifest.csv")
+    assert skipped["corrupt"]["where"] == f"{manifest}:10" and "read" in skipped["corrupt"]["reason"]
+    assert skipped["missing.tif"]["where"] == f"{manifest}:11" and "file not found" in skipped["missing.tif"]["reason"]
+    assert "'Stroma'" in skipped["stroma"]["reason"] and skipped["stroma"]["where"] == f"{manifest}:12"
+    assert "without annotations" in skipped["plain"]["reason"]
+    assert pl.read_parquet(cohort["out"] / "skipped.parquet").height == 4
+    assert cohort["patches"]["patient"].unique().sort().to_list() == ["P1", "P2", "P3", "P4"]
+
+
+def test_rerun_writes_nothing_and_resumes_per_slide(cohort):
+    out, base = cohort["out"], cohort["base"]
+    image = out / cohort["patches"]["image"][0]
+    before = image.stat().st_mtime_ns, (out / "patches.parquet").stat().st_mtime_ns
+    assert sample_cohort(base / "manifest.csv", out, CohortParams(**PARAMS), quiet=True) == cohort["stamp"]
+    assert (image.stat().st_mtime_ns, (out / "patches.parquet").stat().st_mtime_ns) == before
+    (out / STAMP).unlink()  # interrupted before the end: slides come from the cache, patches stay
+    sample_cohort(base / "manifest.csv", out, CohortParams(**PARAMS), quiet=True)
+    assert image.stat().st_mtime_ns == before[0]
+    assert pl.read_parquet(out / "patches.parquet").equals(cohort["patches"])
+
+
+def test_inherit_labels_mpp_column_and_fixed_test(tmp_path, cohort):
+    base = cohort["base"]
+    write_slide(tmp_path / "bare.tif", 0.5, True, resolution=False)  # no pixel size in the file
+    for name in ("P1-tumour", "P1-normal", "P2-tumour", "P2-normal", "plain"):
+        (tmp_path / f"{name}.tif").symlink_to(base / f"{name}.tif")
+    rows = ["slide,label,patient,split,mpp", "P1-tumour.tif,tumor,A,test,", "P1-normal.tif,normal,A,,",
+            "P2-tumour.tif,tumor,B,,", "P2-normal.tif,normal,B,,", "plain.tif,tumor,C,,", "bare.tif,tumor,C,,",
+            "bare.tif,tumor,C,,0.5"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    stamp = sample_cohort(tmp_path / "m.csv", tmp_path / "out", CohortParams(**{**PARAMS, "unannotated": "inherit"}),
+                          quiet=True)
+    patches = pl.read_parquet(tmp_path / "out" / "patches.parquet")
+    assert stamp["masks"] is False and patches.filter(pl.col("label") == "tumor")["mask"].is_null().all()
+    assert set(patches.filter(pl.col("split") == "test")["patient"]) == {"A"}  # the whole patient follows its slide
+    reasons = [s["reason"] for s in stamp["skipped"]]
+    assert any("no pixel size" in r for r in reasons) and any("also used" in r for r in reasons)
+    with pytest.raises(DataError, match="missing column"):
+        (tmp_path / "bad.csv").write_text("path,label\nx.tif,tumor\n")
+        sample_cohort(tmp_path / "bad.csv", tmp_path / "o2", quiet=True)
+
+
+def test_geojson_feature_list_and_holes(tmp_path):
+    outer = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    hole = [(25, 25), (75, 25), (75, 75), (25, 75)]
+    features = qupath_geojson([("Tumor", [outer, hole]), (None, [outer])])["features"]
+    features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {}})
+    (tmp_path / "a.geojson").write_text(json.dumps(features))  # older QuPath: a bare list of features
+    found = parse_geojson(tmp_path / "a.geojson")
+    assert found["Tumor"].mask(0, 0, 100, 100).sum() == 100 * 100 - 50 * 50
+    assert found[None].mask(0, 0, 100, 100).all() and found[None].ignored_groups == ["feature 2: Point"]
+    (tmp_path / "b.geojson").write_text("{not json")
+    with pytest.raises(DataError, match="b.geojson: not a readable GeoJSON"):
+        parse_geojson(tmp_path / "b.geojson")
+
+
+def test_cli_sample_slides(cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from wsolctl.cli import app
+
+    args = ["sample", "slides", str(cohort["base"] / "manifest.csv"), "--out", str(tmp_path / "cli"), "--mpp", "0.5",
+            "--patch-size", "32", "--min-roi", "0.5", "--folds", "2", "--test-fraction", "0.25", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "patches.parquet" in result.output and "name: folds" in result.output and "manifest.csv:10" in result.output
+    patches = pl.read_parquet(tmp_path / "cli" / "patches.parquet")
+    assert (patches.filter(pl.col("label") == "tumor")["roi_fraction"] >= 0.5).all()
+    bad = CliRunner().invoke(app, ["sample", "slides", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "manifest not found" in bad.output
