@@ -205,3 +205,18 @@ def test_cli_sample_slides(cohort, tmp_path):
     assert (patches.filter(pl.col("label") == "tumor")["roi_fraction"] >= 0.5).all()
     bad = CliRunner().invoke(app, ["sample", "slides", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "manifest not found" in bad.output
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_the_sampled_cohort(cohort, tmp_path):
+    from tests.conftest import TINY
+    from wsolctl import pipeline
+
+    out = tmp_path / "data"  # a few patches per slide: the study takes seconds
+    sample_cohort(cohort["base"] / "manifest.csv", out, CohortParams(**PARAMS, max_per_slide=16), quiet=True)
+    recipe = TINY.format(root=out).replace("name: synthetic-glas", "name: folds").replace(
+        "  params: {size: 64, train_per_class: 6, test_per_class: 3, folds: 2, valpx_per_class: 1}\n", "  fold: 1\n")
+    (tmp_path / "r.yaml").write_text(recipe.replace("  - name: gradcam\n", ""))
+    pipeline.run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
+    results = pl.read_parquet(tmp_path / "run" / "results.parquet")
+    assert results.height > 0 and results["pxap"].is_not_null().all()
