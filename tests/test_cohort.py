@@ -220,3 +220,28 @@ def test_a_study_runs_on_the_sampled_cohort(cohort, tmp_path):
     pipeline.run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
     results = pl.read_parquet(tmp_path / "run" / "results.parquet")
     assert results.height > 0 and results["pxap"].is_not_null().all()
+    # predict defaults to the resolution the study's data were sampled at
+    from wsolctl.predict.resolution import with_study_mpp
+    from wsolctl.predict.run import PredictOptions
+
+    assert with_study_mpp(PredictOptions(), tmp_path / "run", results["run_id"][0]).mpp == 0.5
+    assert with_study_mpp(PredictOptions(level=1), tmp_path / "run", results["run_id"][0]).mpp is None
+
+
+def test_predict_tiles_at_a_physical_resolution(cohort, tmp_path):
+    from wsolctl.errors import InputError
+    from wsolctl.predict.resolution import tile_grid
+    from wsolctl.predict.run import PredictOptions
+    from wsolctl.wsi.slide import Slide
+
+    options = PredictOptions(tile_size=32, mpp=0.5)
+    fine, coarse = Slide(cohort["base"] / "P1-tumour.tif"), Slide(cohort["base"] / "P2-tumour.tif")
+    assert tile_grid(fine, options).footprint == 64 and tile_grid(coarse, options).footprint == 32
+    assert tile_grid(fine, PredictOptions(tile_size=32, level=1)).footprint == 64
+    # the same tissue in both: a tile read at 0.5 µm/px from the 0.25 µm/px slide matches the other
+    a = fine.region(64, 64, 32, 32, tile_grid(fine, options).level_downsample).astype(int)
+    b = coarse.region(32, 32, 32, 32, tile_grid(coarse, options).level_downsample).astype(int)
+    assert np.abs(a - b).mean() < 20
+    write_slide(tmp_path / "bare.tif", 0.5, False, resolution=False)
+    with pytest.raises(InputError, match="no pixel size"):
+        tile_grid(Slide(tmp_path / "bare.tif"), options)

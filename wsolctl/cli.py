@@ -204,6 +204,8 @@ def predict(
         target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
         tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),
         level: int = typer.Option(0, "--level", help="read tiles at downsample 2**level"),
+        mpp: Optional[float] = typer.Option(None, "--mpp", help="µm per tile pixel (default: the study's data's, "
+                                            "when sampled by `sample slides`; else --level)"),
         overlap: float = typer.Option(0.0, "--overlap", help="fraction shared by neighbouring tiles, blended smoothly"),
         batch_size: int = typer.Option(16, "--batch-size"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
@@ -218,7 +220,7 @@ def predict(
     from wsolctl.predict.run import PredictOptions, predict as run_predict
 
     options = _guard(PredictOptions, method=method, backbone=backbone, selection=selection, run=run, target=target,
-                     tile_size=tile_size, level=level, overlap=overlap, batch_size=batch_size, device=device,
+                     tile_size=tile_size, level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device,
                      threshold=threshold, min_tissue=min_tissue, annotations=annotations, readers=readers,
                      workers=workers, executor=executor)
     result = _guard(run_predict, run_dir, inputs, out, options, quiet=quiet)

@@ -55,6 +55,8 @@ class PredictOptions(BaseModel):
     target: Optional[Union[int, str]] = Field(None, description="class name or index; default the positive class (1)")
     tile_size: int = Field(512, ge=16, le=8192, description="tile side in pixels at `level`")
     level: int = Field(0, ge=0, le=12, description="read tiles at downsample 2**level")
+    mpp: Optional[float] = Field(None, gt=0, description="µm per tile pixel, instead of `level` (default with "
+                                 "level 0: the mpp the study's data were sampled at, if recorded)")
     overlap: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of a tile shared with its neighbour")
     batch_size: int = Field(16, ge=1, le=4096)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -274,9 +276,10 @@ def _predict(loaded, slide, path: Path, options: PredictOptions, progress) -> _S
 def _tiles(slide, map_side: int, options: PredictOptions) -> _Layout:
     """Tissue (Otsu on an overview) and the tiles that hold enough of it."""
     from wsolctl.predict.heatmap import heatmap_downsample
-    from wsolctl.predict.tiles import Grid, Tissue, tissue_tiles
+    from wsolctl.predict.resolution import tile_grid
+    from wsolctl.predict.tiles import Tissue, tissue_tiles
 
-    grid = Grid.of(options.tile_size, options.level, options.overlap)
+    grid = tile_grid(slide, options)
     tissue = Tissue.detect(slide, options.tissue_downsample)
     ds = heatmap_downsample(grid.footprint, map_side)
     return _Layout(grid, tissue, tissue_tiles(slide, grid, tissue, options.min_tissue), ds, round(grid.footprint / ds))
@@ -345,7 +348,7 @@ def _write_heatmap(folder: Path, p: _SlidePrediction, loaded, options: PredictOp
             "selection": loaded.selection, "epoch": loaded.epoch, "class": p.class_name, "class_index": p.class_index,
             "map_kind": loaded.map_kind, "normalisation": p.heat.norm.describe(), "threshold": p.threshold,
             "input_normalize": {"mean": list(loaded.mean), "std": list(loaded.std)},
-            "tile_size": options.tile_size, "level": options.level, "overlap": options.overlap,
+            "tile_size": options.tile_size, "level": options.level, "mpp": options.mpp, "overlap": options.overlap,
             "min_tissue": options.min_tissue, "tiles": len(p.layout.origins)}
     (folder / "heatmap.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -448,6 +451,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
             quiet: bool = False) -> Predictions:
     """Predict every input into ``out``; writes ``out/predictions.parquet`` (and ``scores.md`` with
     annotations). Failing inputs are rows with status ``failed``; the others finish."""
+    from wsolctl.predict.resolution import with_study_mpp
     from wsolctl.progress import Progress
     from wsolctl.wsi.parallel import SlidePool, WorkerDied, threads_per_worker
 
@@ -456,6 +460,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
     if options.annotations is not None and not Path(options.annotations).is_dir():
         raise InputError(f"--annotations {options.annotations}: folder not found")
     loaded = _loaded(run_dir, options)  # a wrong model choice fails here, before any work
+    options = with_study_mpp(options, run_dir, loaded.run_id)
     _settings(loaded, options)
     found = discover_inputs(inputs)
     identity = {"format": FORMAT, "run_dir": str(run_dir.resolve()), "run_id": loaded.run_id,

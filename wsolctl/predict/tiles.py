@@ -2,7 +2,8 @@
 
 * Grid: tiles of ``tile_size`` pixels at ``level`` (downsample ``2**level``), i.e. a level-0
   footprint ``F = tile_size·2**level``, every ``round(F·(1 − overlap))`` level-0 pixels from the
-  top-left corner, until the slide is covered (the last row/column may reach past the border,
+  top-left corner, until the slide is covered (with ``--mpp``, the downsample is ``mpp / slide mpp``:
+  :mod:`wsolctl.predict.resolution`) (the last row/column may reach past the border,
   which reads as white).
 * Tissue (:mod:`wsolctl.wsi.tissue`, as :mod:`wsolctl.wsi.camelyon16`): Otsu thresholds on an
   overview; a tile is predicted when the overview's tissue fraction over its footprint is at least
@@ -36,8 +37,13 @@ class Grid:
 
     @classmethod
     def of(cls, tile_size: int, level: int, overlap: float) -> "Grid":
-        footprint = tile_size * 2 ** level
-        return cls(footprint, max(1, round(footprint * (1 - overlap))), float(2 ** level))
+        return cls.at(tile_size, float(2 ** level), overlap)
+
+    @classmethod
+    def at(cls, tile_size: int, downsample: float, overlap: float) -> "Grid":
+        """Tiles of ``tile_size`` pixels at any downsample (e.g. a physical resolution's)."""
+        footprint = max(1, round(tile_size * downsample))
+        return cls(footprint, max(1, round(footprint * (1 - overlap))), footprint / tile_size)
 
     def starts(self, length: int) -> list[int]:
         """Tile origins along one axis of ``length`` level-0 pixels, covering it."""
