@@ -7,9 +7,9 @@ tumours, half normal, 0.25 µm/px) and a manifest of them, samples both ways int
 cache) at the slides' own resolution, and prints each sampler's wall time, patches written and time
 per patch, and the ratio cohort / CAMELYON16 of the time per patch (target: ≤ 1.2). The cohort
 sampler also runs at ``--mpp 0.5`` (half the level-0 pixels per patch read, resampled).
-The two samplers write different patch sets (CAMELYON16 calibrates tumour patches and draws as
-many normal ones; the cohort sampler keeps every tumour cell ≥ min_roi and every tissue cell of
-the normal slides), hence the comparison per written patch.
+Both keep every tumour cell with ≥ 20 % tumour (CAMELYON16 with ``p1 = 1``: no calibration); CAMELYON16
+then draws as many normal patches as tumour ones, the cohort sampler keeps every tissue cell of the
+normal slides, hence the comparison per written patch.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main() -> None:
         return seconds / n
 
     camelyon = timed("sample camelyon16", lambda out: sample_camelyon16(
-        slides, xml, out, None, SamplingParams(patch_size=args.patch, pn=0.2, folds=2), quiet=True),
+        slides, xml, out, None, SamplingParams(patch_size=args.patch, p1=1.0, folds=2), quiet=True),
         lambda s: sum(sum(c.values()) for c in s["counts"].values()))
     native = timed("sample slides (native mpp)", lambda out: sample_cohort(
         manifest, out, CohortParams(patch_size=args.patch, folds=2), quiet=True),

@@ -155,10 +155,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: SlideCache, progre
         return {"error": str(exc)}
     overview, _, _ = slide.overview(p.tissue_downsample)
     thresholds = otsu_thresholds(overview)
-    bar = progress.task(f"  {entry.name}: rows of the tumour box", None)
-
-    found = tumor_candidates(slide, annotations, thresholds, p.patch_size, p.p0, p.pt, on_row=bar.update)
-    bar.close()
+    found = tumor_candidates(slide, annotations, thresholds, p.patch_size, p.p0, p.pt)
     result = {"patches": [{"x": c.x, "y": c.y, "tissue": c.tissue, "tumor": c.tumor} for c in found],
               "ignored_groups": annotations.ignored_groups}
     if not annotations.tumor:

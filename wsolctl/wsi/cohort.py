@@ -24,7 +24,6 @@ place); its result is cached, so a rerun resumes per slide.
 """
 from __future__ import annotations
 
-import math
 import zlib
 from pathlib import Path
 from typing import Literal, Optional
@@ -105,7 +104,7 @@ def _sample(slide: ManifestSlide, classes: tuple[str, ...], p: CohortParams, fol
     from PIL import Image
 
     from wsolctl.io import atomic_directory
-    from wsolctl.wsi.sampling import tissue_cells
+    from wsolctl.wsi.sampling import annotated_cells, tissue_cells
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds, tissue_fraction, tissue_mask
 
@@ -129,7 +128,7 @@ def _sample(slide: ManifestSlide, classes: tuple[str, ...], p: CohortParams, fol
     thresholds = otsu_thresholds(overview)
     rng = np.random.default_rng([p.seed, zlib.crc32(slide.name.encode())])  # one stream per slide
     if regions:
-        cells = _annotated_cells(regions, source.width, source.height, side, p)
+        cells = [cell[:3] for cell in annotated_cells(regions, source.width, source.height, side, p.patch_size, p.min_roi)]
     else:
         low = tissue_mask(overview, thresholds)
         cells = [(x, y, slide.label) for x, y in tissue_cells(low, (sx, sy), source.width, source.height, side, p.pt)]
@@ -157,24 +156,3 @@ def _sample(slide: ManifestSlide, classes: tuple[str, ...], p: CohortParams, fol
     patches.sort(key=lambda q: (q["y"], q["x"]))
     return {"patches": patches, "slide_mpp": slide_mpp, "patch_mpp": slide_mpp * side / p.patch_size,
             "masks": bool(regions) or normal}
-
-
-def _annotated_cells(regions: dict[str, SlideAnnotations], width: int, height: int, side: int,
-                     p: CohortParams) -> list[tuple[int, int, str]]:
-    """Grid cells whose largest annotated class fraction is ≥ min_roi, with that class, row by row
-    (fractions from one exact rasterisation per row strip of each class's bounding box)."""
-    size, ds = p.patch_size, side / p.patch_size
-    cols, rows = width // side, height // side
-    best: dict[tuple[int, int], tuple[float, str]] = {}
-    for name in sorted(regions):
-        box = regions[name].tumor_bbox()
-        c0, c1 = max(0, math.floor(box[0] / side)), min(cols - 1, math.floor(box[2] / side))
-        r0, r1 = max(0, math.floor(box[1] / side)), min(rows - 1, math.floor(box[3] / side))
-        for row in range(r0, r1 + 1 if c0 <= c1 else r0):
-            strip = regions[name].mask(c0 * side, row * side, (c1 - c0 + 1) * size, size, ds)
-            fractions = strip.reshape(size, c1 - c0 + 1, size).mean(axis=(0, 2))
-            for k in np.flatnonzero(fractions > 0):
-                cell = (row * side, (c0 + int(k)) * side)
-                if fractions[k] > best.get(cell, (0.0,))[0]:
-                    best[cell] = (float(fractions[k]), name)
-    return [(x, y, name) for (y, x), (fraction, name) in sorted(best.items()) if fraction >= p.min_roi]

@@ -34,29 +34,37 @@ class Candidate:
     tumor: float
 
 
+def annotated_cells(regions: dict[str, SlideAnnotations], width: int, height: int, side: int, size: int,
+                    min_roi: float) -> list[tuple[int, int, str, float]]:
+    """Level-0 ``(x, y, class, fraction)`` of the grid cells (side ``side`` at level 0, ``size`` pixels
+    at patch resolution) whose largest annotated class fraction is ≥ ``min_roi``, row by row. Exact
+    fractions from one rasterisation per row strip of each class's bounding box."""
+    cols, rows = width // side, height // side
+    best: dict[tuple[int, int], tuple[float, str]] = {}
+    for name in sorted(regions):
+        box = regions[name].tumor_bbox()
+        if box is None:
+            continue
+        c0, c1 = max(0, math.floor(box[0] / side)), min(cols - 1, math.floor(box[2] / side))
+        r0, r1 = max(0, math.floor(box[1] / side)), min(rows - 1, math.floor(box[3] / side))
+        for row in range(r0, r1 + 1 if c0 <= c1 else r0):
+            strip = regions[name].mask(c0 * side, row * side, (c1 - c0 + 1) * size, size, side / size)
+            fractions = strip.reshape(size, c1 - c0 + 1, size).mean(axis=(0, 2))
+            for k in np.flatnonzero(fractions >= min_roi):
+                cell = (row * side, (c0 + int(k)) * side)
+                if fractions[k] > best.get(cell, (0.0,))[0]:
+                    best[cell] = (float(fractions[k]), name)
+    return [(x, y, name, fraction) for (y, x), (fraction, name) in sorted(best.items())]
+
+
 def tumor_candidates(slide: Slide, annotations: SlideAnnotations, thresholds: TissueThresholds, size: int,
-                     p0: float, pt: float, on_row: Optional[Callable[[int, int], None]] = None) -> list[Candidate]:
+                     p0: float, pt: float) -> list[Candidate]:
     """All grid patches of a tumour slide with tumour fraction ≥ p0 and tissue fraction ≥ pt."""
-    box = annotations.tumor_bbox()
-    if box is None:
-        return []
-    cols, rows = slide.width // size, slide.height // size
-    c0, c1 = max(0, math.floor(box[0] / size)), min(cols - 1, math.floor(box[2] / size))
-    r0, r1 = max(0, math.floor(box[1] / size)), min(rows - 1, math.floor(box[3] / size))
-    out: list[Candidate] = []
-    if c0 > c1 or r0 > r1:
-        return out
-    ncols = c1 - c0 + 1
-    for row in range(r0, r1 + 1):
-        strip = annotations.mask(c0 * size, row * size, ncols * size, size)  # exact, one strip at a time
-        fractions = strip.reshape(size, ncols, size).mean(axis=(0, 2))
-        for k in np.flatnonzero(fractions >= p0):
-            x, y = (c0 + int(k)) * size, row * size
-            tissue = tissue_fraction(slide.region(x, y, size, size), thresholds)
-            if tissue >= pt:
-                out.append(Candidate(x, y, tissue, float(fractions[k])))
-        if on_row is not None:
-            on_row(row - r0 + 1, r1 - r0 + 1)
+    out = []
+    for x, y, _, fraction in annotated_cells({"tumor": annotations}, slide.width, slide.height, size, size, p0):
+        tissue = tissue_fraction(slide.region(x, y, size, size), thresholds)
+        if tissue >= pt:
+            out.append(Candidate(x, y, tissue, fraction))
     return out
 
 
