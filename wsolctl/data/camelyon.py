@@ -18,8 +18,9 @@ from wsolctl.data.camelyon_folds import assign_folds, write_folds, write_tables
 from wsolctl.data.folds import FoldDataset, read_encoding
 from wsolctl.errors import DataError
 from wsolctl.wsi.camelyon16 import SamplingParams, sample_slides
-from wsolctl.wsi.camelyon16_inputs import CLASSES, SETS, SlideEntry, discover
+from wsolctl.wsi.camelyon16_inputs import CLASSES, SETS, discover, set_of
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
+from wsolctl.wsi.manifest import ManifestSlide
 from wsolctl.wsi.slidejobs import finished_stamp
 
 STAMP = "wsolctl-camelyon16.json"
@@ -51,9 +52,9 @@ def sample_camelyon16(slides_dir: Path, annotations_dir: Optional[Path], out: Pa
     return stamp
 
 
-def _identity(entries: list[SlideEntry], reference: Optional[Path], p: SamplingParams) -> dict:
+def _identity(entries: list[ManifestSlide], reference: Optional[Path], p: SamplingParams) -> dict:
     """What the output depends on: the format, the params and the inputs' fingerprints."""
-    inputs = sorted([e.name, e.set, e.label, fingerprint(e.path), fingerprint(e.xml)] for e in entries)
+    inputs = sorted([e.name, set_of(e), e.label, fingerprint(e.path), fingerprint(e.annotations)] for e in entries)
     return {"format": FORMAT, "params": p.model_dump(mode="json"), "inputs": stable_key(inputs),
             "reference": fingerprint(reference)}
 

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.errors import DataError
 from wsolctl.io import atomic_directory
-from wsolctl.wsi.camelyon16_inputs import SETS, Findings, SlideEntry
+from wsolctl.wsi.camelyon16_inputs import SETS, Findings, set_of
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
+from wsolctl.wsi.manifest import ManifestSlide
 from wsolctl.wsi.parallel import SlidePool, fork_is_safe
 from wsolctl.wsi.slidejobs import SlideCache, SlideRunner
 
@@ -57,7 +58,7 @@ class SamplingParams(BaseModel):
 
 
 
-def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findings: Findings, quiet: bool = False,
+def sample_slides(entries: list[ManifestSlide], out: Path, p: SamplingParams, findings: Findings, quiet: bool = False,
                   workers: int = 1, executor: str = "local") -> list[dict]:
     """Sample and write every slide's patches; returns one manifest row per patch, in (set, slide,
     y, x) order. Slides that cannot be read are skipped into ``findings``.
@@ -81,26 +82,26 @@ def sample_slides(entries: list[SlideEntry], out: Path, p: SamplingParams, findi
     return rows
 
 
-def _set_rows(set_index: int, entries: list[SlideEntry], tumor: dict[str, list[dict]], run: SlideRunner, bar,
+def _set_rows(set_index: int, entries: list[ManifestSlide], tumor: dict[str, list[dict]], run: SlideRunner, bar,
               findings: Findings) -> list[dict]:
     """One set's (train or test) calibrated metastatic patches, and as many normal ones."""
     set_ = SETS[set_index]
     rows = _calibrated_rows(set_, set_index, tumor, {e.name: e for e in entries}, run.p, findings)
     wanted = sum(1 for r in rows if r["category"] == "tumor")
-    normals = [e for e in entries if e.set == set_ and e.label == "normal"]
+    normals = [e for e in entries if set_of(e) == set_ and e.label == "normal"]
     bar.describe(f"normal patches ({set_})")
     if not normals and wanted:
         findings.warnings.append(f"{set_}: no normal slides; {wanted} metastatic patches are unbalanced")
     return rows + _normal_rows(normals, wanted, run, bar, findings)
 
 
-def _tumor_patches(entries: list[SlideEntry], run: SlideRunner, bar, findings: Findings) -> dict[str, list[dict]]:
+def _tumor_patches(entries: list[ManifestSlide], run: SlideRunner, bar, findings: Findings) -> dict[str, list[dict]]:
     """Slide name -> the candidate patches of each tumour slide (before calibration)."""
     bar.describe("tumour candidates")
     tumor: dict[str, list[dict]] = {}
     for entry, result in zip(entries, run(_tumor_slide, [(e,) for e in entries], bar)):
         if "error" in result:
-            findings.skip(entry.name, entry.set, entry.label, result["error"])
+            findings.skip(entry.name, set_of(entry), entry.label, result["error"])
             continue
         tumor[entry.name] = result["patches"]
         if result.get("warning"):
@@ -110,7 +111,7 @@ def _tumor_patches(entries: list[SlideEntry], run: SlideRunner, bar, findings: F
     return tumor
 
 
-def _normal_rows(normals: list[SlideEntry], wanted: int, run: SlideRunner, bar, findings: Findings) -> list[dict]:
+def _normal_rows(normals: list[ManifestSlide], wanted: int, run: SlideRunner, bar, findings: Findings) -> list[dict]:
     """Normal patches to balance ``wanted`` metastatic ones: slide i's quota is its share of
     ``wanted`` plus what the slides before it fell short of. Slides are sampled in parallel with
     their share; a slide that must carry a shortfall and found its whole share is then sampled
@@ -126,29 +127,29 @@ def _normal_rows(normals: list[SlideEntry], wanted: int, run: SlideRunner, bar, 
         if quota > share and "error" not in result and len(result["patches"]) == share:
             (result,) = run(_normal_slide, [(entry, quota)])
         if "error" in result:
-            findings.skip(entry.name, entry.set, entry.label, result["error"])
+            findings.skip(entry.name, set_of(entry), entry.label, result["error"])
             got = []
         else:
             got = result["patches"]
         carry = quota - len(got)
         rows += [_row(entry, patch, 0) for patch in got]
     if carry > 0:
-        findings.warnings.append(f"{normals[0].set}: {carry} normal patch(es) short of the {wanted} metastatic "
+        findings.warnings.append(f"{set_of(normals[0])}: {carry} normal patch(es) short of the {wanted} metastatic "
                                  "ones (not enough tissue on the normal slides)")
     return rows
 
 
-def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: SlideCache, progress) -> dict:
+def _tumor_slide(entry: ManifestSlide, p: SamplingParams, cache: SlideCache, progress) -> dict:
     from wsolctl.wsi.annotations import parse_asap
     from wsolctl.wsi.sampling import tumor_candidates
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
 
-    key = stable_key("tumor", p.patch_size, p.p0, p.pt, p.tissue_downsample, fingerprint(entry.path), fingerprint(entry.xml))
+    key = stable_key("tumor", p.patch_size, p.p0, p.pt, p.tissue_downsample, fingerprint(entry.path), fingerprint(entry.annotations))
     hit = cache.get("tumor", entry.name, key)
     if hit is not None:
         return hit
-    annotations = parse_asap(entry.xml)  # a malformed XML is an error, not a skip
+    annotations = parse_asap(entry.annotations)  # a malformed XML is an error, not a skip
     try:
         slide = Slide(entry.path)
     except DataError as exc:
@@ -164,7 +165,7 @@ def _tumor_slide(entry: SlideEntry, p: SamplingParams, cache: SlideCache, progre
     return result
 
 
-def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: SlideCache, progress) -> dict:
+def _normal_slide(entry: ManifestSlide, quota: int, p: SamplingParams, cache: SlideCache, progress) -> dict:
     from wsolctl.wsi.sampling import normal_patches
     from wsolctl.wsi.slide import Slide
     from wsolctl.wsi.tissue import otsu_thresholds
@@ -191,17 +192,17 @@ def _normal_slide(entry: SlideEntry, quota: int, p: SamplingParams, cache: Slide
     return result
 
 
-def _row(entry: SlideEntry, patch: dict, calibration: int) -> dict:
-    return {"slide": entry.name, "set": entry.set, "slide_label": entry.label, "x": int(patch["x"]),
+def _row(entry: ManifestSlide, patch: dict, calibration: int) -> dict:
+    return {"slide": entry.name, "set": set_of(entry), "slide_label": entry.label, "x": int(patch["x"]),
             "y": int(patch["y"]), "tissue": float(patch["tissue"]), "tumor": float(patch["tumor"]),
             "category": "tumor" if calibration else "normal", "calibration": calibration}
 
 
-def _calibrated_rows(set_: str, set_index: int, tumor: dict[str, list[dict]], by_name: dict[str, SlideEntry],
+def _calibrated_rows(set_: str, set_index: int, tumor: dict[str, list[dict]], by_name: dict[str, ManifestSlide],
                      p: SamplingParams, findings: Findings) -> list[dict]:
     from wsolctl.wsi.sampling import calibrate
 
-    pool = [(name, patch) for name in sorted(tumor) if by_name[name].set == set_ for patch in tumor[name]]
+    pool = [(name, patch) for name in sorted(tumor) if set_of(by_name[name]) == set_ for patch in tumor[name]]
     if not pool:
         return []
     rng = np.random.default_rng([p.seed, set_index, 1])
@@ -219,7 +220,7 @@ def patch_paths(row: dict) -> tuple[str, Optional[str]]:
     return f"{stem}.png", (f"{stem}_mask.png" if row["category"] == "tumor" else None)
 
 
-def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], run: SlideRunner) -> None:
+def _write_patches(out: Path, rows: list[dict], by_name: dict[str, ManifestSlide], run: SlideRunner) -> None:
     """Write each slide's patches (and masks) into a temp folder renamed into place; skip slides
     whose folder already holds exactly these patches. Sets each tumour row's fraction from its mask."""
     by_slide: dict[str, list[dict]] = {}
@@ -238,7 +239,7 @@ def _write_patches(out: Path, rows: list[dict], by_name: dict[str, SlideEntry], 
     bar.close()
 
 
-def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: SamplingParams, cache: SlideCache,
+def _slide_patches(entry: ManifestSlide, cells: list[tuple[int, int, str]], p: SamplingParams, cache: SlideCache,
                    progress) -> list[float]:
     """Write one slide's patches; returns the tumour fraction of each written mask (the truth; 0
     for normal patches)."""
@@ -247,13 +248,13 @@ def _slide_patches(entry: SlideEntry, cells: list[tuple[int, int, str]], p: Samp
     from wsolctl.wsi.annotations import parse_asap
     from wsolctl.wsi.slide import Slide
 
-    key = stable_key("written", p.patch_size, cells, fingerprint(entry.path), fingerprint(entry.xml))
+    key = stable_key("written", p.patch_size, cells, fingerprint(entry.path), fingerprint(entry.annotations))
     hit = cache.get("written", entry.name, key)
     folder = cache.dir.parent / "patches" / entry.name
     if hit is not None and folder.is_dir():
         return hit["tumor"]
     slide = Slide(entry.path)
-    annotations = parse_asap(entry.xml) if entry.xml else None
+    annotations = parse_asap(entry.annotations) if entry.annotations else None
     tumor = []
     bar = progress.task(f"  {entry.name}: patches", len(cells))
     with atomic_directory(folder) as tmp:

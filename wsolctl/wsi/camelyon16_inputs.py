@@ -1,5 +1,6 @@
-"""CAMELYON16 as distributed: which slides to sample, with which label and annotation (the first
-of the sampler's three jobs; :mod:`wsolctl.wsi.camelyon16` samples them, :mod:`wsolctl.data.camelyon`
+"""CAMELYON16 as distributed → a manifest (:class:`~wsolctl.wsi.manifest.ManifestSlide` rows, as
+``wsolctl sample slides`` reads them): which slides to sample, with which label and annotation (the
+first of the sampler's three jobs; :mod:`wsolctl.wsi.camelyon16` samples them, :mod:`wsolctl.data.camelyon`
 writes folds and tables).
 
 Slides named ``normal_*``, ``tumor_*`` (the challenge's training set) and ``test_*`` (its test set)
@@ -15,18 +16,15 @@ from pathlib import Path
 from typing import Optional
 
 from wsolctl.errors import DataError
+from wsolctl.wsi.manifest import ManifestSlide
 
 CLASSES = {"normal": 0, "tumor": 1}
 SETS = ("train", "test")  # the challenge's sets
 
 
-@dataclass(frozen=True)
-class SlideEntry:
-    name: str  # file stem, as distributed (e.g. tumor_001)
-    path: Path
-    set: str  # the challenge's train / test
-    label: str  # normal / tumor
-    xml: Optional[Path]
+def set_of(entry: ManifestSlide) -> str:
+    """The challenge's set of a slide: ``test`` (fixed in the test set) or ``train``."""
+    return SETS[1] if entry.test else SETS[0]
 
 
 @dataclass
@@ -67,8 +65,10 @@ def read_reference(path: Path) -> dict[str, str]:
 
 
 def discover(slides_dir: Path, annotations_dir: Optional[Path], reference: Optional[Path]
-             ) -> tuple[list[SlideEntry], Findings]:
-    """Slides to sample, and the slides skipped (with reasons) and warnings."""
+             ) -> tuple[list[ManifestSlide], Findings]:
+    """The challenge's slides as manifest rows (label from the name or the reference CSV, the ASAP XML
+    as annotations, each slide its own patient, the test set fixed), the slides skipped (with
+    reasons) and warnings."""
     from wsolctl.wsi.slide import SLIDE_SUFFIXES
 
     slides_dir = Path(slides_dir)
@@ -116,7 +116,7 @@ def discover(slides_dir: Path, annotations_dir: Optional[Path], reference: Optio
         if label == "normal" and xml is not None:
             findings.warnings.append(f"{name}: normal slide has an annotation {xml.name}; ignored")
             xml = None
-        entries.append(SlideEntry(name, path, set_, label, xml))
+        entries.append(ManifestSlide(str(path), name, path, label, xml, name, set_ == "test", None))
     if labels is not None:
         missing = sorted(set(labels) - {k for k in found if k.startswith("test")})
         if missing:
