@@ -159,22 +159,41 @@ def test_rerun_writes_nothing_and_resumes_per_slide(cohort):
 def test_inherit_labels_mpp_column_and_fixed_test(tmp_path, cohort):
     base = cohort["base"]
     write_slide(tmp_path / "bare.tif", 0.5, True, resolution=False)  # no pixel size in the file
+    (tmp_path / "stated.tif").symlink_to(tmp_path / "bare.tif")
     for name in ("P1-tumour", "P1-normal", "P2-tumour", "P2-normal", "plain"):
         (tmp_path / f"{name}.tif").symlink_to(base / f"{name}.tif")
     rows = ["slide,label,patient,split,mpp", "P1-tumour.tif,tumor,A,test,", "P1-normal.tif,normal,A,,",
             "P2-tumour.tif,tumor,B,,", "P2-normal.tif,normal,B,,", "plain.tif,tumor,C,,", "bare.tif,tumor,C,,",
-            "bare.tif,tumor,C,,0.5"]
+            "stated.tif,tumor,C,,0.5", "sub/stated.tif,tumor,C,,0.5"]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "stated.tif").symlink_to(tmp_path / "bare.tif")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     stamp = sample_cohort(tmp_path / "m.csv", tmp_path / "out", CohortParams(**{**PARAMS, "unannotated": "inherit"}),
                           quiet=True)
     patches = pl.read_parquet(tmp_path / "out" / "patches.parquet")
     assert stamp["masks"] is False and patches.filter(pl.col("label") == "tumor")["mask"].is_null().all()
     assert set(patches.filter(pl.col("split") == "test")["patient"]) == {"A"}  # the whole patient follows its slide
-    reasons = [s["reason"] for s in stamp["skipped"]]
-    assert any("no pixel size" in r for r in reasons) and any("also used" in r for r in reasons)
+    reasons = {s["slide"]: s["reason"] for s in stamp["skipped"]}
+    assert "no pixel size" in reasons["bare"] and "also used" in reasons["sub/stated.tif"]
+    assert set(patches.filter(pl.col("slide") == "stated")["slide_mpp"]) == {0.5}  # the manifest's mpp
+    assert patches.filter(pl.col("slide") == "plain").height > 0  # inherited its label
+    # the same manifest as Parquet reads the same rows
+    from wsolctl.wsi.manifest import read_manifest
+
+    frame = pl.read_csv(tmp_path / "m.csv", infer_schema_length=0)
+    frame.write_parquet(tmp_path / "m.parquet")
+    csv_rows, parquet_rows = read_manifest(tmp_path / "m.csv"), read_manifest(tmp_path / "m.parquet")
+    assert [s.path for s in csv_rows[0]] == [s.path for s in parquet_rows[0]] and len(parquet_rows[1]) == 1
+    assert parquet_rows[0][-1].mpp == 0.5 and parquet_rows[1][0]["where"].endswith("m.parquet: row 8")
     with pytest.raises(DataError, match="missing column"):
         (tmp_path / "bad.csv").write_text("path,label\nx.tif,tumor\n")
         sample_cohort(tmp_path / "bad.csv", tmp_path / "o2", quiet=True)
+
+
+def test_workers_give_the_same_output(cohort, tmp_path):
+    stamp = sample_cohort(cohort["base"] / "manifest.csv", tmp_path / "w2", CohortParams(**PARAMS), quiet=True, workers=2)
+    assert pl.read_parquet(tmp_path / "w2" / "patches.parquet").equals(cohort["patches"])
+    assert stamp["counts"] == cohort["stamp"]["counts"]
 
 
 def test_geojson_feature_list_and_holes(tmp_path):

@@ -111,7 +111,11 @@ def _sample(slide: ManifestSlide, classes: tuple[str, ...], p: CohortParams, fol
     normal = slide.label == p.normal_class
     found = {} if normal or slide.annotations is None else read_annotations(slide.annotations, slide.label)
     by_case = {c.casefold(): c for c in classes}  # QuPath's "Tumor" is the manifest's "tumor"
-    regions = {by_case.get(name.casefold(), name): a for name, a in found.items()}
+    regions: dict[str, SlideAnnotations] = {}
+    for name, polygons in found.items():
+        merged = regions.setdefault(by_case.get(name.casefold(), name), SlideAnnotations())
+        merged.tumor += polygons.tumor
+        merged.exclusion += polygons.exclusion
     unknown = sorted(set(regions) - set(classes))
     if unknown:
         raise DataError(f"annotation class(es) {', '.join(map(repr, unknown))} of {slide.annotations.name} are not "
