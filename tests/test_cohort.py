@@ -196,6 +196,30 @@ def test_workers_give_the_same_output(cohort, tmp_path):
     assert stamp["counts"] == cohort["stamp"]["counts"]
 
 
+def _die_on_bad(job, params, cache, progress):
+    import os
+
+    if job.name == "bad":
+        os._exit(3)  # as a crash in a reader's native code would
+    return {"ok": job.name}
+
+
+def test_a_worker_that_dies_fails_its_slide_not_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from wsolctl.progress import Progress
+    from wsolctl.wsi.parallel import SlidePool
+    from wsolctl.wsi.slidejobs import SlideRunner
+
+    jobs = [(SimpleNamespace(name=n),) for n in ("a", "bad")]
+    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+        results = SlideRunner(tmp_path, None, progress, pool, deaths_fail_alone=True)(_die_on_bad, jobs)
+    assert "worker process died" in results[1]["error"]
+    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+        with pytest.raises(RuntimeError, match="bad: worker died"):
+            SlideRunner(tmp_path, None, progress, pool)(_die_on_bad, jobs)
+
+
 def test_geojson_feature_list_and_holes(tmp_path):
     outer = [(0, 0), (100, 0), (100, 100), (0, 100)]
     hole = [(25, 25), (75, 25), (75, 75), (25, 75)]

@@ -95,7 +95,7 @@ def _sample(slides: list[ManifestSlide], classes: tuple[str, ...], out: Path, p:
                 shutil.rmtree(stale)
     pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
     with pool.start(), Progress(quiet=quiet) as progress:
-        run = SlideRunner(out, p, progress, pool)
+        run = SlideRunner(out, p, progress, pool, deaths_fail_alone=True)
         return run(sample_slide, [(s, classes) for s in slides], progress.task("slides", len(slides)))
 
 

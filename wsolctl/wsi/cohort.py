@@ -9,8 +9,8 @@ the nearest pyramid level at or finer than the target and resamples it (Lanczos)
 Labels (in this order):
 
 * the slide's label is the normal class → every tissue patch is normal (no mask: all background);
-* the slide has annotations (classes matched to the manifest's labels ignoring case) → a cell whose fraction of annotated class *c* (the largest) is ≥
-  ``min_roi`` is a *c* patch, its mask rasterised exactly from the polygons at patch resolution; a
+* the slide has annotations (classes matched to the manifest's labels ignoring case) → a cell
+  whose fraction of annotated class *c* (the largest) is ≥ ``min_roi`` is a *c* patch, its mask rasterised exactly from the polygons at patch resolution; a
   cell with 0 < fraction < ``min_roi`` is dropped, and unannotated cells are not used (annotations
   are rarely exhaustive); annotation classes equal to the normal class are ignored;
 * no annotations → skipped with its reason, or (``unannotated="inherit"``) every tissue patch takes

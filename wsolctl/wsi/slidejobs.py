@@ -37,17 +37,23 @@ class SlideCache:
 class SlideRunner:
     """Calls a per-slide function ``fn(*job, params, cache, progress)`` over many slides, in this
     process (with nested progress bars) or in the pool's workers (one bar: slides done); results in
-    order. A job's first element names the slide (``.name``) in the error of a worker that died."""
+    order. A worker that dies (e.g. a crash in a slide reader's native code) stops the run, naming the
+    slide (the job's first element's ``.name``), or with ``deaths_fail_alone`` gives that slide the
+    result ``{"error": ...}`` and the others go on."""
 
-    def __init__(self, out: Path, params: Any, progress, pool: SlidePool):
+    def __init__(self, out: Path, params: Any, progress, pool: SlidePool, deaths_fail_alone: bool = False):
         self.out, self.p, self.progress, self.pool = out, params, progress, pool
+        self.deaths_fail_alone = deaths_fail_alone
 
     def __call__(self, fn, jobs: list[tuple], bar=None) -> list:
         call = partial(_call, fn, self.p, self.out, self.progress if self.pool.sequential else None)
         results: list = [None] * len(jobs)
         for index, result in self.pool.map(call, jobs):
             if isinstance(result, WorkerDied):
-                raise RuntimeError(f"{jobs[index][0].name}: {result}")
+                if not self.deaths_fail_alone:
+                    raise RuntimeError(f"{jobs[index][0].name}: {result}")
+                result = {"error": f"a worker process died (reading this slide or one beside it; a rerun retries "
+                                   f"it): {result}"}
             results[index] = result
             if bar is not None:
                 bar.advance()
