@@ -3,7 +3,9 @@
 * Patches are ``size × size`` at level 0 on a non-overlapping grid aligned to the slide's top-left
   corner; only whole patches inside the slide are considered.
 * Metastatic patches (tumour slides only): every grid cell of the tumour bounding box with tumour
-  fraction p ≥ p0 (exact mask, exclusions subtracted) and tissue fraction ≥ pt at level 0.
+  fraction p ≥ p0 (exact mask, exclusions subtracted) and tissue fraction ≥ pt at level 0. The cells
+  are :func:`annotated_cells`, which the sampler of any cohort (:mod:`wsolctl.wsi.cohort`) uses at any
+  resolution, as it uses :func:`tissue_cells` for the normal ones.
 * Calibration (per set): keep every patch with p0 ≤ p ≤ p1 (category 1, n patches); then draw
   int(n·pn) patches from category 2 (p > p1), each time picking uniformly one of the non-empty
   histogram bins of width ``bin_width`` above p1 and then uniformly one remaining patch in it.
