@@ -288,3 +288,26 @@ def test_predict_tiles_at_a_physical_resolution(cohort, tmp_path):
     write_slide(tmp_path / "bare.tif", 0.5, False, resolution=False)
     with pytest.raises(InputError, match="no pixel size"):
         tile_grid(Slide(tmp_path / "bare.tif"), options)
+
+
+def test_grouped_stratified_splits():
+    from wsolctl.data.splits import SplitParams, assign_folds, draw_test
+
+    rng = np.random.default_rng(0)
+    strata = {f"P{i:02d}": ("tumor" if i % 3 else "normal") for i in range(30)}  # 20 tumour, 10 normal patients
+    test = draw_test(strata, 0.2, 0, ["normal", "tumor"])
+    assert sum(strata[g] == "tumor" for g in test) == 4 and sum(strata[g] == "normal" for g in test) == 2
+    assert draw_test(strata, 0.2, 0, ["normal", "tumor"]) == test and draw_test(strata, 0, 0, ["normal"]) == set()
+    groups = [g for g in strata for _ in range(int(rng.integers(1, 5)))]  # patches per patient
+    labels = [strata[g] for g in groups]
+    folds = assign_folds(groups, labels, [g in test for g in groups], [True] * len(groups),
+                         {g: s for g, s in strata.items() if g not in test}, ["normal", "tumor"], SplitParams(3, 0, 0.25, 2))
+    for fold in range(3):
+        where: dict[str, set[str]] = {}
+        for g, f in zip(groups, folds):
+            where.setdefault(g, set()).add(f[fold].replace("+valpx", ""))
+        assert all(len(w) == 1 for w in where.values())  # no patient in two splits
+        val = {g for g, w in where.items() if w == {"valcl"}}
+        assert sum(strata[g] == "tumor" for g in val) == 4 and sum(strata[g] == "normal" for g in val) == 2
+        assert [f[fold] for f in folds].count("valcl+valpx") == 4
+    assert len({frozenset(g for g, f in zip(groups, folds) if f[k] == "valcl") for k in range(3)}) > 1

@@ -33,9 +33,12 @@ def stratum_order(strata: Mapping[str, str], classes: Sequence[str]) -> list[str
 
 
 def draw_test(strata: Mapping[str, str], fraction: float, seed: int, classes: Sequence[str]) -> set[str]:
-    """Groups drawn into the test set: ``fraction`` of each stratum's groups (see :func:`_draw`)."""
+    """Groups drawn into the test set: ``fraction`` of each stratum's groups (see :func:`_draw`); none
+    for a fraction of 0."""
     rng = np.random.default_rng([seed, 4])
     out: set[str] = set()
+    if fraction <= 0:
+        return out
     for stratum in stratum_order(strata, classes):
         groups = sorted(g for g, s in strata.items() if s == stratum)
         out |= {groups[i] for i in rng.permutation(len(groups))[:_draw(len(groups), fraction)]}
