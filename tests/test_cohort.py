@@ -196,6 +196,14 @@ def test_workers_give_the_same_output(cohort, tmp_path):
     assert stamp["counts"] == cohort["stamp"]["counts"]
 
 
+@pytest.mark.slow
+def test_ray_executor_gives_the_same_output(cohort, tmp_path):
+    pytest.importorskip("ray")
+    sample_cohort(cohort["base"] / "manifest.csv", tmp_path / "ray", CohortParams(**PARAMS), quiet=True, workers=2,
+                  executor="ray")
+    assert pl.read_parquet(tmp_path / "ray" / "patches.parquet").equals(cohort["patches"])
+
+
 def _die_on_bad(job, params, cache, progress):
     import os
 
