@@ -319,3 +319,25 @@ def test_grouped_stratified_splits():
         assert sum(strata[g] == "tumor" for g in val) == 4 and sum(strata[g] == "normal" for g in val) == 2
         assert [f[fold] for f in folds].count("valcl+valpx") == 4
     assert len({frozenset(g for g, f in zip(groups, folds) if f[k] == "valcl") for k in range(3)}) > 1
+
+
+def test_several_annotated_classes(cohort, tmp_path):
+    mpp, square = 0.5, [(60, 300), (200, 300), (200, 440), (60, 440)]  # level-0 px, below the disc
+    t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    disc = [((DISC[0] + DISC[2] * np.cos(a)) / mpp, (DISC[1] + DISC[2] * np.sin(a)) / mpp) for a in t]
+    (tmp_path / "two.geojson").write_text(json.dumps(qupath_geojson([("Tumor", [disc]), ("Stroma", [square])])))
+    (tmp_path / "two.tif").symlink_to(cohort["base"] / "P2-tumour.tif")
+    (tmp_path / "n.tif").symlink_to(cohort["base"] / "P2-normal.tif")
+    (tmp_path / "s.tif").symlink_to(cohort["base"] / "P3-tumour.tif")
+    (tmp_path / "m.csv").write_text("slide,label,annotations\ntwo.tif,tumor,two.geojson\nn.tif,normal,\ns.tif,stroma,\n")
+    stamp = sample_cohort(tmp_path / "m.csv", tmp_path / "out", CohortParams(**{**PARAMS, "min_roi": 0.5}), quiet=True)
+    assert read_encoding(tmp_path / "out") == {"normal": 0, "stroma": 1, "tumor": 2}
+    patches = pl.read_parquet(tmp_path / "out" / "patches.parquet").filter(pl.col("slide") == "two")
+    stroma = patches.filter(pl.col("label") == "stroma")
+    assert set(patches["label"]) == {"stroma", "tumor"}
+    assert stroma.height > 0 and (stroma["roi_fraction"] >= 0.5).all() and (patches["roi_fraction"] >= 0.5).all()
+    for row in stroma.iter_rows(named=True):  # a stroma patch's mask is the square, never the disc
+        mask = np.asarray(Image.open(tmp_path / "out" / row["mask"])) > 0
+        assert mask.sum() == round(row["roi_fraction"] * 32 * 32)
+        assert row["x"] >= 32 and row["x"] + 32 <= 224 and row["y"] >= 288 and row["y"] + 32 <= 448
+    assert [s["slide"] for s in stamp["skipped"]] == ["s"]  # a stroma slide without annotations

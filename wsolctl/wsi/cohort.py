@@ -66,17 +66,20 @@ def patch_files(slide: str, x: int, y: int) -> tuple[str, str]:
     return f"{stem}.png", f"{stem}_mask.png"
 
 
-def read_annotations(path: Path, slide_label: str) -> dict[str, SlideAnnotations]:
+def read_annotations(path: Path, slide_label: str, classes: tuple[str, ...]) -> dict[str, SlideAnnotations]:
     """``{class: polygons}`` of an annotation file: ASAP XML (its tumour groups take the slide's
-    label) or QuPath GeoJSON (unclassified objects take the slide's label)."""
+    label) or QuPath GeoJSON (unclassified objects take the slide's label). Class names that match a
+    label ignoring case take the label's spelling (QuPath's "Tumor" is the manifest's "tumor")."""
     from wsolctl.wsi.annotations import parse_asap, parse_geojson
 
-    if path.suffix.lower() == ".xml":
-        return {slide_label: parse_asap(path)}
+    found = {slide_label: parse_asap(path)} if path.suffix.lower() == ".xml" else parse_geojson(path)
+    by_case = {c.casefold(): c for c in classes}
     out: dict[str, SlideAnnotations] = {}
-    for name, found in parse_geojson(path).items():
-        target = out.setdefault(name or slide_label, SlideAnnotations())
-        target.tumor += found.tumor
+    for name, polygons in found.items():
+        name = name or slide_label
+        merged = out.setdefault(by_case.get(name.casefold(), name), SlideAnnotations())
+        merged.tumor += polygons.tumor
+        merged.exclusion += polygons.exclusion
     return out
 
 
@@ -109,13 +112,7 @@ def _sample(slide: ManifestSlide, classes: tuple[str, ...], p: CohortParams, fol
     from wsolctl.wsi.tissue import otsu_thresholds, tissue_fraction, tissue_mask
 
     normal = slide.label == p.normal_class
-    found = {} if normal or slide.annotations is None else read_annotations(slide.annotations, slide.label)
-    by_case = {c.casefold(): c for c in classes}  # QuPath's "Tumor" is the manifest's "tumor"
-    regions: dict[str, SlideAnnotations] = {}
-    for name, polygons in found.items():
-        merged = regions.setdefault(by_case.get(name.casefold(), name), SlideAnnotations())
-        merged.tumor += polygons.tumor
-        merged.exclusion += polygons.exclusion
+    regions = {} if normal or slide.annotations is None else read_annotations(slide.annotations, slide.label, classes)
     unknown = sorted(set(regions) - set(classes))
     if unknown:
         raise DataError(f"annotation class(es) {', '.join(map(repr, unknown))} of {slide.annotations.name} are not "
