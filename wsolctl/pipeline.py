@@ -21,6 +21,7 @@ import yaml
 from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_text
 from wsolctl.recipe import Recipe, load_recipe
+from wsolctl.tracking import track_files, track_runs
 
 if TYPE_CHECKING:
     from wsolctl.engine.study import Study
@@ -67,7 +68,10 @@ def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
     study = Study.plan(recipe)
     _start(out, recipe, "train")
     with Progress(quiet=quiet) as progress:
-        return study.execute(out, progress)
+        study = study.execute(out, progress)
+    specs = study.specs()
+    track_runs(recipe, out, [(specs[o.run_id], o.phase) for o in study.outcomes])
+    return study
 
 
 def _raise_failures(out: Path, study: Study) -> None:
@@ -128,6 +132,7 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
                                   for part, rows in selected.items() if part in ("results", "curves", "checks")}))
     write_tables(out, scored)
+    track_files(recipe, out, [out / "results.parquet"])
     return out
 
 
@@ -141,7 +146,10 @@ def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: s
     for directory in dirs:
         if (directory / RESOLVED).is_file():
             _log_to(directory, "report")
-    return write_report(dirs, out, fmt)
+    path = write_report(dirs, out, fmt)
+    if (path.parent / RESOLVED).is_file():  # the report of a study: its trackers keep it
+        track_files(recipe_of(path.parent), path.parent, [path, path.parent / "figures"])
+    return path
 
 
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),

@@ -239,6 +239,13 @@ class AnnotatorSpec(PluginSpec):
     kind: ClassVar[str] = "annotators"
 
 
+class TrackerSpec(PluginSpec):
+    """An experiment tracker (entry point group ``wsolctl.trackers``, e.g. mlflow, tensorboard): logs each
+    finished training run and the study's result files. Never part of a run id."""
+
+    kind: ClassVar[str] = "trackers"
+
+
 CheckName = Literal["model-randomisation"]
 
 
@@ -393,6 +400,9 @@ class Recipe(Strict):
     selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
+    tracking: list[TrackerSpec] = Field(
+        default_factory=list, description="experiment trackers the runs are logged to, e.g. [{name: mlflow}, "
+        "{name: tensorboard}] (optional extras; docs/results.md). Not part of run ids")
 
     @field_validator("methods")
     @classmethod
