@@ -82,7 +82,7 @@ def test_tracking_is_not_part_of_run_ids(tiny_recipe):
 
 def test_a_failing_tracker_warns_once_and_is_left_out(tiny_recipe, tmp_path):
     pytest.importorskip("mlflow")
-    from wsolctl.tracking import Trackers, TrackedRun
+    from wsolctl.tracking import TrackedRun, Trackers
 
     recipe = load_recipe(tiny_recipe, ["tracking=[{name: mlflow, params: {tracking_uri: 'nowhere://x'}}]"])
     with pytest.warns(TrackerWarning, match="tracker 'mlflow' failed") as caught:
