@@ -56,16 +56,16 @@ def _guard(fn, *args, **kwargs):
         _fail(f"error: {type(exc).__name__}: {exc} (set WSOLCTL_DEBUG=1 for a traceback)", 1)
 
 
-def _load(recipe: Path, overrides: List[str]):
+def _load(recipe: Path, overrides: List[str], check_data: bool = False):
     from wsolctl.recipe import load_recipe
 
-    return _guard(load_recipe, recipe, overrides)
+    return _guard(load_recipe, recipe, overrides, check_data)
 
 
 @app.command()
 def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
     """Check a recipe (exit 0 if valid, 2 otherwise)."""
-    loaded = _load(recipe, set_)
+    loaded = _load(recipe, set_, check_data=True)
     typer.echo(f"{recipe}: ok ({len(loaded.backbones)} backbone(s) × {len(loaded.methods)} method(s))")
 
 
@@ -93,7 +93,7 @@ def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, qu
     """Train, select and report: the whole study of a recipe."""
     from wsolctl import pipeline
 
-    loaded = _load(recipe, set_ + _executor_overrides(executor, workers))
+    loaded = _load(recipe, set_ + _executor_overrides(executor, workers), check_data=True)
     report = _guard(pipeline.run, loaded, out, quiet=quiet)
     _summary(report.parent, quiet)
 
@@ -104,7 +104,8 @@ def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, 
     """Train every run of a recipe (resumes; skips finished runs)."""
     from wsolctl import pipeline
 
-    done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers)), out, quiet=quiet)
+    done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers), check_data=True), out,
+                  quiet=quiet)
     typer.echo(f"trained into {done}; next: wsolctl select {done}")
 
 
@@ -199,7 +200,8 @@ def predict(
         out: Path = typer.Option(..., "--out", "-o", help="output folder: one subfolder per input, predictions.parquet"),
         method: Optional[str] = typer.Option(None, "--method", "-m", help="method (default: the only one in RUN_DIR)"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="backbone (default: the only one)"),
-        selection: str = typer.Option("b-loc", "--selection", help=" | ".join(RULES)),
+        selection: Optional[str] = typer.Option(None, "--selection", help=" | ".join(RULES) + " (default: the "
+                                                "study's first selection rule)"),
         run: Optional[str] = typer.Option(None, "--run", help="run id, when several folds/seeds hold the model"),
         target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
         tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),

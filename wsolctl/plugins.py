@@ -72,8 +72,16 @@ def _name_choices(kind: str) -> list[str]:
     return sorted(registered(kind))
 
 
+def close_matches(name: str, choices: list[str], cutoff: float = 0.5) -> list[str]:
+    """Up to three of ``choices`` close to ``name``, ignoring case (``UNI`` → ``uni``)."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    return [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=cutoff)]
+
+
 def suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = close_matches(name, choices)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -105,6 +105,14 @@ class Backbone:
         """Return a module with an ``out_channels`` attribute."""
         raise NotImplementedError
 
+    def module_names(self) -> frozenset[str]:
+        """The dotted name of every module :meth:`build` makes, from a weightless build on the
+        ``meta`` device (imports torch; no weights, no download)."""
+        from wsolctl._lazy import torch
+
+        with torch.device("meta"):
+            return frozenset(name for name, _ in self.build(False).named_modules() if name)
+
 
 def timm_model(arch: str, pretrained: Union[bool, str], **kwargs) -> "nn.Module":
     """A timm model: random weights, the default pretrained weights of ``arch`` (True: read from the

@@ -102,6 +102,13 @@ class DatasetSpec(PluginSpec):
                         "with b-pseudo or b-cl, score what needs no mask), as for data that has none")
 
 
+    def missing(self) -> Optional[str]:
+        """What the data lacks at ``root`` (the plugin's ``missing(root)``, read only), or None. Not a
+        validator: a recipe read back where the data is not mounted (``predict``) stays valid."""
+        check = getattr(self.plugin, "missing", None)  # optional member of a dataset plugin
+        return check(self.instantiate(), Path(self.root)) if check else None
+
+
 class BackboneSpec(PluginSpec):
     kind: ClassVar[str] = "backbones"
     pretrained: Union[bool, str] = Field(
@@ -367,6 +374,24 @@ class Sweep(Strict):
         return grid
 
 
+def _module_problems(method: MethodSpec, index: int, backbone_name: str, backbone: Any) -> list[tuple[tuple, str]]:
+    """The backbone modules ``method``'s params name that ``backbone`` does not have (built on the
+    ``meta`` device only when some are named)."""
+    wanted = method.instantiate().backbone_modules()
+    if not wanted:
+        return []
+    names = backbone.module_names()
+    problems = []
+    for name in wanted:
+        if name not in names and name.removeprefix("backbone.") not in names:
+            close = plugins.close_matches(name, sorted(names), cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
+                f"; its last modules: {', '.join(sorted(names)[-4:])}"
+            problems.append((("methods", index, "params"),
+                             f"{method.name}: layer {name!r} is not a module of backbone {backbone_name!r}{hint}"))
+    return problems
+
+
 class Executor(Strict):
     """Where runs execute; the engine code is the same for every executor."""
 
@@ -480,6 +505,7 @@ class Recipe(Strict):
                             problems.append((("methods", i, "name"),
                                              f"{m.name} does not support backbone {spec.name!r}: {reason}"))
                             break
+                    problems += _module_problems(method, i, spec.name, backbone)
         return problems
 
     def feature_cache_problems(self) -> list[tuple[tuple, str]]:
