@@ -60,8 +60,8 @@ def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, override
 def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
     """The study of ``recipe``, trained into ``out``, with its outcomes."""
     from wsolctl.engine.build import resolve_device
-    from wsolctl.errors import InputError
     from wsolctl.engine.study import Study
+    from wsolctl.errors import InputError
     from wsolctl.progress import Progress
 
     resolve_device(recipe.device)  # fail before anything is written
