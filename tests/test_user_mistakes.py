@@ -59,3 +59,31 @@ def test_a_missing_data_root_is_found_by_validate_and_run_writes_nothing(tmp_pat
 def test_predict_on_a_study_without_results_says_what_runs_first(tmp_path):
     _fails_in_one_line(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "p")],
                        "wsolctl select")
+
+
+def test_version_and_runs_as_json(tiny_recipe):
+    import json
+    from importlib.metadata import version
+
+    done = CliRunner().invoke(app, ["--version"])
+    assert done.exit_code == 0 and done.stdout.strip() == f"wsolctl {version('wsolctl')}"
+    done = CliRunner().invoke(app, ["show", str(tiny_recipe), "--runs", "--json"])
+    assert done.exit_code == 0, done.output
+    runs = json.loads(done.stdout)
+    assert runs["final_runs_max"] == 1 and [r["methods"] for r in runs["search"]] == [["cam", "gradcam"]]
+    from wsolctl.engine.study import Study
+
+    assert [r["run_id"] for r in runs["search"]] == [r.run_id for r in Study.plan(load_recipe(tiny_recipe)).search.runs]
+
+
+def test_backbones_never_cuts_a_name(monkeypatch, capsys):
+    from wsolctl.catalog import print_backbones
+
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "a-very-long-backbone-plugin-name"
+    weights = "hf-hub:some-organisation/a_very_long_model_name_patch16_224.some_tag"
+    print_backbones([{"name": name, "weights": weights, "gated": True, "cached": "no",
+                      "normalize": None, "tokens": "class token", "note": "a long licence note " * 3, "licence": None}])
+    printed = capsys.readouterr().out
+    assert name in printed and "…" not in printed
+    assert "".join(line.split("│")[2].strip() for line in printed.splitlines() if line.count("│") > 2) == weights

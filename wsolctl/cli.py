@@ -17,6 +17,20 @@ from wsolctl.selection import RULES
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Weakly-supervised object localization in histology, from one YAML recipe.")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"wsolctl {version('wsolctl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="print the installed version and exit")) -> None:
+    pass
+
 SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                       help="override a recipe field, value parsed as YAML (e.g. train.epochs=2); repeatable")
 OutOpt = typer.Option(None, "--out", "-o", help="output directory (default: runs/<recipe name>)")
@@ -71,14 +85,17 @@ def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
 
 @app.command()
 def show(recipe: Path, set_: List[str] = SetOpt,
-         runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing")) -> None:
+         runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing"),
+         json_: bool = typer.Option(False, "--json", help="with --runs: print JSON instead of a table")) -> None:
     """Print the fully resolved recipe (bases merged, overrides applied, defaults filled) and each
     backbone's image normalisation."""
     loaded = _load(recipe, set_)
+    if json_ and not runs:
+        _fail("error: --json goes with --runs (the resolved recipe itself is printed as YAML)")
     if runs:
-        from wsolctl.catalog import print_runs
+        from wsolctl.catalog import print_runs, run_catalog
 
-        return _guard(print_runs, loaded)
+        return _list(_guard(run_catalog, loaded), print_runs, json_)
     import yaml
 
     from wsolctl.catalog import normalization_lines
@@ -150,7 +167,7 @@ def metrics(json_: bool = typer.Option(False, "--json", help="print JSON instead
     _list(metric_catalog(), print_metrics, json_)
 
 
-def _list(rows: list[dict], table, json_: bool) -> None:
+def _list(rows, table, json_: bool) -> None:
     if json_:
         import json
 
