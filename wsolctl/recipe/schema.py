@@ -181,6 +181,10 @@ class Train(Strict):
         description="frozen backbones (freeze: true): encode the training set and valcl once, store the output maps "
         "on disk next to the data, train the heads and score valcl accuracy on them (valpx maps, test and predict "
         "still run the whole model)")
+    feature_cache_dir: Optional[str] = Field(
+        None, json_schema_extra={"display_only": True},
+        description="feature_cache: the folder caches are kept in (default: $WSOLCTL_FEATURE_CACHE, else "
+        "<dataset root>/features, which fails on read-only shared storage); not part of run ids")
     feature_copies: int = Field(
         1, ge=1, json_schema_extra=NEW_DEFAULT,
         description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
