@@ -139,8 +139,8 @@ def select(out: Path, quiet: bool = QuietOpt) -> None:
 def report(dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="output directories (or folders holding "
                                              "results.parquet), merged"),
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write (default: the only RUN_DIR)"),
-           format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (one "
-                                       "self-contained report.html)")) -> None:
+           format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (report.html "
+                                       "with the figures embedded, opens alone; figures/ is written too)")) -> None:
     """Write the survey's tables and figures from output directories' Parquet files."""
     from wsolctl import pipeline
 

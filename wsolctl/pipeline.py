@@ -141,7 +141,7 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
 
 
 def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
-    """Write ``report.md`` (``fmt="html"``: one self-contained ``report.html``) and ``figures/`` from
+    """Write ``report.md`` (``fmt="html"``: ``report.html``, figures embedded) and ``figures/`` from
     one or several output directories (or folders holding only ``results.parquet``), merged, into
     ``out`` (default: the only directory given)."""
     from wsolctl.results.report import write_report

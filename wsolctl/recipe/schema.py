@@ -495,6 +495,13 @@ class Recipe(Strict):
             except InputError as exc:
                 problems.append((("backbones", j, "name"), str(exc)))
                 continue
+            if isinstance(spec.pretrained, str) and spec.normalize is None and not backbone.file_normalization_known:
+                mean, std = (", ".join(f"{v:g}" for v in values) for values in (info.normalize.mean, info.normalize.std))
+                problems.append((("backbones", j, "normalize"), (
+                    f"{spec.name!r} with a local weights file: the file cannot say which normalisation it was trained "
+                    f"with (timm's default weights of this name use mean [{mean}] / std [{std}]); set normalize: "
+                    "{mean: [...], std: [...]} (ImageNet's: [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225]), or "
+                    "name the model if wsolctl knows it (`wsolctl backbones`)")))
             if spec.pretrained is True and not backbone.pretrained_name:
                 problems.append((("backbones", j, "pretrained"),
                                  f"backbone {spec.name!r} declares no default pretrained weights"))
