@@ -87,3 +87,17 @@ def test_backbones_never_cuts_a_name(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert name in printed and "…" not in printed
     assert "".join(line.split("│")[2].strip() for line in printed.splitlines() if line.count("│") > 2) == weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["--version"], ["show", "recipes/quickstart.yaml", "--runs", "--json"],
+                                  ["validate", "recipes/quickstart.yaml"]])
+def test_light_commands_import_no_torch(args):
+    import subprocess
+    import sys
+
+    code = ("import sys; from wsolctl.cli import app; sys.argv = ['wsolctl'] + sys.argv[1:]\n"
+            "try: app()\nexcept SystemExit as exit: assert exit.code in (0, None), exit.code\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
