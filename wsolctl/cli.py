@@ -31,6 +31,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
                                           help="print the installed version and exit")) -> None:
     pass
 
+
 SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                       help="override a recipe field, value parsed as YAML (e.g. train.epochs=2); repeatable")
 OutOpt = typer.Option(None, "--out", "-o", help="output directory (default: runs/<recipe name>)")
