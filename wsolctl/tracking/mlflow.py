@@ -73,3 +73,6 @@ class MLflow(Tracker):
                 self.client.log_artifacts(parent, str(path), artifact_path=path.name)
             else:
                 self.client.log_artifact(parent, str(path))
+
+    def close(self) -> None:
+        self.client.set_terminated(self.parent[0])  # finished for now; a later command logs to it again
