@@ -323,6 +323,9 @@ def _summary(out: Path, quiet: bool) -> None:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line, no source
     try:
         app()
     except BrokenPipeError:

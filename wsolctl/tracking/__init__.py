@@ -32,7 +32,8 @@ class Trackers:
         try:
             call()
         except Exception as exc:  # a tracker must never fail the study
-            message = (f"tracker {name!r} failed ({type(exc).__name__}: {exc}); the study goes on without it")
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = f"tracker {name!r} failed ({type(exc).__name__}: {cause}); the study goes on without it"
             log.warning(message)
             warnings.warn(message, TrackerWarning, stacklevel=3)
             self.active = [t for t in self.active if t.name != name]
