@@ -151,7 +151,9 @@ def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: s
         if (directory / RESOLVED).is_file():
             _log_to(directory, "report")
     path = write_report(dirs, out, fmt)
-    if (path.parent / RESOLVED).is_file():  # the report of a study: its trackers keep it
+    resolved = path.parent / RESOLVED
+    # the report of a study with trackers: they keep it (the recipe is validated only then)
+    if resolved.is_file() and (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("tracking"):
         track_files(recipe_of(path.parent), path.parent, [path, path.parent / "figures"])
     return path
 
