@@ -86,3 +86,22 @@ def test_random_augment_uses_the_declared_number_of_copies(tmp_path):
     (folder,) = (tmp_path / "data" / "features").iterdir()
     copies = [np.concatenate([np.load(c) for c in sorted((folder / f"copy-{i:02d}").glob("*.npy"))]) for i in (0, 1)]
     assert copies[0].shape == copies[1].shape and not np.allclose(copies[0], copies[1])  # two different draws
+
+
+def test_the_cache_folder_moves_with_the_recipe_or_the_environment(tmp_path, monkeypatch):
+    """Fast: train.feature_cache_dir, else $WSOLCTL_FEATURE_CACHE, else <dataset root>/features; the
+    folder is not part of the run id (the same numbers wherever they are stored)."""
+    from types import SimpleNamespace
+
+    from wsolctl.engine.features import CACHE_ENV, cache_root
+    from wsolctl.engine.plan import numbers
+
+    data = SimpleNamespace(root=tmp_path / "data")
+    recipe = load(tmp_path)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert cache_root(recipe.train, data) == tmp_path / "data" / "features"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert cache_root(recipe.train, data) == tmp_path / "env"
+    moved = recipe.train.model_copy(update={"feature_cache_dir": str(tmp_path / "mine")})
+    assert cache_root(moved, data) == tmp_path / "mine"
+    assert numbers(moved) == numbers(recipe.train)

@@ -288,3 +288,70 @@ def test_backbones_command_lists_named_models_with_gated_and_cached_state(hub, t
     assert shown.exit_code == 0, shown.output
     assert "#   uni2-h: mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225] (the backbone's)" in shown.output
     assert "#   vit_tiny_patch16_224: mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5] (the backbone's)" in shown.output
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_a_named_model_loads_a_local_file_with_no_hub_access(hub, tmp_path, monkeypatch, suffix):
+    """`name: kaiko-vits16` + `pretrained: PATH` (depth cut to 2 to keep it small): validated, planned
+    and built from the card alone, the file's weights loaded exactly; the hub cache is never read."""
+    import timm
+
+    from wsolctl.models import weights
+    from wsolctl.models.foundation import HALF
+    from wsolctl.recipe import load_recipe
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, depth=2)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path = tmp_path / f"kaiko{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub cache was consulted")
+
+    monkeypatch.setattr(weights, "cached_file", no_hub)
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(f"name: r\ndataset: {{name: synthetic-glas, root: {tmp_path / 'data'}}}\n"
+                           f"backbones: [{{name: kaiko-vits16, pretrained: {path}, params: {{model_args: {{depth: 2}}}}}}]\n"
+                           "methods: [{name: cam}]\n")
+    recipe = load_recipe(recipe_path)
+    assert weights.needs(recipe) == [] and recipe.backbones[0].normalization() == HALF
+    built = recipe.backbones[0].instantiate().build(recipe.backbones[0].pretrained)
+    loaded = built._net.state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_a_bare_timm_name_with_a_local_file_asks_for_its_normalisation(tmp_path):
+    from wsolctl.errors import RecipeError
+    from wsolctl.recipe import load_recipe
+
+    path = tmp_path / "w.pt"
+    torch.save({}, path)
+    recipe = tmp_path / "r.yaml"
+    text = (f"name: r\ndataset: {{name: synthetic-glas, root: {tmp_path / 'data'}}}\n"
+            f"backbones: [{{name: vit_tiny_patch16_224, pretrained: {path}}}]\nmethods: [{{name: cam}}]\n")
+    recipe.write_text(text)
+    with pytest.raises(RecipeError, match=r"backbones\[0\]\.normalize: 'vit_tiny_patch16_224' with a local weights file: "
+                                          r"the file cannot say .*mean \[0.5, 0.5, 0.5\].*set normalize:"):
+        load_recipe(recipe)
+    assert load_recipe(recipe, ["backbones[0].normalize={mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"]) \
+        .backbones[0].normalization() == IMAGENET
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_real_cause(hub, monkeypatch):
+    """Without HF_HUB_OFFLINE, a missing file and no network: one line naming the connection failure
+    (huggingface_hub alone retries, then blames a missing config.json)."""
+    from huggingface_hub import constants
+
+    from wsolctl.models.weights import HubWeights, ensure_cached
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(InputError, match=r"'hf-hub:org/model' \(hub id org/model\): not in the Hugging Face cache .*"
+                                         r"the hub \(http://127.0.0.1:9\) cannot be reached: \w+"):
+        ensure_cached(HubWeights.of("hf-hub:org/model", weights=False))

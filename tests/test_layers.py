@@ -15,7 +15,7 @@ LAYERS = [  # module prefixes, low to high
     ("wsolctl.models",),
     ("wsolctl.methods", "wsolctl.topdown"),
     ("wsolctl.engine",),
-    ("wsolctl.results", "wsolctl.predict"),
+    ("wsolctl.results", "wsolctl.predict", "wsolctl.tracking"),
     ("wsolctl.pipeline",),
     ("wsolctl.cli", "wsolctl.catalog", "wsolctl.__main__"),
 ]

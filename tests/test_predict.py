@@ -260,6 +260,30 @@ def test_model_choice_errors_and_image_inputs(study, tmp_path):
 
 
 @pytest.mark.slow
+def test_predict_defaults_to_the_studys_rule_and_needs_checkpoints(study, tmp_path):
+    """Without --selection: the first of the study's rules that chose a model (b-loc here; b-cl when the
+    study's results hold only b-cl, as a study without masks selects); no checkpoints: one line naming
+    `wsolctl train`."""
+    import shutil
+
+    from wsolctl.errors import InputError
+    from wsolctl.predict import load_selected
+
+    assert load_selected(study["out"], "redness").selection == "b-loc"
+    copy = tmp_path / "copy"
+    shutil.copytree(study["out"], copy)
+    results = pl.read_parquet(copy / "results.parquet")
+    results.filter(pl.col("selection") == "b-cl").write_parquet(copy / "results.parquet")
+    assert load_selected(copy, "redness").selection == "b-cl"
+    with pytest.raises(InputError, match=r"no model selected by b-loc .*give --selection \(b-cl\)"):
+        load_selected(copy, "redness", selection="b-loc")
+    for ckpt in copy.glob("runs/*/ckpt"):
+        shutil.rmtree(ckpt)
+    with pytest.raises(InputError, match=r"`wsolctl train RECIPE --out OUT` must run first"):
+        load_selected(copy, "redness")
+
+
+@pytest.mark.slow
 def test_cli_exit_codes(study, tmp_path):
     from typer.testing import CliRunner
 

@@ -245,7 +245,9 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     from wsolctl.recipe import load_recipe
 
     result = CliRunner().invoke(app, ["validate", str(RECIPES / "paper" / f"{name}.yaml")])
-    assert result.exit_code == 0, result.output
+    # valid; the real data is not on this machine, which validate reports (one line) unless it is there
+    assert result.exit_code == 0 or (result.exit_code == 2 and result.output.count("\n") == 1
+                                     and ": dataset.root: " in result.output), result.output
     recipe = load_recipe(RECIPES / "paper" / f"{name}.yaml")
     assert recipe.dataset.name == dataset and recipe.image_size == 224 and recipe.selection == ["b-loc", "b-cl"]
     assert (recipe.train.epochs, recipe.train.scheduler.step_size, recipe.train.batch_size) == (epochs, step, 32)

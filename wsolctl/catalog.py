@@ -70,32 +70,39 @@ def print_metrics(rows: list[dict]) -> None:
     Console().print(table)
 
 
-def print_runs(recipe) -> None:
+def run_catalog(recipe) -> dict:
     """``wsolctl show --runs``: the search-phase runs, and how many final runs follow."""
     from wsolctl.engine.study import Study
     from wsolctl.recipe.sweep import folds_and_seeds
     from wsolctl.selection import RULES
 
     search = Study.plan(recipe).search.runs
-    table = Table(title=f"runs of {recipe.name}: hyper-parameter search")
-    swept = sorted({k for run in search for k in run.variant.swept})
-    for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
-        table.add_column(column)
-    for run in search:
-        table.add_row(run.run_id, run.backbone.name, ", ".join(run.labels), str(run.recipe.dataset.fold),
-                      str(run.recipe.seed), *(repr(run.variant.swept.get(k)) for k in swept))
-    console = Console()
-    console.print(table)
     folds, seeds, search_fold = folds_and_seeds(recipe)
     configs: dict[tuple, set] = {}
     for run in search:  # per (backbone, method group): how many configurations compete
         configs.setdefault((run.backbone.name, run.labels), set()).add(run.variant.config_id)
     # each pair keeps at most one configuration per selection rule
     final_max = sum(min(len(RULES), len(c)) for c in configs.values()) * len(folds) * len(seeds)
-    n_configs = len({run.variant.config_id for run in search})
-    console.print(f"{len(search)} search run(s) ({n_configs} configuration(s) on fold {search_fold}); then the chosen "
-                  f"configuration(s) on folds {folds} × seeds {seeds}: at most {final_max} final run(s), "
-                  "those already run in the search reused")
+    return {"recipe": recipe.name, "search_fold": search_fold, "folds": list(folds), "seeds": list(seeds),
+            "configurations": len({run.variant.config_id for run in search}), "final_runs_max": final_max,
+            "search": [{"run_id": run.run_id, "backbone": run.backbone.name, "methods": list(run.labels),
+                        "fold": run.recipe.dataset.fold, "seed": run.recipe.seed, "config_id": run.variant.config_id,
+                        "swept": run.variant.swept} for run in search]}
+
+
+def print_runs(runs: dict) -> None:
+    table = Table(title=f"runs of {runs['recipe']}: hyper-parameter search")
+    swept = sorted({k for run in runs["search"] for k in run["swept"]})
+    for column in ("run_id", "backbone", "methods", "fold", "seed", *swept):
+        table.add_column(column)
+    for run in runs["search"]:
+        table.add_row(run["run_id"], run["backbone"], ", ".join(run["methods"]), str(run["fold"]), str(run["seed"]),
+                      *(repr(run["swept"].get(k)) for k in swept))
+    console = Console()
+    console.print(table)
+    console.print(f"{len(runs['search'])} search run(s) ({runs['configurations']} configuration(s) on fold "
+                  f"{runs['search_fold']}); then the chosen configuration(s) on folds {runs['folds']} × seeds "
+                  f"{runs['seeds']}: at most {runs['final_runs_max']} final run(s), those already run in the search reused")
 
 
 def backbone_catalog() -> list[dict]:
@@ -141,8 +148,10 @@ def _cached_state(weights) -> str:
 
 def print_backbones(rows: list[dict]) -> None:
     table = Table(title="wsolctl backbones (cached: in the Hugging Face cache, HF_HOME)")
-    for column in ("name", "weights", "gated", "cached", "normalize", "tokens", "licence / note"):
-        table.add_column(column)
+    # the name one types is never cut; the other columns wrap (folding long hub ids), never with "…"
+    table.add_column("name", no_wrap=True, min_width=max((len(row["name"]) for row in rows), default=4))
+    for column in ("weights", "gated", "cached", "normalize", "tokens", "licence / note"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         norm = row["normalize"]
         table.add_row(row["name"], row["weights"] or "-", "yes" if row["gated"] else "no", row["cached"],

@@ -17,6 +17,21 @@ from wsolctl.selection import RULES
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Weakly-supervised object localization in histology, from one YAML recipe.")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"wsolctl {version('wsolctl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="print the installed version and exit")) -> None:
+    pass
+
+
 SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                       help="override a recipe field, value parsed as YAML (e.g. train.epochs=2); repeatable")
 OutOpt = typer.Option(None, "--out", "-o", help="output directory (default: runs/<recipe name>)")
@@ -56,29 +71,32 @@ def _guard(fn, *args, **kwargs):
         _fail(f"error: {type(exc).__name__}: {exc} (set WSOLCTL_DEBUG=1 for a traceback)", 1)
 
 
-def _load(recipe: Path, overrides: List[str]):
+def _load(recipe: Path, overrides: List[str], check_data: bool = False):
     from wsolctl.recipe import load_recipe
 
-    return _guard(load_recipe, recipe, overrides)
+    return _guard(load_recipe, recipe, overrides, check_data)
 
 
 @app.command()
 def validate(recipe: Path, set_: List[str] = SetOpt) -> None:
     """Check a recipe (exit 0 if valid, 2 otherwise)."""
-    loaded = _load(recipe, set_)
+    loaded = _load(recipe, set_, check_data=True)
     typer.echo(f"{recipe}: ok ({len(loaded.backbones)} backbone(s) × {len(loaded.methods)} method(s))")
 
 
 @app.command()
 def show(recipe: Path, set_: List[str] = SetOpt,
-         runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing")) -> None:
+         runs: bool = typer.Option(False, "--runs", help="list the runs the recipe expands to, run nothing"),
+         json_: bool = typer.Option(False, "--json", help="with --runs: print JSON instead of a table")) -> None:
     """Print the fully resolved recipe (bases merged, overrides applied, defaults filled) and each
     backbone's image normalisation."""
     loaded = _load(recipe, set_)
+    if json_ and not runs:
+        _fail("error: --json goes with --runs (the resolved recipe itself is printed as YAML)")
     if runs:
-        from wsolctl.catalog import print_runs
+        from wsolctl.catalog import print_runs, run_catalog
 
-        return _guard(print_runs, loaded)
+        return _list(_guard(run_catalog, loaded), print_runs, json_)
     import yaml
 
     from wsolctl.catalog import normalization_lines
@@ -93,7 +111,7 @@ def run(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, qu
     """Train, select and report: the whole study of a recipe."""
     from wsolctl import pipeline
 
-    loaded = _load(recipe, set_ + _executor_overrides(executor, workers))
+    loaded = _load(recipe, set_ + _executor_overrides(executor, workers), check_data=True)
     report = _guard(pipeline.run, loaded, out, quiet=quiet)
     _summary(report.parent, quiet)
 
@@ -104,7 +122,8 @@ def train(recipe: Path, out: Optional[Path] = OutOpt, set_: List[str] = SetOpt, 
     """Train every run of a recipe (resumes; skips finished runs)."""
     from wsolctl import pipeline
 
-    done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers)), out, quiet=quiet)
+    done = _guard(pipeline.train, _load(recipe, set_ + _executor_overrides(executor, workers), check_data=True), out,
+                  quiet=quiet)
     typer.echo(f"trained into {done}; next: wsolctl select {done}")
 
 
@@ -121,8 +140,8 @@ def select(out: Path, quiet: bool = QuietOpt) -> None:
 def report(dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="output directories (or folders holding "
                                              "results.parquet), merged"),
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write (default: the only RUN_DIR)"),
-           format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (one "
-                                       "self-contained report.html)")) -> None:
+           format_: str = typer.Option("md", "--format", "-f", help="md (report.md + figures/) or html (report.html "
+                                       "with the figures embedded, opens alone; figures/ is written too)")) -> None:
     """Write the survey's tables and figures from output directories' Parquet files."""
     from wsolctl import pipeline
 
@@ -149,7 +168,7 @@ def metrics(json_: bool = typer.Option(False, "--json", help="print JSON instead
     _list(metric_catalog(), print_metrics, json_)
 
 
-def _list(rows: list[dict], table, json_: bool) -> None:
+def _list(rows, table, json_: bool) -> None:
     if json_:
         import json
 
@@ -199,7 +218,8 @@ def predict(
         out: Path = typer.Option(..., "--out", "-o", help="output folder: one subfolder per input, predictions.parquet"),
         method: Optional[str] = typer.Option(None, "--method", "-m", help="method (default: the only one in RUN_DIR)"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="backbone (default: the only one)"),
-        selection: str = typer.Option("b-loc", "--selection", help=" | ".join(RULES)),
+        selection: Optional[str] = typer.Option(None, "--selection", help=" | ".join(RULES) + " (default: the "
+                                                "study's first selection rule)"),
         run: Optional[str] = typer.Option(None, "--run", help="run id, when several folds/seeds hold the model"),
         target: Optional[str] = typer.Option(None, "--class", help="class name or index (default: index 1)"),
         tile_size: int = typer.Option(512, "--tile-size", help="tile side in pixels at --level"),
@@ -344,6 +364,9 @@ def _summary(out: Path, quiet: bool) -> None:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line, no source
     try:
         app()
     except BrokenPipeError:

@@ -50,3 +50,7 @@ class NonFiniteLoss(RuntimeError):
 
 class NotCached(InputError):
     """An ``hf-hub:`` model's config is not cached, so its declaration is unknown until it is fetched."""
+
+
+class TrackerWarning(UserWarning):
+    """An experiment tracker failed; the study went on without it."""

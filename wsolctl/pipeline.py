@@ -21,6 +21,7 @@ import yaml
 from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_text
 from wsolctl.recipe import Recipe, load_recipe
+from wsolctl.tracking import track_files, track_runs
 
 if TYPE_CHECKING:
     from wsolctl.engine.study import Study
@@ -60,14 +61,21 @@ def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
     """The study of ``recipe``, trained into ``out``, with its outcomes."""
     from wsolctl.engine.build import resolve_device
     from wsolctl.engine.study import Study
+    from wsolctl.errors import InputError
     from wsolctl.progress import Progress
 
     resolve_device(recipe.device)  # fail before anything is written
+    missing = recipe.dataset.missing()
+    if missing:
+        raise InputError(f"dataset.root: {missing}")
     _weights_ready(recipe)
     study = Study.plan(recipe)
     _start(out, recipe, "train")
     with Progress(quiet=quiet) as progress:
-        return study.execute(out, progress)
+        study = study.execute(out, progress)
+    specs = study.specs()
+    track_runs(recipe, out, [(specs[o.run_id], o.phase) for o in study.outcomes])
+    return study
 
 
 def _raise_failures(out: Path, study: Study) -> None:
@@ -128,11 +136,12 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
                                   for part, rows in selected.items() if part in ("results", "curves", "checks")}))
     write_tables(out, scored)
+    track_files(recipe, out, [out / "results.parquet"])
     return out
 
 
 def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
-    """Write ``report.md`` (``fmt="html"``: one self-contained ``report.html``) and ``figures/`` from
+    """Write ``report.md`` (``fmt="html"``: ``report.html``, figures embedded) and ``figures/`` from
     one or several output directories (or folders holding only ``results.parquet``), merged, into
     ``out`` (default: the only directory given)."""
     from wsolctl.results.report import write_report
@@ -141,7 +150,12 @@ def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: s
     for directory in dirs:
         if (directory / RESOLVED).is_file():
             _log_to(directory, "report")
-    return write_report(dirs, out, fmt)
+    path = write_report(dirs, out, fmt)
+    resolved = path.parent / RESOLVED
+    # the report of a study with trackers: they keep it (the recipe is validated only then)
+    if resolved.is_file() and (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("tracking"):
+        track_files(recipe_of(path.parent), path.parent, [path, path.parent / "figures"])
+    return path
 
 
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),

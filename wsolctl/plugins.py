@@ -1,7 +1,7 @@
 """Plugin discovery through entry points — the same groups for built-ins and third parties.
 
 Groups: ``wsolctl.methods``, ``wsolctl.datasets``, ``wsolctl.backbones``, ``wsolctl.metrics``,
-``wsolctl.annotators``. Names are listed from package
+``wsolctl.annotators``, ``wsolctl.trackers``. Names are listed from package
 metadata without importing anything; a plugin is imported only when a recipe or command needs it.
 A plugin that fails to import is skipped with a warning; the others keep working.
 
@@ -25,6 +25,7 @@ from wsolctl.errors import PluginWarning, UnknownPlugin
 API_VERSION = 2  # of the method plugin interface (wsolctl.methods.base.Method); 2: `unsupported` receives
 # the backbone's BackboneInfo instead of its name
 METRIC_API_VERSION = 1  # of the metric plugin interface (wsolctl.metrics.base.Metric)
+TRACKER_API_VERSION = 1  # of the tracker plugin interface (wsolctl.tracking.base.Tracker)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {"methods": Kind(api_version=API_VERSION), "datasets": Kind(), "backbones": Kind(),
-                          "metrics": Kind(api_version=METRIC_API_VERSION), "annotators": Kind()}
+                          "metrics": Kind(api_version=METRIC_API_VERSION), "annotators": Kind(),
+                      "trackers": Kind(api_version=TRACKER_API_VERSION)}
 FALLBACKS = "wsolctl.fallbacks"
 
 
@@ -70,8 +72,16 @@ def _name_choices(kind: str) -> list[str]:
     return sorted(registered(kind))
 
 
+def close_matches(name: str, choices: list[str], cutoff: float = 0.5) -> list[str]:
+    """Up to three of ``choices`` close to ``name``, ignoring case (``UNI`` → ``uni``)."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    return [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=cutoff)]
+
+
 def suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = close_matches(name, choices)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -83,6 +83,12 @@ class Camelyon16(FoldDataset):
     def folds_dir(self, root: Path) -> Path:
         return Path(root)
 
+    def missing(self, root: Path) -> Optional[str]:
+        if self.params.slides or (Path(root) / STAMP).is_file():
+            return None
+        return (f"{root}: no sampled CAMELYON16 here ({STAMP} missing); run `wsolctl sample camelyon16 SLIDES "
+                f"ANNOTATIONS --out {root}` or set dataset.params.slides")
+
     def prepare(self, root: Path, fold: int) -> None:
         root, p = Path(root), self.params
         if p.slides:

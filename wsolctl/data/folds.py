@@ -178,6 +178,16 @@ class FoldDataset:
     def folds_dir(self, root: Path) -> Path:
         return Path(self.params.folds_dir) if self.params.folds_dir else Path(root)
 
+    def missing(self, root: Path) -> Optional[str]:
+        """What the data needs and lacks at ``root`` before anything runs, read only (found by
+        ``wsolctl validate``); None when it is there or will be made."""
+        folds_dir = self.folds_dir(root)
+        if not (folds_dir / "encoding.yaml").is_file():
+            return (f"{folds_dir}: no fold files here (encoding.yaml not found); point dataset.root"
+                    f"{' (or params.folds_dir)' if self.params.folds_dir else ''} at a folder of fold files "
+                    "(docs/datasets.md)")
+        return None
+
     def prepare(self, root: Path, fold: int) -> None:
         """Nothing to generate: check that the fold exists."""
         folds_dir = self.folds_dir(root)

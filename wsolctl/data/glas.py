@@ -98,6 +98,9 @@ class GlaS(FoldDataset):
     def folds_dir(self, root: Path) -> Path:
         return Path(self.params.folds_dir) if self.params.folds_dir else Path(root) / "wsolctl-folds"
 
+    def missing(self, root: Path) -> Optional[str]:
+        return None if Path(root).is_dir() else f"{root}: GlaS folder not found; point dataset.root at the unpacked release"
+
     def prepare(self, root: Path, fold: int) -> None:
         root = Path(root)
         if not root.is_dir():

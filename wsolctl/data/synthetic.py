@@ -47,6 +47,9 @@ class _Synthetic(FoldDataset):
     def folds_dir(self, root: Path) -> Path:
         return Path(root)
 
+    def missing(self, root: Path) -> Optional[str]:
+        return None  # generated into the root on first use
+
     def renderer(self) -> Callable:
         raise NotImplementedError
 

@@ -14,7 +14,8 @@ batches shuffled as the uncached loader shuffles them. With a deterministic augm
 no flips, no colour jitter) one copy is exactly what uncached training feeds the encoder every epoch;
 with a random one, K copies stand for fresh draws each epoch (an approximation the docs state).
 
-Storage, next to the data: ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` and
+Storage, next to the data unless moved (``train.feature_cache_dir``, else the environment variable
+``WSOLCTL_FEATURE_CACHE``, e.g. for read-only shared data): ``<dataset root>/features/<key>/copy-NN/chunk-NNNNN.npy`` and
 ``valcl/chunk-NNNNN.npy`` (float32, one chunk per encoding batch, read through memory maps: never all
 in RAM), their labels, and ``meta.json``, written last. The key hashes what determines the outputs:
 backbone (name, params, weights), normalisation, image size, augmentation (and its seed when random),
@@ -44,6 +45,8 @@ from wsolctl.io import write_json
 
 FORMAT = 2  # bump when the stored layout changes (2: valcl stored too)
 COPY_SEED = 1_000_003  # copy c of the training set is augmented under seed (recipe seed, COPY_SEED + c)
+
+CACHE_ENV = "WSOLCTL_FEATURE_CACHE"  # moves every feature cache (train.feature_cache_dir wins)
 
 
 class FeatureCache:
@@ -91,10 +94,17 @@ def prepare(spec: RunSpec, data: Data, model: nn.Module, device: torch.device, p
     train = spec.train
     if not train.feature_cache:
         return None
-    folder = Path(data.root) / "features" / cache_key(spec, data)
+    folder = cache_root(train, data) / cache_key(spec, data)
     if not (folder / "meta.json").is_file():
         _build(folder, spec, data, model, device, progress)
     return FeatureCache(folder, data)
+
+
+def cache_root(train, data: Data) -> Path:
+    """Where feature caches live: ``train.feature_cache_dir``, else ``$WSOLCTL_FEATURE_CACHE``, else
+    ``<dataset root>/features`` (the key tells caches of different data apart in a shared folder)."""
+    chosen = train.feature_cache_dir or os.environ.get(CACHE_ENV)
+    return Path(chosen) if chosen else Path(data.root) / "features"
 
 
 def cache_key(spec: RunSpec, data: Data) -> str:

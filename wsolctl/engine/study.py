@@ -140,6 +140,10 @@ class Study:
         study.save_table(out)
         return study
 
+    def specs(self) -> dict[str, RunSpec]:
+        """Every run of the plan (prerequisites included), by run id."""
+        return {r.run_id: r for phase in (self.search, self.final) for r in (*phase.prerequisites, *phase.runs)}
+
     def record(self) -> Record:
         return Record(self.outcomes, self.chosen)
 
@@ -149,7 +153,7 @@ class Study:
 
         from wsolctl.io import write_parquet
 
-        runs = {r.run_id: r for phase in (self.search, self.final) for r in (*phase.prerequisites, *phase.runs)}
+        runs = self.specs()
         record, rows = self.record(), []
         for outcome in self.outcomes:
             run = runs[outcome.run_id]

@@ -124,6 +124,11 @@ class Method:
         """Why this method cannot run on a backbone that declares ``backbone``, or None when it can."""
         return None
 
+    def backbone_modules(self) -> tuple[str, ...]:
+        """Backbone modules this method's params name (e.g. a top-down method's ``layer``): checked
+        against the backbone's modules when the recipe is validated. Default: none."""
+        return ()
+
     @classmethod
     def feature_cache_refusal(cls) -> Optional[str]:
         """Why this method cannot train on stored encoder outputs, or None when it can: its training

@@ -195,6 +195,9 @@ class TopDownMethod(CAM):
         extra = list(getattr(self.params, "layers", []) or [])
         return extra or [self.params.layer or default]
 
+    def backbone_modules(self) -> tuple[str, ...]:
+        return tuple(name for name in self.layer_names("") if name)
+
     def cams(self, model, images, targets):
         layers = [resolve_layer(model, name) for name in self.layer_names(model.cam_layer)]
         return self.explain(forward_func_of(model), layers, images, targets, tokens=token_model(model))

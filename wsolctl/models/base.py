@@ -86,12 +86,21 @@ class Backbone:
     pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
     decoder_at_classifier_lr: ClassVar[bool] = True
+    # whether the declared normalisation holds for a local weights file too (False for a bare timm name,
+    # whose file may come from anywhere: the recipe must then say `normalize:`)
+    file_normalization_known: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
 
     def info(self) -> BackboneInfo:
         raise NotImplementedError
+
+    @property
+    def architecture(self) -> str:
+        """What :meth:`build` makes without the hub's weights (random or a local file): a timm name, or
+        an ``hf-hub:`` name whose config.json the hub must provide. Default: :attr:`pretrained_name`."""
+        return self.pretrained_name
 
     @property
     def cam_layer(self) -> str:
@@ -104,6 +113,14 @@ class Backbone:
     def build(self, pretrained: Union[bool, str] = False) -> "nn.Module":
         """Return a module with an ``out_channels`` attribute."""
         raise NotImplementedError
+
+    def module_names(self) -> frozenset[str]:
+        """The dotted name of every module :meth:`build` makes, from a weightless build on the
+        ``meta`` device (imports torch; no weights, no download)."""
+        from wsolctl._lazy import torch
+
+        with torch.device("meta"):
+            return frozenset(name for name, _ in self.build(False).named_modules() if name)
 
 
 def timm_model(arch: str, pretrained: Union[bool, str], **kwargs) -> "nn.Module":

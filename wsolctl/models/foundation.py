@@ -1,10 +1,12 @@
 """Named pathology foundation models: one table (:data:`MODELS`) of the published encoders, each with
 what its model card says it needs, so that a recipe names one (``name: uni2-h``).
 
-Each entry gives the hub id, the ``timm.create_model`` arguments of the card and the architecture
-arguments of its config.json (layers by name, from :data:`wsolctl.models.timm_any.LAYERS`), the normalisation the card prescribes, the tokens ahead of
-the patch tokens (class + register), whether the hub gates it and a licence note. The architecture
-itself comes from the model's ``config.json`` in the hub cache, as timm reads it; the declared token
+Each entry gives the hub id, the timm architecture and the ``timm.create_model`` arguments of the card
+and of its config.json (layers by name, from :data:`wsolctl.models.timm_any.LAYERS`), the normalisation
+the card prescribes, the tokens ahead of the patch tokens (class + register), whether the hub gates it
+and a licence note. So the table alone builds the network: validating a recipe, and ``pretrained:
+PATH`` (a file downloaded once: safetensors or a torch state dict, loaded with ``weights_only``), need
+no hub access; ``pretrained: true`` loads the hub's files through timm as usual. The declared token
 layout is checked against the built model. wsolctl builds every token model with a dynamic image
 size and no classifier (a card's ``dynamic_img_size=False`` / ``num_classes=0`` are its own business).
 
@@ -44,6 +46,11 @@ class Card:
     gated: bool = True
     licence: str = ""
     timm_reason: Optional[str] = None
+    arch: Optional[str] = None  # the timm architecture its config.json names: built with no hub access
+
+    @property
+    def architecture(self) -> str:
+        return self.arch or self.model
 
     @property
     def model(self) -> str:
@@ -60,25 +67,28 @@ SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}
 # the table alone describes the network (a config.json's model_args come first, these override them).
 MODELS: tuple[Card, ...] = (
     Card("uni", "UNI", "MahmoodLab/UNI", "ViT-L/16", {"img_size": 224, "patch_size": 16, "init_values": 1e-5},
-         licence="CC-BY-NC-ND-4.0, academic research only"),
+         licence="CC-BY-NC-ND-4.0, academic research only", arch="vit_large_patch16_224"),
     Card("uni2-h", "UNI2-h", "MahmoodLab/UNI2-h", "ViT-H/14 (SwiGLU)",
          {"img_size": 224, "patch_size": 14, "depth": 24, "num_heads": 24, "init_values": 1e-5, "embed_dim": 1536,
           "mlp_ratio": 5.33334, "no_embed_class": True, "reg_tokens": 8, **SWIGLU},
-         prefix_tokens=9, patch=14, licence="CC-BY-NC-ND-4.0, academic research only"),
+         prefix_tokens=9, patch=14, licence="CC-BY-NC-ND-4.0, academic research only", arch="vit_giant_patch14_224"),
     Card("virchow2", "Virchow2", "paige-ai/Virchow2", "ViT-H/14 (SwiGLU)",
          {"img_size": 224, "init_values": 1e-5, "reg_tokens": 4, "mlp_ratio": 5.3375, **SWIGLU},
-         prefix_tokens=5, patch=14, licence="CC-BY-NC-ND-4.0, non-commercial"),
+         prefix_tokens=5, patch=14, licence="CC-BY-NC-ND-4.0, non-commercial", arch="vit_huge_patch14_224"),
     Card("h-optimus-0", "H-optimus-0", "bioptimus/H-optimus-0", "ViT-g/14", {"img_size": 224, "init_values": 1e-5},
-         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="Apache-2.0"),
+         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="Apache-2.0", arch="vit_giant_patch14_reg4_dinov2"),
     Card("h-optimus-1", "H-optimus-1", "bioptimus/H-optimus-1", "ViT-g/14", {"img_size": 224, "init_values": 1e-5},
-         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="academic research use (access on request)"),
+         normalize=H_OPTIMUS, prefix_tokens=5, patch=14, licence="academic research use (access on request)",
+         arch="vit_giant_patch14_reg4_dinov2"),
     Card("prov-gigapath", "Prov-GigaPath", "prov-gigapath/prov-gigapath", "ViT-g tile encoder, patch 16",
          {"img_size": 224, "patch_size": 16, "embed_dim": 1536, "depth": 40, "num_heads": 24, "init_values": 1e-5,
-          "mlp_ratio": 5.33334}, licence="Apache-2.0 (access on request)"),
+          "mlp_ratio": 5.33334}, licence="Apache-2.0 (access on request)", arch="vit_giant_patch14_dinov2"),
     Card("kaiko-vits16", "Kaiko ViT-S/16", "1aurent/vit_small_patch16_224.kaiko_ai_towards_large_pathology_fms",
-         "ViT-S/16", normalize=HALF, gated=False, licence="kaiko.ai's (timm port by 1aurent; see the card)"),
+         "ViT-S/16", normalize=HALF, gated=False, licence="kaiko.ai's (timm port by 1aurent; see the card)",
+         arch="vit_small_patch16_224"),
     Card("kaiko-vitb16", "Kaiko ViT-B/16", "1aurent/vit_base_patch16_224.kaiko_ai_towards_large_pathology_fms",
-         "ViT-B/16", normalize=HALF, gated=False, licence="kaiko.ai's (timm port by 1aurent; see the card)"),
+         "ViT-B/16", normalize=HALF, gated=False, licence="kaiko.ai's (timm port by 1aurent; see the card)",
+         arch="vit_base_patch16_224"),
     Card("phikon-v2", "Phikon-v2", "owkin/phikon-v2", "ViT-L/16 (DINOv2)", gated=False,
          licence="Owkin non-commercial",
          timm_reason="a Hugging Face transformers model (AutoModel, Dinov2Model), not a timm one: timm cannot build "
@@ -98,6 +108,10 @@ class NamedModel(TimmBackbone):
     @property
     def model_name(self) -> str:  # type: ignore[override]
         return self.card.model
+
+    @property
+    def architecture(self) -> str:
+        return self.card.architecture
 
     def model_args(self) -> dict[str, Any]:
         return {**self.card.create_args, **super().model_args()}

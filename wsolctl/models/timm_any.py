@@ -89,7 +89,7 @@ class TimmBackbone(Backbone):
         return self.model_name
 
     def info(self) -> BackboneInfo:
-        return describe(self.model_name, self._output_stride(), json.dumps(self.model_args(), sort_keys=True))
+        return describe(self.architecture, self._output_stride(), json.dumps(self.model_args(), sort_keys=True))
 
     def _output_stride(self) -> Optional[int]:
         return getattr(self.params, "output_stride", None)
@@ -99,14 +99,15 @@ class TimmBackbone(Backbone):
         return dict(getattr(self.params, "model_args", {}))
 
     def build(self, pretrained=False):
-        if self.model_name.startswith(HF_HUB):
+        name = self.model_name if pretrained is True else self.architecture  # a local file: no hub at all
+        if name.startswith(HF_HUB):
             from wsolctl.models.weights import HubWeights, ensure_cached
 
-            ensure_cached(HubWeights.of(self.model_name, weights=False))  # the config says what to build
+            ensure_cached(HubWeights.of(name, weights=False))  # the config says what to build
         info = self.info()
         kwargs = TOKEN_KWARGS if info.kind == "tokens" else _cnn_kwargs(self._output_stride())
         args = resolve_layers(self.model_args())
-        net = timm_model(self.model_name, pretrained, num_classes=0, global_pool="", **args, **kwargs)
+        net = timm_model(name, pretrained, num_classes=0, global_pool="", **args, **kwargs)
         from wsolctl.models.featuremap import FeatureMap
 
         return FeatureMap(net, info)
@@ -216,4 +217,4 @@ def timm_backbone(name: str) -> type[Backbone]:
         choices = sorted(registered("backbones")) + timm.list_models("resnet*") + timm.list_models("vit_*")
         raise UnknownPlugin(f"unknown backbone {name!r} (neither a wsolctl plugin, a timm model nor "
                             f"hf-hub:org/name){suggest(name, choices)}")
-    return type("TimmBackbone", (TimmBackbone,), {"model_name": name, "name": name})
+    return type("TimmBackbone", (TimmBackbone,), {"model_name": name, "name": name, "file_normalization_known": False})

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 HF_HUB = "hf-hub:"  # the prefix of a backbone name on the Hugging Face Hub (timm's)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order (safetensors first)
+PROBE_TIMEOUT_S = 5  # the hub's reachability check before a download
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,29 @@ def create_model(name: str, pretrained: bool, **kwargs) -> "nn.Module":
         return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
+def reachable(weights: HubWeights) -> None:
+    """One short request to the hub before a download: when it cannot be reached, fail now with the
+    real cause (huggingface_hub would retry for tens of seconds, then report a missing file)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:  # whatever the HTTP client raises: the cause is what the user needs
+        cause = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"{weights.model!r} (hub id {weights.repo_id}): not in the Hugging Face cache {weights.cache}, "
+                         f"and the hub ({constants.ENDPOINT}) cannot be reached: {type(exc).__name__}: {cause}; "
+                         "run `wsolctl weights fetch RECIPE` where it is reachable (same HF_HOME), then set "
+                         "HF_HUB_OFFLINE=1, or give the weights file (pretrained: PATH)") from None
+
+
 def download(weights: HubWeights) -> list[Path]:
     """Download what is missing into the cache (as timm would) and return the cached paths."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    if not offline() and weights.cached() is None:  # offline or cached: huggingface_hub fails or reads at once
+        reachable(weights)
     paths = []
     with hub_errors(weights):
         for choices in weights.files():
@@ -174,7 +193,7 @@ def needs(recipe: "Recipe") -> list[Need]:
     found: dict[tuple, Need] = {}
     for spec in recipe.backbones:
         backbone = spec.instantiate()
-        name = backbone.pretrained_name
+        name = backbone.pretrained_name if spec.pretrained is True else backbone.architecture
         if spec.pretrained is True or name.startswith(HF_HUB):
             if not name:
                 raise InputError(f"backbone {spec.name!r} declares no default pretrained weights")

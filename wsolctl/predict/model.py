@@ -56,10 +56,11 @@ class LoadedModel:
 
 
 def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optional[str] = None,
-                  selection: str = "b-loc", device: str = "auto", run_id: Optional[str] = None) -> LoadedModel:
-    """Rebuild the model that ``selection`` chose for ``method`` on ``backbone`` in the study output
-    directory ``run_dir`` (after ``wsolctl select``). A choice left out is taken when only one
-    exists; otherwise :class:`InputError` lists the choices on one line."""
+                  selection: Optional[str] = None, device: str = "auto", run_id: Optional[str] = None) -> LoadedModel:
+    """Rebuild the model that ``selection`` (default: the study's first selection rule) chose for
+    ``method`` on ``backbone`` in the study output directory ``run_dir`` (after ``wsolctl select``).
+    A choice left out is taken when only one exists; otherwise :class:`InputError` lists the choices
+    on one line."""
     import polars as pl
 
     from wsolctl.engine.build import build_model, finished, resolve_device
@@ -69,9 +70,14 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     results_path = run_dir / "results.parquet"
     if not results_path.is_file():
         raise InputError(f"{results_path}: not found; RUN_DIR must be a study output directory after `wsolctl select`")
-    if selection not in RULES:
+    if selection is not None and selection not in RULES:
         raise InputError(f"--selection {selection!r}: choose from {', '.join(RULES)}")
-    rows = pl.read_parquet(results_path).filter(pl.col("selection") == selection)
+    table = pl.read_parquet(results_path)
+    selection = selection or _study_rule(run_dir, table)
+    rows = table.filter(pl.col("selection") == selection)
+    if rows.is_empty():
+        raise InputError(f"no model selected by {selection} in {run_dir}; give --selection "
+                         f"({', '.join(sorted(set(table['selection'].to_list()))) or 'none: run `wsolctl select` first'})")
     rows = _narrow(rows, "method", method, "--method")
     rows = _narrow(rows, "backbone", backbone, "--backbone")
     rows = _narrow(rows, "run_id", run_id, "--run")  # several folds / seeds of one configuration
@@ -82,7 +88,11 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     classes = finished(directory)["classes"]  # the data's encoding.yaml, recorded by training
     torch_device = resolve_device(device)
     model = build_model(spec, len(classes), pretrained=False)  # checkpoints replace every weight
-    state = torch.load(directory / "ckpt" / f"epoch-{int(row['epoch']):04d}.pt", map_location="cpu", weights_only=True)
+    checkpoint = directory / "ckpt" / f"epoch-{int(row['epoch']):04d}.pt"
+    if not checkpoint.is_file():
+        raise InputError(f"{checkpoint}: not found; this output directory holds no trained checkpoints: "
+                         "`wsolctl train RECIPE --out OUT` must run first (then `wsolctl select OUT`)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(torch_device).eval()
     # top-down methods explain the run's shared classifier
@@ -93,6 +103,17 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     return LoadedModel(model, explainer, row["method"], row["backbone"], selection, int(row["epoch"]), row["run_id"],
                        recipe.image_size, normalize.mean, normalize.std, float(row["threshold"]), classes,
                        getattr(explainer, "map_kind", "cam"), torch_device)
+
+
+def _study_rule(run_dir: Path, table) -> str:
+    """The first of the study's selection rules (its recipe's ``selection``) that chose a model."""
+    from wsolctl.engine.plan import RunSpec
+
+    present = set(table["selection"].to_list())
+    if not present:
+        raise InputError(f"{run_dir / 'results.parquet'}: no selected model; run `wsolctl select {run_dir}` first")
+    study = RunSpec.load(Path(run_dir) / "runs" / table["run_id"][0]).recipe.selection
+    return next((rule for rule in study if rule in present), sorted(present)[0])
 
 
 def _narrow(rows, column: str, wanted: Optional[str], option: str):

@@ -50,7 +50,8 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Optional[str] = Field(None, description="method label in results.parquet; default: the only one")
     backbone: Optional[str] = Field(None, description="default: the only one")
-    selection: Literal[tuple(RULES)] = "b-loc"  # type: ignore[valid-type]
+    selection: Optional[Literal[tuple(RULES)]] = Field(  # type: ignore[valid-type]
+        None, description="default: the first of the study's selection rules")
     run: Optional[str] = Field(None, description="run id, when several folds / seeds hold the same model")
     target: Optional[Union[int, str]] = Field(None, description="class name or index; default the positive class (1)")
     tile_size: int = Field(512, ge=16, le=8192, description="tile side in pixels at `level`")
@@ -460,6 +461,8 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
     if options.annotations is not None and not Path(options.annotations).is_dir():
         raise InputError(f"--annotations {options.annotations}: folder not found")
     loaded = _loaded(run_dir, options)  # a wrong model choice fails here, before any work
+    options = options.model_copy(update={"selection": loaded.selection})  # the study's rule, when left out
+    _MODELS[(str(run_dir), options.model_args())] = loaded
     options = with_study_mpp(options, run_dir, loaded.run_id)
     _settings(loaded, options)
     found = discover_inputs(inputs)

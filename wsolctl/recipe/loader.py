@@ -1,7 +1,6 @@
 """Turn a recipe file (+ ``_base_`` files + ``--set`` overrides) into a validated :class:`Recipe`."""
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin
@@ -10,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from wsolctl.errors import RecipeError
+from wsolctl.plugins import close_matches
 from wsolctl.recipe.problems import Problem, Source, dotted, location, message
 from wsolctl.recipe.schema import PluginSpec, Recipe
 from wsolctl.recipe.sweep import check_sweep
@@ -18,15 +18,19 @@ from wsolctl.recipe.yamlpos import Positions, load_yaml
 BASE_KEY = "_base_"
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
-    """Load, merge and validate a recipe, every sweep value included. Raises
-    :class:`~wsolctl.errors.RecipeError` listing every problem found, each at its file:line:col."""
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_data: bool = False) -> Recipe:
+    """Load, merge and validate a recipe, every sweep value included; ``check_data``: the dataset's
+    files too (:meth:`DatasetSpec.missing`). Raises :class:`~wsolctl.errors.RecipeError` listing every
+    problem found, each at its file:line:col."""
     data, positions = _load_with_bases(Path(path), stack=())
     for text in overrides:
         _apply_override(data, positions, text)
     default = Source(str(path), 1, 1)
     recipe = validate(Recipe, data, positions, (), default)
-    problems = [Problem(locate(positions, where, default), dotted(where), text) for where, text in check_sweep(recipe)]
+    found = list(check_sweep(recipe))
+    missing = recipe.dataset.missing() if check_data else None
+    found += [(("dataset", "root"), missing)] if missing else []
+    problems = [Problem(locate(positions, where, default), dotted(where), text) for where, text in found]
     if problems:
         raise RecipeError(_in_order(problems))
     return recipe
@@ -87,7 +91,11 @@ def _apply_override(data: dict, positions: Positions, text: str) -> None:
         where = f" (column {mark.column + 1} of the value)" if mark else ""
         problem = (getattr(exc, "problem", None) or str(exc)).splitlines()[0]
         raise RecipeError([Problem(source, key, f"value is not valid YAML: {problem}{where}")]) from None
-    parts = key.strip().split(".")
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())  # methods[0].name is methods.0.name
+    if "[" in key or "]" in key:
+        raise RecipeError([Problem(source, key, "list items are numbered from 0: write methods.0.name or "
+                                   "methods[0].name")])
+    parts = key.split(".")
     if not all(parts):
         raise RecipeError([Problem(source, key, "empty key in the dotted path")])
     path = tuple(int(p) if p.isdigit() else p for p in parts)
@@ -191,5 +199,5 @@ def _fields_at(model: Any, loc: tuple, data: Any) -> list[str]:
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    close = close_matches(name, list(choices), cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

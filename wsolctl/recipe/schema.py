@@ -102,6 +102,13 @@ class DatasetSpec(PluginSpec):
                         "with b-pseudo or b-cl, score what needs no mask), as for data that has none")
 
 
+    def missing(self) -> Optional[str]:
+        """What the data lacks at ``root`` (the plugin's ``missing(root)``, read only), or None. Not a
+        validator: a recipe read back where the data is not mounted (``predict``) stays valid."""
+        check = getattr(self.plugin, "missing", None)  # optional member of a dataset plugin
+        return check(self.instantiate(), Path(self.root)) if check else None
+
+
 class BackboneSpec(PluginSpec):
     kind: ClassVar[str] = "backbones"
     pretrained: Union[bool, str] = Field(
@@ -174,6 +181,10 @@ class Train(Strict):
         description="frozen backbones (freeze: true): encode the training set and valcl once, store the output maps "
         "on disk next to the data, train the heads and score valcl accuracy on them (valpx maps, test and predict "
         "still run the whole model)")
+    feature_cache_dir: Optional[str] = Field(
+        None, json_schema_extra={"display_only": True},
+        description="feature_cache: the folder caches are kept in (default: $WSOLCTL_FEATURE_CACHE, else "
+        "<dataset root>/features, which fails on read-only shared storage); not part of run ids")
     feature_copies: int = Field(
         1, ge=1, json_schema_extra=NEW_DEFAULT,
         description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
@@ -237,6 +248,13 @@ class AnnotatorSpec(PluginSpec):
     some, a reference model) to a pseudo-mask, for selection and thresholds without pixel annotations."""
 
     kind: ClassVar[str] = "annotators"
+
+
+class TrackerSpec(PluginSpec):
+    """An experiment tracker (entry point group ``wsolctl.trackers``, e.g. mlflow, tensorboard): logs each
+    finished training run and the study's result files. Never part of a run id."""
+
+    kind: ClassVar[str] = "trackers"
 
 
 CheckName = Literal["model-randomisation"]
@@ -360,6 +378,24 @@ class Sweep(Strict):
         return grid
 
 
+def _module_problems(method: MethodSpec, index: int, backbone_name: str, backbone: Any) -> list[tuple[tuple, str]]:
+    """The backbone modules ``method``'s params name that ``backbone`` does not have (built on the
+    ``meta`` device only when some are named)."""
+    wanted = method.instantiate().backbone_modules()
+    if not wanted:
+        return []
+    names = backbone.module_names()
+    problems = []
+    for name in wanted:
+        if name not in names and name.removeprefix("backbone.") not in names:
+            close = plugins.close_matches(name, sorted(names), cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
+                f"; its last modules: {', '.join(sorted(names)[-4:])}"
+            problems.append((("methods", index, "params"),
+                             f"{method.name}: layer {name!r} is not a module of backbone {backbone_name!r}{hint}"))
+    return problems
+
+
 class Executor(Strict):
     """Where runs execute; the engine code is the same for every executor."""
 
@@ -393,6 +429,9 @@ class Recipe(Strict):
     selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
+    tracking: list[TrackerSpec] = Field(
+        default_factory=list, description="experiment trackers the runs are logged to, e.g. [{name: mlflow}, "
+        "{name: tensorboard}] (optional extras; docs/results.md). Not part of run ids")
 
     @field_validator("methods")
     @classmethod
@@ -456,6 +495,13 @@ class Recipe(Strict):
             except InputError as exc:
                 problems.append((("backbones", j, "name"), str(exc)))
                 continue
+            if isinstance(spec.pretrained, str) and spec.normalize is None and not backbone.file_normalization_known:
+                mean, std = (", ".join(f"{v:g}" for v in values) for values in (info.normalize.mean, info.normalize.std))
+                problems.append((("backbones", j, "normalize"), (
+                    f"{spec.name!r} with a local weights file: the file cannot say which normalisation it was trained "
+                    f"with (timm's default weights of this name use mean [{mean}] / std [{std}]); set normalize: "
+                    "{mean: [...], std: [...]} (ImageNet's: [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225]), or "
+                    "name the model if wsolctl knows it (`wsolctl backbones`)")))
             if spec.pretrained is True and not backbone.pretrained_name:
                 problems.append((("backbones", j, "pretrained"),
                                  f"backbone {spec.name!r} declares no default pretrained weights"))
@@ -470,6 +516,7 @@ class Recipe(Strict):
                             problems.append((("methods", i, "name"),
                                              f"{m.name} does not support backbone {spec.name!r}: {reason}"))
                             break
+                    problems += _module_problems(method, i, spec.name, backbone)
         return problems
 
     def feature_cache_problems(self) -> list[tuple[tuple, str]]:
