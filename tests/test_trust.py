@@ -497,3 +497,20 @@ def test_region_threshold_falls_back_to_otsu_per_input():
     assert region_threshold(0.4, values) == 0.4
     assert region_threshold(math.nan, values) == pytest.approx(threshold_otsu(values))
     assert region_threshold(math.nan, np.full(5, 0.3)) == 1.0  # a flat map: no region
+
+
+def test_predict_warns_when_the_threshold_predicts_nothing():
+    """Issue 27: τ* = 2 ("predicting nothing scored best") draws no region; predict says so."""
+    import types
+    import warnings
+
+    from wsolctl.errors import PredictsNothingWarning
+    from wsolctl.predict.run import _warn_if_nothing
+
+    loaded = types.SimpleNamespace(method_label="cam", selection="b-loc", run_id="abc")
+    with pytest.warns(PredictsNothingWarning, match=r"cam \(b-loc, run abc\): threshold τ\* = 2 predicts nothing"):
+        _warn_if_nothing(loaded, 0, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_nothing(loaded, 0, 1.0)  # maps that reach 1 still draw a region
+        _warn_if_nothing(loaded, 0, math.nan)  # Otsu per input
