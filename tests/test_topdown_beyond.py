@@ -21,6 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWe
 from torch import nn
 
 from tests.test_topdown import oracle_g_a, small_net
+from wsolctl import plugins
 from wsolctl.methods import eigencam
 from wsolctl.topdown import cams
 
@@ -112,7 +113,7 @@ def assert_parity(name, setup, monkeypatch, **params):
     r = pearson(scaled(got, x.shape[-2:]), expected)
     if name in SIGNLESS:  # equal up to the component's sign: the other sign's map matches instead
         original = eigencam.oriented
-        monkeypatch.setattr(eigencam, "oriented", lambda p: -original(p))
+        monkeypatch.setattr(eigencam, "oriented", lambda p, sign="peak": -original(p, sign))
         flipped = pearson(scaled(ours(name, model, layer, x, targets), x.shape[-2:]), expected)
         r = [max(a, b) for a, b in zip(r, flipped)]
     assert min(r) >= 0.999, (name, r)
@@ -218,6 +219,31 @@ def test_eigen_sign_makes_the_extreme_value_positive():
         assert (m[:, 0, 0] == m.flatten(1).abs().amax(1)).all()
     got = ours("eigencam", small_net(), "act", torch.randn(2, 3, 8, 8), 0)
     assert got.shape == (2, 8, 8) and got.amax() > 0
+
+
+def test_eigen_sign_is_a_parameter_named_in_the_report():
+    """Issue 27: ``sign: lapack`` keeps the solver's sign (pytorch-grad-cam's Eigen-CAM convention),
+    ``peak`` (default, left out of run ids) flips it to svd_flip's; Table 1's caption says so."""
+    from wsolctl.engine.plan import numbers
+    from wsolctl.results.survey import table1
+
+    a = torch.randn(3, 4, 5, 5)
+    u, s, _ = torch.linalg.svd(eigencam.centred_positions(a), full_matrices=False)
+    raw = eigencam.first_component(a, "lapack")
+    assert torch.allclose(raw, (u[:, :, 0] * s[:, :1]).view(3, 5, 5))
+    peak = eigencam.first_component(a)
+    assert all(torch.allclose(p, r) or torch.allclose(p, -r) for p, r in zip(peak, raw))
+    params = plugins.load("methods", "eigencam").Params
+    assert "sign" not in numbers(params()) and numbers(params(sign="lapack"))["sign"] == "lapack"
+    assert plugins.load("methods", "kpcacam").Params(sign="lapack").sign == "lapack"
+
+    class Stats:
+        def get(self, *args):
+            return (50.0, None, 1)
+
+    caption = table1(Stats(), ["resnet18-wsol"], ["eigencam", "eigengradcam"], "d", beyond=True).caption
+    assert caption.count("`sign`") == 1 and "`peak`" in caption and "`sign: lapack`" in caption
+    assert "sign" not in table1(Stats(), ["resnet18-wsol"], ["cam"], "d").caption
 
 
 def test_finercam_with_two_classes_is_gradcam_of_the_logit_difference():

@@ -115,6 +115,7 @@ class Method:
     single_lr: ClassVar[bool] = False  # every parameter at train.lr (the reference's segmentation models)
     head_is_decoder: ClassVar[bool] = False  # the trainable head is a decoder: the backbone's decoder lr
     trains_on_features: ClassVar[bool] = False  # the head learns from model.backbone(images) alone
+    report_note: ClassVar[str] = ""  # a convention readers need, added to the caption of its group's first table
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
