@@ -62,7 +62,7 @@ def ours_call(name, model, layer, x, targets, sign=1):
     params = {"variant": "pytorch-grad-cam"} if name == "fullgrad" else {}
     original = eigencam.oriented
     if sign < 0:
-        eigencam.oriented = lambda p: -original(p)
+        eigencam.oriented = lambda p, sign="peak": -original(p, sign)
     try:
         with torch.no_grad():
             maps = cams(model, x, targets, method=name, layer=None if name == "fullgrad" else layer, **params)

@@ -65,6 +65,14 @@ def test_haematoxylin_annotator_finds_nuclei_dense_tissue():
     assert not empty.any()
     flat = annotator.masks(_normalised(np.full((16, 16, 3), 200, np.uint8)), torch.tensor([1]))
     assert not flat.any()  # a constant image: nothing above Otsu's threshold
+    # lymph nodes: the nuclei-dense tissue (lymphocytes) is the background (issue 27)
+    sparse = Haematoxylin(Haematoxylin.Params(sigma=1.0, foreground="sparse"))
+    assert np.array_equal(sparse.masks(_normalised(rgb), torch.tensor([1]))[0].numpy(), ~mask)
+    emptied = Haematoxylin(Haematoxylin.Params(foreground="sparse", empty_classes=[0]))
+    assert not emptied.masks(_normalised(rgb), torch.tensor([0])).any()
+    from wsolctl.engine.plan import numbers
+
+    assert "foreground" not in numbers(Haematoxylin.Params())  # run ids of earlier recipes unchanged
 
 
 def test_otsu_matches_skimage_and_its_dice_is_pixel_counts():
@@ -486,6 +494,11 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
 
     expected = torch.stack([m > threshold_otsu(m.numpy()) for m in maps])
     assert masks.shape == (3, 32, 32) and torch.equal(masks, expected) and 0 < masks.float().mean() < 1
+    # selecting CAM by b-pseudo against CAM's own maps is circular: refused at validation (issue 27)
+    annotated = _tiny(tmp_path) + f"  annotator: {{name: run-cams, params: {{run: {run_dir}}}}}\n"
+    with pytest.raises(RecipeError, match=r"selection: b-pseudo would select cam against pseudo-masks made by cam"):
+        _load(tmp_path, annotated + "selection: [b-pseudo, b-cl]\n")
+    assert _load(tmp_path, annotated + "selection: [b-loc, b-cl]\n").evaluation.annotator.name == "run-cams"
 
 
 def test_region_threshold_falls_back_to_otsu_per_input():

@@ -427,6 +427,12 @@ class Recipe(Strict):
         if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
             raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
                              "(e.g. {name: haematoxylin}; docs/results.md lists them)")
+        annotator = evaluation.annotator if evaluation is not None else None
+        source = annotator.plugin.source_method(annotator.params) if annotator is not None else None
+        if "b-pseudo" in selection and source in {m.name for m in info.data.get("methods", [])}:
+            raise ValueError(f"b-pseudo would select {source} against pseudo-masks made by {source} itself (annotator "
+                             f"{annotator.name}): circular, it favours the checkpoint closest to the annotator's model; "
+                             "take the pseudo-masks from another method's run or from haematoxylin")
         if len(set(selection)) != len(selection):
             raise ValueError("a rule is listed twice")
         return selection
