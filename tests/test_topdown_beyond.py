@@ -209,6 +209,26 @@ def test_kpca_projection_is_scikit_learns(kernel):
         np.testing.assert_allclose(got[i].flatten().numpy(), ref, rtol=1e-6, atol=1e-8)
 
 
+def test_kpca_top_eigenpair_by_arpack_above_200_positions():
+    """Issue 27: above 200 positions (scikit-learn's switch to ARPACK) only the top eigenpair is
+    computed; the projection still equals scikit-learn's and the full eigh's."""
+    from sklearn.decomposition import KernelPCA
+
+    torch.manual_seed(0)
+    feats = torch.randn(2, 8, 15, 16, dtype=torch.float64).relu()  # 240 positions
+    got = eigencam.first_kernel_component(feats, "sigmoid", None, 3, 1.0)
+    centred = eigencam.centred_positions(feats)
+    for i in range(2):
+        ref = KernelPCA(n_components=1, kernel="sigmoid").fit_transform(centred[i].numpy())[:, 0]
+        np.testing.assert_allclose(got[i].flatten().numpy(), ref, rtol=1e-6, atol=1e-9)
+    k = torch.randn(3, 240, 240, dtype=torch.float64)
+    k = k + k.transpose(1, 2)
+    value, vector = eigencam.top_eigenpair(k)
+    values, vectors = torch.linalg.eigh(k)
+    torch.testing.assert_close(value, values[:, -1])
+    torch.testing.assert_close(vector * (vector * vectors[:, :, -1]).sum(1, keepdim=True).sign(), vectors[:, :, -1])
+
+
 def test_eigen_sign_makes_the_extreme_value_positive():
     """Whatever sign LAPACK returns, the largest-magnitude value of the projection is positive."""
     a = torch.full((2, 4, 3, 3), 0.1)

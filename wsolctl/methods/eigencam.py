@@ -7,7 +7,10 @@ positions (each channel's spatial mean removed). Every map = ReLU(·) of the exp
 - Eigen-Grad-CAM (pytorch-grad-cam): the same with the features g⊙A (g = ∂y_c/∂A: class-specific).
 - KPCA-CAM (Karmani et al., 2024): the first kernel principal component of X, as scikit-learn's
   ``KernelPCA(n_components=1, kernel, gamma)`` computes it: K = kernel(X, X) (h·w × h·w), double
-  centred, top eigenpair (λ, u), projection √λ·u. Class-agnostic.
+  centred, top eigenpair (λ, u), projection √λ·u. Class-agnostic. The top eigenpair only, like
+  scikit-learn's ``eigen_solver="auto"``: a full ``eigh`` up to 200 positions, ARPACK
+  (``scipy.sparse.linalg.eigsh``, one pair) above on CPU, where a full ``eigh`` of every eigenpair
+  took most of the time (benchmarks/README.md); ``eigh`` on other devices.
 - FEM (Fuad et al., 2020): w_k = fraction of the positions where A_k > mean(A_k) + k·std(A_k)
   (population std), map = ReLU(Σ_k w_k A_k). Class-agnostic.
 
@@ -24,7 +27,7 @@ sum instead was tried and dropped: after a LayerNorm (a ViT's ``norm1``) the cha
 at every token, so the sign would follow rounding noise.
 
 All of it is batched: one ``torch.linalg.svd`` / ``eigh`` call on the (N, h·w, ·) stack, on the
-images' device.
+images' device (KPCA-CAM's ARPACK path: one call per image, on CPU).
 """
 from __future__ import annotations
 
@@ -126,8 +129,25 @@ def first_kernel_component(x: "torch.Tensor", kind: str, gamma: Optional[float],
     n, c, h, w = x.shape
     k = kernel_matrix(centred_positions(x), kind, gamma if gamma is not None else 1.0 / c, degree, coef0)
     k = k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True) + k.mean(dim=(1, 2), keepdim=True)
-    values, vectors = torch.linalg.eigh(k)  # ascending
-    return oriented(vectors[:, :, -1] * values[:, -1:].clamp_min(0).sqrt(), sign).view(n, h, w)
+    value, vector = top_eigenpair(k)
+    return oriented(vector * value[:, None].clamp_min(0).sqrt(), sign).view(n, h, w)
+
+
+ARPACK_ABOVE = 200  # scikit-learn's KernelPCA(eigen_solver="auto"): ARPACK for more samples than this
+
+
+def top_eigenpair(k: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Largest eigenvalue (N,) and its unit eigenvector (N, L) of each symmetric (N, L, L) matrix."""
+    if k.device.type != "cpu" or k.shape[-1] <= ARPACK_ABOVE:
+        values, vectors = torch.linalg.eigh(k)  # ascending
+        return values[:, -1], vectors[:, :, -1]
+    import numpy as np
+    from scipy.sparse.linalg import eigsh
+
+    start = np.random.default_rng(0).uniform(-1, 1, k.shape[-1])  # seeded, as scikit-learn's v0 (never ones:
+    pairs = [eigsh(m, k=1, which="LA", v0=start) for m in k.numpy()]  # a centred kernel maps ones to 0)
+    value = torch.tensor(np.array([p[0][0] for p in pairs]), dtype=k.dtype)
+    return value, torch.from_numpy(np.stack([p[1][:, 0] for p in pairs])).to(k.dtype)
 
 
 class KPCACAM(EigenCAM):
