@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
 from wsolctl.plugins import API_VERSION
+from wsolctl.recipe.schema import numbers
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -138,7 +139,7 @@ class Method:
         return None
 
     def training_key(self) -> dict:
-        return {"method": self.name, "params": self.params.model_dump(mode="json")}
+        return {"method": self.name, "params": numbers(self.params)}  # new defaults left out, as in run ids
 
     def prerequisite(self) -> Optional[dict]:
         """A method spec (``{"name": ..., "params": {...}}``) whose trained model this method needs,
