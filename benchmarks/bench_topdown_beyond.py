@@ -62,7 +62,7 @@ def ours_call(name, model, layer, x, targets, sign=1):
     params = {"variant": "pytorch-grad-cam"} if name == "fullgrad" else {}
     original = eigencam.oriented
     if sign < 0:
-        eigencam.oriented = lambda p: -original(p)
+        eigencam.oriented = lambda p, sign="peak": -original(p, sign)
     try:
         with torch.no_grad():
             maps = cams(model, x, targets, method=name, layer=None if name == "fullgrad" else layer, **params)
@@ -75,12 +75,18 @@ def speed(args) -> None:
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(args.arch, pretrained=False, num_classes=1000).eval()
+    extra = {"output_stride": args.output_stride} if args.output_stride != 32 else {}
+    model = timm.create_model(args.arch, pretrained=False, num_classes=1000, **extra).eval()
+    if args.kpca_full_eigh:  # the path before issue 27: every eigenpair, whatever the size
+        from wsolctl.methods import eigencam
+
+        eigencam.ARPACK_ABOVE = 10 ** 9
     layer = model.get_submodule("layer4")
     x = torch.randn(args.batch, 3, args.size, args.size)
     with torch.no_grad():
         targets = model(x).argmax(1)
-    print(f"arch={args.arch} size={args.size} batch={args.batch} threads={torch.get_num_threads()} "
+    print(f"arch={args.arch} output_stride={args.output_stride} kpca_full_eigh={args.kpca_full_eigh} "
+          f"size={args.size} batch={args.batch} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} rounds={args.rounds}", flush=True)
     rows = []
     for name in args.methods.split(","):
@@ -158,6 +164,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--mem-size", type=int, default=32, help="input size of the memory run")
     parser.add_argument("--methods", default=",".join(NEW))
+    parser.add_argument("--output-stride", type=int, default=32,
+                        help="timm output_stride (8: layer4 at 1/8, the WSOL backbones' resolution)")
+    parser.add_argument("--kpca-full-eigh", action="store_true", help="KPCA-CAM as before issue 27 (full eigh)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     np.seterr(all="ignore")

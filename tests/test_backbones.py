@@ -12,7 +12,7 @@ from wsolctl import plugins
     ("resnet18-wsol", 512, 8),
     ("resnet50-wsol", 2048, 8),
     ("vgg16-wsol", 1024, 8),
-    ("inceptionv3-wsol", 1024, 5),  # valid paddings in the stem (documented approximation)
+    ("inceptionv3-wsol", 1024, 8),
 ])
 def test_wsol_backbones(name, channels, side):
     backbone = plugins.load("backbones", name)()
@@ -29,6 +29,20 @@ def test_resnet50_wsol_gives_28x28_at_224():
     module = plugins.load("backbones", "resnet50-wsol")().build(False).eval()
     with torch.no_grad():
         assert module(torch.zeros(1, 3, 224, 224)).shape[-2:] == (28, 28)  # the survey's CAM size
+
+
+def test_inceptionv3_wsol_feature_sizes_at_224():
+    """Issue 27: the reference's paddings give 112/56/28/28/28 px at the five stages (timm's valid
+    paddings gave 109/54/25/25/25)."""
+    backbone = plugins.load("backbones", "inceptionv3-wsol")()
+    module = backbone.build(False).eval()
+    sizes = []
+    for stage in backbone.info().stages:
+        module.get_submodule(stage.module).register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[-2:])))
+    with torch.no_grad():
+        module(torch.zeros(1, 3, 224, 224))
+    assert sizes == [(112, 112), (56, 56), (28, 28), (28, 28), (28, 28)]
+    assert [224 // s.reduction for s in backbone.info().stages] == [112, 56, 28, 28, 28]
 
 
 def test_local_weights_file_is_loaded(tmp_path):

@@ -196,7 +196,7 @@ def test_the_metric_catalog_lists_built_in_and_plugins(energy):
     from wsolctl.catalog import metric_catalog
 
     rows = {row["name"]: row for row in metric_catalog()}
-    assert list(rows)[0] == "pxap" and rows["pxap"]["columns"]["threshold"] == "[0, 1)"
+    assert list(rows)[0] == "pxap" and rows["pxap"]["columns"]["threshold"] == "[0, 1], or 2 = predict nothing"
     assert rows["deletion"]["forward_passes"] and not rows["dice"]["forward_passes"]
     assert rows["energy-pointing"]["package"] == "wsolctl-test-energy 0.1"
     assert rows["energy-pointing"]["columns"] == {"energy_pointing": "%"}

@@ -102,6 +102,25 @@ def test_probability_seeds_anywhere_in_the_cam():
     assert ((dilated == 1).flatten(1).sum(1) <= 9).all() and ((dilated == 1).flatten(1).sum(1) >= 4).all()
 
 
+def test_pixelcam_background_seeds_uniform_in_the_lowest_fraction():
+    """Issue 27: PixelCAM's reference draws background seeds about uniformly in the lowest 20 %;
+    NEGEV's rule (∝ 1 − CAM) favours the lowest pixels. The lowest 20 % here: half at 0, half at
+    0.45 (weights 1 vs 0.55 under ∝ 1 − CAM: 65 % of the seeds on the zeros; uniform: 50 %)."""
+    torch.manual_seed(0)
+    cam = torch.linspace(0.5, 1, 100)
+    cam[:10], cam[10:20] = 0.0, 0.45
+    cams = cam.repeat(2000, 1).view(2000, 10, 10)
+    share = {}
+    for uniform in (False, True):
+        seeds = sample_seeds(cams, 0, 1, None, 0.2, 1, bg_uniform=uniform).flatten(1)
+        assert ((seeds == 0).sum(1) == 1).all() and (seeds[:, 20:] != 0).all()
+        share[uniform] = (seeds[:, :10] == 0).sum(1).float().mean().item()
+    assert abs(share[True] - 0.5) < 0.045 and abs(share[False] - 1 / 1.55) < 0.045  # ±4 σ (σ ≈ 0.011)
+    method = PixelCAM()
+    seeds = method.seeds(cams[:1000], torch.ones(1000, dtype=torch.long)).flatten(1)
+    assert abs((seeds[:, :10] == 0).sum().item() / (seeds[:, :20] == 0).sum().item() - 0.5) < 0.05
+
+
 def _pixelcam(backbone="resnet18-wsol", **params):
     """A PixelCAM model given its prerequisite's state (a CAM model with other random weights)."""
     prerequisite = build_model(plugins.load("methods", "cam")(), backbone, seed=1)
@@ -162,7 +181,7 @@ def test_pixelcam_loss_is_ce_plus_partial_ce_on_the_seeds():
     torch.manual_seed(5)
     terms = method.loss_terms(output, Batch(images, labels))
     torch.manual_seed(5)
-    seeds = sample_seeds(output.extras["seed_cams"], 3, 4, None, 0.2, 1)
+    seeds = sample_seeds(output.extras["seed_cams"], 3, 4, None, 0.2, 1, bg_uniform=True)
     pixel = F.interpolate(output.extras["pixel_logits"], size=(32, 32), mode="bilinear", align_corners=False)
     picked = seeds != IGNORE
     manual = F.cross_entropy(pixel.permute(0, 2, 3, 1)[picked], seeds[picked])

@@ -261,6 +261,8 @@ def test_paper_recipes_encode_the_protocol(name, dataset, epochs, step):
     assert {"pixelcam", "sat"} <= set(backbones) and backbones["sat"] == backbones["tscam"]
     tscam = next(m for m in recipe.methods if m.name == "tscam")
     assert recipe.train_of(tscam).optimizer.lr_classifier_ratio == 1  # the reference: one lr for every parameter
+    unet = next(m for m in recipe.methods if m.name == "unet")
+    assert unet.params.classifier == "probe"  # the reference's U-Net: no cross-entropy through the encoder
 
 
 @pytest.mark.parametrize("name", ["synthetic-study", "synthetic-study-camelyon", "beyond-survey"])
@@ -278,6 +280,8 @@ def test_beyond_survey_recipe_runs_the_methods_beyond_the_survey():
     assert ours == ["cam"]  # the reference run PixelCAM starts from
     assert {"pixelcam", "sat", "scorecam", "sscam", "iscam", "ablationcam"} <= set(beyond)
     assert recipe.dataset.name == "synthetic-glas" and recipe.device == "cpu"
+    on_deit = [m for m in recipe.methods if m.name in ("pixelcam", "sat") and m.backbones == ["deit-tiny"]]
+    assert len(on_deit) == 2 and all(recipe.train_of(m).optimizer.lr_classifier_ratio == 1 for m in on_deit)
 
 
 def test_qualitative_grid_wraps_by_family(tmp_path):

@@ -21,6 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWe
 from torch import nn
 
 from tests.test_topdown import oracle_g_a, small_net
+from wsolctl import plugins
 from wsolctl.methods import eigencam
 from wsolctl.topdown import cams
 
@@ -112,7 +113,7 @@ def assert_parity(name, setup, monkeypatch, **params):
     r = pearson(scaled(got, x.shape[-2:]), expected)
     if name in SIGNLESS:  # equal up to the component's sign: the other sign's map matches instead
         original = eigencam.oriented
-        monkeypatch.setattr(eigencam, "oriented", lambda p: -original(p))
+        monkeypatch.setattr(eigencam, "oriented", lambda p, sign="peak": -original(p, sign))
         flipped = pearson(scaled(ours(name, model, layer, x, targets), x.shape[-2:]), expected)
         r = [max(a, b) for a, b in zip(r, flipped)]
     assert min(r) >= 0.999, (name, r)
@@ -208,6 +209,26 @@ def test_kpca_projection_is_scikit_learns(kernel):
         np.testing.assert_allclose(got[i].flatten().numpy(), ref, rtol=1e-6, atol=1e-8)
 
 
+def test_kpca_top_eigenpair_by_arpack_above_200_positions():
+    """Issue 27: above 200 positions (scikit-learn's switch to ARPACK) only the top eigenpair is
+    computed; the projection still equals scikit-learn's and the full eigh's."""
+    from sklearn.decomposition import KernelPCA
+
+    torch.manual_seed(0)
+    feats = torch.randn(2, 8, 15, 16, dtype=torch.float64).relu()  # 240 positions
+    got = eigencam.first_kernel_component(feats, "sigmoid", None, 3, 1.0)
+    centred = eigencam.centred_positions(feats)
+    for i in range(2):
+        ref = KernelPCA(n_components=1, kernel="sigmoid").fit_transform(centred[i].numpy())[:, 0]
+        np.testing.assert_allclose(got[i].flatten().numpy(), ref, rtol=1e-6, atol=1e-9)
+    k = torch.randn(3, 240, 240, dtype=torch.float64)
+    k = k + k.transpose(1, 2)
+    value, vector = eigencam.top_eigenpair(k)
+    values, vectors = torch.linalg.eigh(k)
+    torch.testing.assert_close(value, values[:, -1])
+    torch.testing.assert_close(vector * (vector * vectors[:, :, -1]).sum(1, keepdim=True).sign(), vectors[:, :, -1])
+
+
 def test_eigen_sign_makes_the_extreme_value_positive():
     """Whatever sign LAPACK returns, the largest-magnitude value of the projection is positive."""
     a = torch.full((2, 4, 3, 3), 0.1)
@@ -218,6 +239,31 @@ def test_eigen_sign_makes_the_extreme_value_positive():
         assert (m[:, 0, 0] == m.flatten(1).abs().amax(1)).all()
     got = ours("eigencam", small_net(), "act", torch.randn(2, 3, 8, 8), 0)
     assert got.shape == (2, 8, 8) and got.amax() > 0
+
+
+def test_eigen_sign_is_a_parameter_named_in_the_report():
+    """Issue 27: ``sign: lapack`` keeps the solver's sign (pytorch-grad-cam's Eigen-CAM convention),
+    ``peak`` (default, left out of run ids) flips it to svd_flip's; Table 1's caption says so."""
+    from wsolctl.engine.plan import numbers
+    from wsolctl.results.survey import table1
+
+    a = torch.randn(3, 4, 5, 5)
+    u, s, _ = torch.linalg.svd(eigencam.centred_positions(a), full_matrices=False)
+    raw = eigencam.first_component(a, "lapack")
+    assert torch.allclose(raw, (u[:, :, 0] * s[:, :1]).view(3, 5, 5))
+    peak = eigencam.first_component(a)
+    assert all(torch.allclose(p, r) or torch.allclose(p, -r) for p, r in zip(peak, raw))
+    params = plugins.load("methods", "eigencam").Params
+    assert "sign" not in numbers(params()) and numbers(params(sign="lapack"))["sign"] == "lapack"
+    assert plugins.load("methods", "kpcacam").Params(sign="lapack").sign == "lapack"
+
+    class Stats:
+        def get(self, *args):
+            return (50.0, None, 1)
+
+    caption = table1(Stats(), ["resnet18-wsol"], ["eigencam", "eigengradcam"], "d", beyond=True).caption
+    assert caption.count("`sign`") == 1 and "`peak`" in caption and "`sign: lapack`" in caption
+    assert "sign" not in table1(Stats(), ["resnet18-wsol"], ["cam"], "d").caption
 
 
 def test_finercam_with_two_classes_is_gradcam_of_the_logit_difference():

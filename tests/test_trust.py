@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.conftest import TINY, build_model
+from tests.conftest import TINY, backbone_info, build_model
 from wsolctl.errors import RecipeError
 
 REDNESS = Path(__file__).parent / "plugins" / "redness"
@@ -65,6 +65,14 @@ def test_haematoxylin_annotator_finds_nuclei_dense_tissue():
     assert not empty.any()
     flat = annotator.masks(_normalised(np.full((16, 16, 3), 200, np.uint8)), torch.tensor([1]))
     assert not flat.any()  # a constant image: nothing above Otsu's threshold
+    # lymph nodes: the nuclei-dense tissue (lymphocytes) is the background (issue 27)
+    sparse = Haematoxylin(Haematoxylin.Params(sigma=1.0, foreground="sparse"))
+    assert np.array_equal(sparse.masks(_normalised(rgb), torch.tensor([1]))[0].numpy(), ~mask)
+    emptied = Haematoxylin(Haematoxylin.Params(foreground="sparse", empty_classes=[0]))
+    assert not emptied.masks(_normalised(rgb), torch.tensor([0])).any()
+    from wsolctl.engine.plan import numbers
+
+    assert "foreground" not in numbers(Haematoxylin.Params())  # run ids of earlier recipes unchanged
 
 
 def test_otsu_matches_skimage_and_its_dice_is_pixel_counts():
@@ -170,6 +178,36 @@ def test_regret_table_by_hand_on_a_two_epoch_toy():
 
 
 # ----------------------------------------------------------------------------- randomisation check
+def _gaussian_ssim(a, b, sigma=1.5, c1=0.01 ** 2, c2=0.03 ** 2):
+    """Wang et al.'s SSIM with an 11×11 Gaussian window (σ 1.5), data range 1, written out."""
+    from scipy.ndimage import gaussian_filter
+
+    def blur(x):
+        return gaussian_filter(x, sigma, truncate=3.5, mode="reflect")
+
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
+    full = (2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))
+    return full[5:-5, 5:-5].mean()  # skimage leaves out the border the window overhangs
+
+
+def test_hog_similarity():
+    from skimage.feature import hog
+
+    from wsolctl.engine.checks import hog_similarity
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 28) ** 2) / 60.0)
+    noise = rng.random((48, 48))
+    assert hog_similarity(blob, blob) == pytest.approx(1)
+    assert hog_similarity(blob, 0.5 * blob) == pytest.approx(1, abs=1e-6)  # HOG blocks are normalised
+    assert hog_similarity(blob, noise) < 0.5
+    assert hog_similarity(blob, noise) == pytest.approx(np.corrcoef(hog(blob), hog(noise))[0, 1])
+    assert math.isnan(hog_similarity(blob[:16, :16], noise[:16, :16]))  # smaller than one block
+    assert math.isnan(hog_similarity(np.ones((48, 48)), blob))
+
+
 def test_spearman_and_ssim_match_scipy_and_skimage():
     from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
@@ -181,7 +219,8 @@ def test_spearman_and_ssim_match_scipy_and_skimage():
     b[:4] = a[:4]
     a[0, :3] = 0.5  # ties
     assert spearman(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
-    assert ssim(a, b) == pytest.approx(structural_similarity(a, b, data_range=1.0), abs=1e-12)
+    assert ssim(a, b) == pytest.approx(_gaussian_ssim(a, b), abs=1e-9)
+    assert ssim(a, a) == pytest.approx(1) and ssim(a, b) != pytest.approx(structural_similarity(a, b, data_range=1.0))
     assert math.isnan(spearman(np.ones((4, 4)), a[:4, :4]))
     raw = (torch.from_numpy(a - 0.5)[None], torch.from_numpy(a)[None])
     other = (torch.from_numpy(b - 0.5)[None], torch.from_numpy(b)[None])
@@ -213,10 +252,11 @@ def test_weight_free_map_stays_identical_and_cam_does_not(redness):
     images, targets = _images()
     method = redness.Redness()
     rows, maps = model_randomisation(build_model(method), method, images, targets, stages, seed=0)
-    assert [r["layer"] for r in rows] == ["trained", "head", "layer4", "layer3", "layer2", "layer1"]
+    assert [r["layer"] for r in rows] == ["trained", "head", "layer4", "layer3", "layer2", "layer1", "act1"]
     for row in rows:
         assert row["spearman_abs"] == pytest.approx(1) and row["ssim"] == pytest.approx(1)
-    assert maps.shape == (6, 4, 32, 32) and maps.dtype == np.uint8
+        assert row["hog"] == pytest.approx(1)
+    assert maps.shape == (7, 4, 32, 32) and maps.dtype == np.uint8
 
     cam = CAM()
     model = build_model(cam)
@@ -232,6 +272,35 @@ def test_weight_free_map_stays_identical_and_cam_does_not(redness):
     before = [p.clone() for p in model.parameters()]
     model_randomisation(model, cam, images, targets, stages, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # works on a copy
+
+
+@pytest.mark.parametrize("backbone, side", [("resnet50-wsol", 32), ("vgg16-wsol", 32), ("inceptionv3-wsol", 48),
+                                            ("deit-tiny", 32)])
+def test_randomisation_reaches_every_parameter(backbone, side):
+    """Issue 27: every module with parameters (stem, patch embedding, class token, position embedding,
+    final norm) is re-initialised, stage by stage from the head down; the share reaches 1."""
+    from wsolctl.engine.checks import cascade_steps, model_randomisation
+    from wsolctl.methods.cam import CAM
+
+    cam = CAM()
+    model = build_model(cam, backbone)
+    stages = [s.module for s in backbone_info(backbone).stages]
+    images, targets = _images(2, side)
+    steps = cascade_steps(model, stages, images)
+    assert [name for name, _ in steps] == ["head", *reversed(stages)]
+    owners = [m for _, modules in steps for m in modules]
+    assert len(owners) == len({id(m) for m in owners})  # each module in one step
+    covered = {id(p) for m in owners for p in m.parameters(recurse=False)}
+    assert covered == {id(p) for p in model.parameters()}
+    first = {id(m) for m in steps[-1][1]}
+    stem = {"resnet50-wsol": "conv1", "vgg16-wsol": "features.0", "inceptionv3-wsol": "Conv2d_1a_3x3.conv",
+            "deit-tiny": "patch_embed.proj"}[backbone]
+    assert id(model.backbone.get_submodule(stem)) in first
+    if backbone == "deit-tiny":  # class token and position embedding with the first block, final norm with the last
+        assert id(model.backbone) in first and id(model.backbone.norm) in {id(m) for m in steps[1][1]}
+    rows, _ = model_randomisation(model, cam, images, targets, stages, seed=0)
+    shares = [r["params_randomised"] for r in rows]
+    assert shares[0] == 0 and shares[-1] == pytest.approx(1) and shares == sorted(shares)
 
 
 def test_randomisation_summary_flags_a_map_that_barely_changes():
@@ -390,7 +459,9 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     epochs = pl.read_parquet(out / "epochs.parquet")
     assert epochs["valpx_pseudo_pxap"].is_finite().all() and epochs["valpx_pxap"].is_nan().all()
     checks = pl.read_parquet(out / "checks.parquet")
-    assert sorted(checks["selection"].unique()) == ["b-cl", "b-pseudo"] and checks["depth"].max() == 5
+    assert sorted(checks["selection"].unique()) == ["b-cl", "b-pseudo"]
+    assert checks["depth"].max() == 6  # the head + 5 stages (act1: conv1 + bn1)
+    assert checks.filter(pl.col("depth") == 6)["params_randomised"].min() == pytest.approx(1.0)
     report = (out / "report.md").read_text()
     assert "Sanity check: cascading model randomisation" in report and "B-PSEUDO" in report
     assert "What annotation-free selection costs" not in report  # no true masks: no regret table
@@ -423,6 +494,11 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
 
     expected = torch.stack([m > threshold_otsu(m.numpy()) for m in maps])
     assert masks.shape == (3, 32, 32) and torch.equal(masks, expected) and 0 < masks.float().mean() < 1
+    # selecting CAM by b-pseudo against CAM's own maps is circular: refused at validation (issue 27)
+    annotated = _tiny(tmp_path) + f"  annotator: {{name: run-cams, params: {{run: {run_dir}}}}}\n"
+    with pytest.raises(RecipeError, match=r"selection: b-pseudo would select cam against pseudo-masks made by cam"):
+        _load(tmp_path, annotated + "selection: [b-pseudo, b-cl]\n")
+    assert _load(tmp_path, annotated + "selection: [b-loc, b-cl]\n").evaluation.annotator.name == "run-cams"
 
 
 def test_region_threshold_falls_back_to_otsu_per_input():
@@ -434,3 +510,20 @@ def test_region_threshold_falls_back_to_otsu_per_input():
     assert region_threshold(0.4, values) == 0.4
     assert region_threshold(math.nan, values) == pytest.approx(threshold_otsu(values))
     assert region_threshold(math.nan, np.full(5, 0.3)) == 1.0  # a flat map: no region
+
+
+def test_predict_warns_when_the_threshold_predicts_nothing():
+    """Issue 27: τ* = 2 ("predicting nothing scored best") draws no region; predict says so."""
+    import types
+    import warnings
+
+    from wsolctl.errors import PredictsNothingWarning
+    from wsolctl.predict.run import _warn_if_nothing
+
+    loaded = types.SimpleNamespace(method_label="cam", selection="b-loc", run_id="abc")
+    with pytest.warns(PredictsNothingWarning, match=r"cam \(b-loc, run abc\): threshold τ\* = 2 predicts nothing"):
+        _warn_if_nothing(loaded, 0, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_nothing(loaded, 0, 1.0)  # maps that reach 1 still draw a region
+        _warn_if_nothing(loaded, 0, math.nan)  # Otsu per input

@@ -235,6 +235,25 @@ def test_default_decoder_takes_no_raw_image_skip(name):
     assert not torch.allclose(changed[0], changed[1])
 
 
+def test_unet_probe_classifier_leaves_the_encoder_to_the_masks():
+    """Issue 27: ``classifier: probe`` (the survey recipes) trains the linear classifier on the detached
+    encoder output, so the classification loss sends no gradient into the encoder; ``joint`` (the
+    default, left out of run ids) does."""
+    from wsolctl.engine.plan import numbers
+
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    for classifier in ("joint", "probe"):
+        method = UNet(UNet.Params(decoder_channels=[16, 8], classifier=classifier))
+        model = build_model(method).train()
+        output = model(images, labels)
+        method.loss_terms(output, Batch(images, labels, masks))["ce"].backward()
+        encoder = [p.grad for p in model.backbone.parameters()]
+        assert model.head.classifier.weight.grad.abs().sum() > 0
+        assert all(g is None for g in encoder) if classifier == "probe" else any(g is not None for g in encoder)
+    assert "classifier" not in numbers(UNet.Params()) and numbers(UNet.Params(classifier="probe"))["classifier"] == "probe"
+
+
 @pytest.mark.slow  # about 90 s of training steps on 2 loaded cores
 def test_unet_overfits_one_batch_through_the_engine_step():
     from wsolctl.engine.train import train_step

@@ -32,6 +32,10 @@ class PluginWarning(UserWarning):
     """A plugin could not be imported and was skipped."""
 
 
+class PredictsNothingWarning(UserWarning):
+    """``wsolctl predict`` at a threshold no map value reaches (τ* = 2: predicting nothing scored best)."""
+
+
 class DataError(InputError):
     """Bad or inconsistent dataset input (exit code 2 on the command line)."""
 

@@ -1,8 +1,16 @@
 """Pseudo-annotators: plugins (entry point group ``wsolctl.annotators``) that draw a mask on an image
 without a pathologist, for model selection (``b-pseudo``) and thresholds (``val-pseudo``) in a study
-with image labels only (Murtaza et al., WACV 2025, "A realistic protocol for evaluation of WSOL":
-pseudo-annotations of the validation set stand in for the manual ones; their code builds pseudo
-*boxes* (selective search, RPN, CLIP maps) for CUB / ILSVRC, here they are pseudo *masks*).
+with image labels only.
+
+Inspired by, not the same as, Murtaza et al.'s protocol (WACV 2025, "A realistic protocol for
+evaluation of weakly supervised object localization"): there, each validation image gets **one
+pseudo-box built independently of any WSOL model being evaluated** (selective search, a region
+proposal network or CLIP), and models are selected by their box accuracy against those boxes, on
+natural images (CUB, ILSVRC). ``b-pseudo`` differs: its pseudo-*masks* come from the annotator the
+recipe names (a stain heuristic, an earlier model's maps, or, to calibrate, the true masks), models
+are selected by PxAP against them, and the annotator is only as independent as it is: ``run-cams``
+uses a trained model, so it must not be the method being selected (a validation error: selecting a
+method against its own maps favours the checkpoint closest to them).
 
 An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device)``
 (load what it needs once, e.g. a reference model) and ``masks(images, labels)`` → ``(N, H, W)`` bool
@@ -13,14 +21,18 @@ Built in:
 
 * ``haematoxylin``: no model. Colour deconvolution (Ruifrok & Johnston 2001, ``skimage.color.rgb2hed``)
   gives the haematoxylin density per pixel; it is smoothed with a Gaussian (``sigma`` px) and
-  thresholded per image by Otsu's rule on the smoothed density (or a fixed ``threshold``): foreground
-  = density > t. Nuclei-dense tissue (glands' epithelium, tumour) is foreground, stroma and lumen are
-  background. A constant image gives an empty mask.
-* ``run-cams``: the thresholded maps of a model trained earlier (the WACV 2025 medical setting: CAM
-  pseudo-masks): the checkpoint that ``selection`` (default ``b-cl``: needs no mask) picked for
-  ``method`` in the finished run directory ``run`` (``OUT/runs/<id>``), each map min-max normalised
-  (CAM-type) and thresholded per image by Otsu (or at a fixed ``threshold``), target = the image's
-  label.
+  thresholded per image by Otsu's rule on the smoothed density (or a fixed ``threshold`` t).
+  ``foreground: dense`` (default): foreground = density > t, for tissue where the region of interest
+  is the nuclei-dense one (GlaS: glands' epithelium and tumour against stroma and lumen).
+  ``foreground: sparse``: foreground = density ≤ t, for tissue where the background is the denser
+  (lymph nodes, CAMELYON16: lymphocytes are the densest tissue; metastases have larger, paler
+  nuclei); glass, fat and lumen, the palest of all, then count as foreground too. A stain heuristic
+  in both cases, not a model of the lesion. A constant image gives an empty mask.
+* ``run-cams``: the thresholded maps of a model trained earlier: the checkpoint that ``selection``
+  (default ``b-cl``: needs no mask) picked for ``method`` in the finished run directory ``run``
+  (``OUT/runs/<id>``), each map min-max normalised (CAM-type) and thresholded per image by Otsu (or
+  at a fixed ``threshold``), target = the image's label. Not model-independent, unlike the WACV 2025
+  pseudo-boxes: its ``method`` must not be one the recipe selects by ``b-pseudo``.
 
 * ``valpx-masks``: the valpx true masks themselves (declares ``reads_masks``). Not annotation-free:
   a calibration, with it ``b-pseudo`` must select exactly as ``b-loc`` and ``val-pseudo`` give
@@ -37,6 +49,7 @@ from typing import ClassVar, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
+from wsolctl.recipe.schema import NEW_DEFAULT
 from wsolctl.selection import RULES
 
 Threshold = Union[Literal["otsu"], float]
@@ -50,6 +63,10 @@ class _Common(BaseModel):
 
 class HaematoxylinParams(_Common):
     sigma: float = Field(2.0, ge=0, description="Gaussian smoothing of the density, in pixels")
+    foreground: Literal["dense", "sparse"] = Field(
+        "dense", json_schema_extra=NEW_DEFAULT,
+        description="dense: foreground = density above the threshold (GlaS: epithelium, tumour); sparse: at or "
+                    "below it (lymph nodes, where lymphocytes are the densest tissue)")
 
 
 class RunCamsParams(_Common):
@@ -78,6 +95,12 @@ class Annotator:
         self.params = params if params is not None else self.Params()
         self.normalize = IMAGENET if normalize is None else normalize  # of the images it is handed
 
+    @classmethod
+    def source_method(cls, params: BaseModel) -> Optional[str]:
+        """The method whose maps the pseudo-masks come from (None: no model), so that validation can
+        refuse to select that method against its own maps."""
+        return None
+
     def bind(self, device) -> None:
         """Load what the annotator needs (called once before :meth:`masks`)."""
 
@@ -85,9 +108,12 @@ class Annotator:
         """(N, H, W) float scores; foreground where above the threshold rule."""
         raise NotImplementedError
 
+    def foreground(self, scores):
+        """(N, H, W) bool: where ``scores`` pass the threshold rule."""
+        return threshold_maps(scores, self.params.threshold)
+
     def masks(self, images, labels):
-        scores = self.scores(images, labels).float()
-        masks = threshold_maps(scores, self.params.threshold)
+        masks = self.foreground(self.scores(images, labels).float())
         if self.params.empty_classes:
             empty = torch.isin(labels.to(masks.device), torch.tensor(self.params.empty_classes, device=masks.device))
             masks[empty] = False
@@ -108,6 +134,10 @@ class Haematoxylin(Annotator):
 
     Params = HaematoxylinParams
 
+    def foreground(self, scores):
+        dense = super().foreground(scores)
+        return dense if self.params.foreground == "dense" else ~dense
+
     def scores(self, images, labels):
         import numpy as np
         from scipy.ndimage import gaussian_filter
@@ -126,6 +156,13 @@ class RunCams(Annotator):
     """Thresholded maps of an earlier run's selected model."""
 
     Params = RunCamsParams
+
+    @classmethod
+    def source_method(cls, params: BaseModel) -> Optional[str]:
+        from wsolctl.engine.plan import RunSpec
+
+        label = params.method or RunSpec.load(Path(params.run)).labels[0]
+        return label.split("[", 1)[0]
 
     def bind(self, device) -> None:
         from wsolctl.engine.build import load_trained

@@ -18,11 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel
-
 from wsolctl.errors import InputError
 from wsolctl.io import write_json
-from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train
+from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train, numbers
 from wsolctl.recipe.sweep import Variant, shared_key
 
 SPEC = "spec.json"
@@ -113,28 +111,6 @@ class RunSpec:
             raise InputError(f"{path}: describes run {spec.run_id}, not {data['run_id']} (written by another "
                              "wsolctl version or edited by hand)")
         return spec
-
-
-def numbers(model: BaseModel, exclude: set[str] = frozenset()) -> Any:
-    """``model`` as JSON data without its display-only and test-only fields, nor its ``omit_default``
-    fields at their default, at any depth."""
-    dump = model.model_dump(mode="json", exclude=set(exclude))
-    _drop_display_only(model, dump)
-    return dump
-
-
-def _drop_display_only(value: Any, dump: Any) -> None:
-    if isinstance(value, BaseModel) and isinstance(dump, dict):
-        for name, field in type(value).model_fields.items():
-            extra = field.json_schema_extra
-            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or (
-                    extra.get("omit_default") and getattr(value, name) == field.default)):
-                dump.pop(name, None)
-            elif name in dump:
-                _drop_display_only(getattr(value, name), dump[name])
-    elif isinstance(value, (list, tuple)) and isinstance(dump, list):
-        for item, item_dump in zip(value, dump):
-            _drop_display_only(item, item_dump)
 
 
 def test_settings(recipe: Recipe) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
 from wsolctl.plugins import API_VERSION
+from wsolctl.recipe.schema import numbers
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -115,6 +116,7 @@ class Method:
     single_lr: ClassVar[bool] = False  # every parameter at train.lr (the reference's segmentation models)
     head_is_decoder: ClassVar[bool] = False  # the trainable head is a decoder: the backbone's decoder lr
     trains_on_features: ClassVar[bool] = False  # the head learns from model.backbone(images) alone
+    report_note: ClassVar[str] = ""  # a convention readers need, added to the caption of its group's first table
 
     def __init__(self, params: Optional[BaseModel] = None):
         self.params = params if params is not None else self.Params()
@@ -142,7 +144,7 @@ class Method:
         return None
 
     def training_key(self) -> dict:
-        return {"method": self.name, "params": self.params.model_dump(mode="json")}
+        return {"method": self.name, "params": numbers(self.params)}  # new defaults left out, as in run ids
 
     def prerequisite(self) -> Optional[dict]:
         """A method spec (``{"name": ..., "params": {...}}``) whose trained model this method needs,

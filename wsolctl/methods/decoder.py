@@ -20,7 +20,7 @@ Layout, as the reference builds it from its encoder's stages:
   and bias 0; head Xavier-uniform, bias 0.
 
 Deviations: when the decoder's output is not at the input's size (a backbone whose valid paddings
-shrink the maps, e.g. timm's InceptionV3 stem, or a one-stage / token backbone), the logits are
+shrink the maps, e.g. a timm CNN with valid stem paddings, or a one-stage / token backbone), the logits are
 resized bilinearly (``align_corners=True``) to the input; on the survey's backbones with their
 reference paddings this is the identity. ``input_skip`` (off by default) concatenates the raw image
 in the last block, which the reference never does.

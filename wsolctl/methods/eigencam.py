@@ -7,22 +7,27 @@ positions (each channel's spatial mean removed). Every map = ReLU(·) of the exp
 - Eigen-Grad-CAM (pytorch-grad-cam): the same with the features g⊙A (g = ∂y_c/∂A: class-specific).
 - KPCA-CAM (Karmani et al., 2024): the first kernel principal component of X, as scikit-learn's
   ``KernelPCA(n_components=1, kernel, gamma)`` computes it: K = kernel(X, X) (h·w × h·w), double
-  centred, top eigenpair (λ, u), projection √λ·u. Class-agnostic.
+  centred, top eigenpair (λ, u), projection √λ·u. Class-agnostic. The top eigenpair only, like
+  scikit-learn's ``eigen_solver="auto"``: a full ``eigh`` up to 200 positions, ARPACK
+  (``scipy.sparse.linalg.eigsh``, one pair) above on CPU, where a full ``eigh`` of every eigenpair
+  took most of the time (benchmarks/README.md); ``eigh`` on other devices.
 - FEM (Fuad et al., 2020): w_k = fraction of the positions where A_k > mean(A_k) + k·std(A_k)
   (population std), map = ReLU(Σ_k w_k A_k). Class-agnostic.
 
-Sign of a principal component: an eigenvector's sign is arbitrary (LAPACK returns either, CPU and
-CUDA may differ), and a ReLU after a flipped projection keeps the other side of the map. wsolctl
-makes the largest-magnitude value of each projection positive: scikit-learn's ``svd_flip``
-convention (so KPCA-CAM is scikit-learn's, as pytorch-grad-cam's) and Seg-Eigen-CAM's sign
-correction (Chung and Ying, 2025, eq. 13). pytorch-grad-cam's Eigen-CAM and Eigen-Grad-CAM keep
-whatever sign ``numpy.linalg.svd`` returns, so they agree with wsolctl's up to the sign
-(docs/methods/top-down.md gives the measured agreement). Aligning the component with the channel
+Sign of a principal component (parameter ``sign`` of Eigen-CAM, Eigen-Grad-CAM and KPCA-CAM, named
+in the report's caption): an eigenvector's sign is arbitrary (LAPACK returns either, CPU and CUDA
+may differ), and a ReLU after a flipped projection keeps the other side of the map. ``sign: peak``
+(default) makes the largest-magnitude value of each projection positive: scikit-learn's
+``svd_flip`` convention (so KPCA-CAM is scikit-learn's, as pytorch-grad-cam's) and Seg-Eigen-CAM's
+sign correction (Chung and Ying, 2025, eq. 13). ``sign: lapack`` keeps the sign the solver
+returns, as pytorch-grad-cam's Eigen-CAM and Eigen-Grad-CAM do with ``numpy.linalg.svd``
+(torch's solver here, so not always the same sign as numpy's; docs/methods/top-down.md gives the
+measured agreement). Aligning the component with the channel
 sum instead was tried and dropped: after a LayerNorm (a ViT's ``norm1``) the channel sum is about 0
 at every token, so the sign would follow rounding noise.
 
 All of it is batched: one ``torch.linalg.svd`` / ``eigh`` call on the (N, h·w, ·) stack, on the
-images' device.
+images' device (KPCA-CAM's ARPACK path: one call per image, on CPU).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from wsolctl.methods.topdown import (
     gradients_and_activations,
     weighted_sum,
 )
+from wsolctl.recipe.schema import NEW_DEFAULT
 
 
 def centred_positions(x: "torch.Tensor") -> "torch.Tensor":
@@ -46,25 +52,43 @@ def centred_positions(x: "torch.Tensor") -> "torch.Tensor":
     return flat - flat.mean(dim=1, keepdim=True)
 
 
-def oriented(projection: "torch.Tensor") -> "torch.Tensor":
-    """Flip each row of (N, L) so that its largest-magnitude value is positive (svd_flip)."""
+Sign = Literal["peak", "lapack"]
+SIGN_NOTE = ("Eigen-CAM, Eigen-Grad-CAM, KPCA-CAM: a principal component's sign is set by their `sign` "
+             "parameter, default `peak` (the projection's largest-magnitude value made positive, scikit-learn's "
+             "svd_flip); pytorch-grad-cam's Eigen-CAMs keep the solver's sign (`sign: lapack`).")
+
+
+class EigenParams(LayerParams):
+    sign: Sign = Field("peak", json_schema_extra=NEW_DEFAULT,
+                       description="peak: each projection's largest-magnitude value positive (scikit-learn's svd_flip); "
+                                   "lapack: the sign the solver returns (pytorch-grad-cam's Eigen-CAM)")
+
+
+def oriented(projection: "torch.Tensor", sign: Sign = "peak") -> "torch.Tensor":
+    """Flip each row of (N, L) so that its largest-magnitude value is positive (svd_flip); ``lapack``:
+    as it is."""
+    if sign == "lapack":
+        return projection
     peak = projection.gather(1, projection.abs().argmax(dim=1, keepdim=True))
     return torch.where(peak < 0, -projection, projection)
 
 
-def first_component(x: "torch.Tensor") -> "torch.Tensor":
+def first_component(x: "torch.Tensor", sign: Sign = "peak") -> "torch.Tensor":
     """(N, C, h, w) → (N, h, w): projection of the centred positions on their first principal axis."""
     n, _, h, w = x.shape
     u, s, _ = torch.linalg.svd(centred_positions(x), full_matrices=False)
-    return oriented(u[:, :, 0] * s[:, :1]).view(n, h, w)
+    return oriented(u[:, :, 0] * s[:, :1], sign).view(n, h, w)
 
 
 class EigenCAM(TopDownMethod):
+    Params = EigenParams
+    report_note = SIGN_NOTE
+
     def features(self, forward_func, layers, images, targets) -> "torch.Tensor":
         return activations(forward_func, layers[0], images)
 
     def project(self, x: "torch.Tensor") -> "torch.Tensor":
-        return first_component(x)
+        return first_component(x, self.params.sign)
 
     def compute(self, forward_func, layers, images, targets):
         return self.project(self.features(forward_func, layers, images, targets)).clamp_min(0)
@@ -76,7 +100,7 @@ class EigenGradCAM(EigenCAM):
         return g * a
 
 
-class KPCAParams(LayerParams):
+class KPCAParams(EigenParams):
     kernel: Literal["sigmoid", "rbf", "poly", "linear", "cosine"] = Field(
         "sigmoid", description="kernel of the kernel PCA (pytorch-grad-cam: sigmoid)")
     gamma: Optional[float] = Field(None, gt=0, description="kernel coefficient; default 1 / channels (scikit-learn)")
@@ -100,13 +124,30 @@ def kernel_matrix(x: "torch.Tensor", kind: str, gamma: float, degree: int, coef0
 
 
 def first_kernel_component(x: "torch.Tensor", kind: str, gamma: Optional[float], degree: int,
-                           coef0: float) -> "torch.Tensor":
+                           coef0: float, sign: Sign = "peak") -> "torch.Tensor":
     """(N, C, h, w) → (N, h, w): KernelPCA(n_components=1).fit_transform of the centred positions."""
     n, c, h, w = x.shape
     k = kernel_matrix(centred_positions(x), kind, gamma if gamma is not None else 1.0 / c, degree, coef0)
     k = k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True) + k.mean(dim=(1, 2), keepdim=True)
-    values, vectors = torch.linalg.eigh(k)  # ascending
-    return oriented(vectors[:, :, -1] * values[:, -1:].clamp_min(0).sqrt()).view(n, h, w)
+    value, vector = top_eigenpair(k)
+    return oriented(vector * value[:, None].clamp_min(0).sqrt(), sign).view(n, h, w)
+
+
+ARPACK_ABOVE = 200  # scikit-learn's KernelPCA(eigen_solver="auto"): ARPACK for more samples than this
+
+
+def top_eigenpair(k: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Largest eigenvalue (N,) and its unit eigenvector (N, L) of each symmetric (N, L, L) matrix."""
+    if k.device.type != "cpu" or k.shape[-1] <= ARPACK_ABOVE:
+        values, vectors = torch.linalg.eigh(k)  # ascending
+        return values[:, -1], vectors[:, :, -1]
+    import numpy as np
+    from scipy.sparse.linalg import eigsh
+
+    start = np.random.default_rng(0).uniform(-1, 1, k.shape[-1])  # seeded, as scikit-learn's v0 (never ones:
+    pairs = [eigsh(m, k=1, which="LA", v0=start) for m in k.numpy()]  # a centred kernel maps ones to 0)
+    value = torch.tensor(np.array([p[0][0] for p in pairs]), dtype=k.dtype)
+    return value, torch.from_numpy(np.stack([p[1][:, 0] for p in pairs])).to(k.dtype)
 
 
 class KPCACAM(EigenCAM):
@@ -114,7 +155,7 @@ class KPCACAM(EigenCAM):
 
     def project(self, x):
         p = self.params
-        return first_kernel_component(x, p.kernel, p.gamma, p.degree, p.coef0)
+        return first_kernel_component(x, p.kernel, p.gamma, p.degree, p.coef0, p.sign)
 
 
 class FEMParams(LayerParams):

@@ -112,10 +112,11 @@ def _draw(weights, region, n: int):
 
 
 def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float = 0.2,
-                 dilation: int = 1, eps: float = 1e-6):
+                 dilation: int = 1, eps: float = 1e-6, bg_uniform: bool = False):
     """Pixel pseudo-labels from CAMs (N, H, W): 1 = foreground seed, 0 = background seed,
     ``IGNORE`` elsewhere (long, N × H × W). ``fg_region`` None: foreground seeds anywhere (the
-    reference probability seeder; the background region then keeps the pixels it shares with it)."""
+    reference probability seeder; the background region then keeps the pixels it shares with it).
+    Background seeds are drawn ∝ 1 − CAM inside their region, or uniformly there (``bg_uniform``)."""
     cams = minmax(cams.detach().float())
     n, h, w = cams.shape
     fg = torch.zeros(n, h * w, device=cams.device)
@@ -134,7 +135,7 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
         if fg_region is not None:
             low &= ~high  # a flat CAM: no pixel is both
         fg[i, _draw(cam + eps, high, n_fg)] = 1
-        bg[i, _draw(1 - cam + eps, low, n_bg)] = 1
+        bg[i, _draw(torch.ones_like(cam) if bg_uniform else 1 - cam + eps, low, n_bg)] = 1
     fg, bg = fg.view(n, 1, h, w), bg.view(n, 1, h, w)
     if dilation > 1:
         fg = F.max_pool2d(fg, dilation, stride=1, padding=dilation // 2)

@@ -14,7 +14,8 @@ Mapping for Histology Image Classification and ROI Localization", MIDL 2025; cod
   logits bilinearly upsampled to the input, unseeded pixels ignored.
 - Seeds, re-drawn at every step (reference ``probability_negative_salloarea_seeder``): ``n_fg``
   foreground pixels drawn without replacement ∝ CAM over the whole image, ``n_bg`` background pixels
-  drawn among the lowest ``bg_region`` fraction of the CAM; each dilated to a ``seed_dilation``
+  drawn uniformly among the lowest ``bg_region`` fraction of the CAM (as the reference; before
+  issue 27 ∝ 1 − CAM there, NEGEV's rule); each dilated to a ``seed_dilation``
   square, a pixel claimed by both dropped. With ``negative_class`` (CAMELYON16 normal patches),
   images of that class get no pseudo-labels (reference default), or with ``negative_seeds``
   ``n_bg`` background seeds drawn over the whole image (reference ``neg_samples_partial``).
@@ -141,12 +142,12 @@ class PixelCAM(Method):
     def seeds(self, cams, labels):
         """Pixel pseudo-labels (N, H, W): 1 foreground, 0 background, ``IGNORE`` elsewhere."""
         p = self.params
-        seeds = sample_seeds(cams, p.n_fg, p.n_bg, None, p.bg_region, p.seed_dilation)
+        seeds = sample_seeds(cams, p.n_fg, p.n_bg, None, p.bg_region, p.seed_dilation, bg_uniform=True)
         if p.negative_class is not None:
             negative = labels == p.negative_class
             seeds[negative] = IGNORE
             if p.negative_seeds and negative.any():
-                seeds[negative] = sample_seeds(cams[negative], 0, p.n_bg, None, 1.0, p.seed_dilation)
+                seeds[negative] = sample_seeds(cams[negative], 0, p.n_bg, None, 1.0, p.seed_dilation, bg_uniform=True)
         return seeds
 
     def loss_terms(self, output: Output, batch) -> dict:

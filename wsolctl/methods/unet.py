@@ -7,9 +7,13 @@
   blocks' widths (the reference's 256, 128, 64, 32, 16; VGG16's three blocks take the first three).
   Deviation, off by default: ``input_skip: true`` concatenates the raw input image in the last
   block (a raw-colour shortcut that lets an untrained decoder score well on colour-separable data).
-- Classification: GAP of the backbone's output → linear (Xavier-initialised like the reference's
-  heads), trained with cross-entropy (weight ``cls_weight``), so that accuracy is meaningful
-  (an extension: the reference's U-Net has no classifier).
+- Classification (an extension: the survey's U-Net is a 2-class segmentation network with no
+  classifier): GAP of the backbone's output → linear (Xavier-initialised like the reference's
+  heads), trained with cross-entropy (weight ``cls_weight``), so that accuracy is reported.
+  ``classifier: joint`` (default) sends that cross-entropy through the shared encoder, which then
+  learns from the labels as well as the masks; ``classifier: probe`` trains the linear layer on the
+  detached encoder output, so the encoder learns from the segmentation loss alone, as the
+  reference's (the survey recipes, ``recipes/paper/*`` and ``recipes/bottom-up.yaml``, use it).
 - Optimiser: every parameter at ``train.lr`` (the reference's segmentation task; no classifier-side
   ratio).
 - Loss: BCE(foreground logit, mask) + ``dice_weight``·soft Dice + ``cls_weight``·CE.
@@ -18,13 +22,14 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.decoder import WIDTHS, build_decoder, stage_features
+from wsolctl.recipe.schema import NEW_DEFAULT
 
 if TYPE_CHECKING:
     from wsolctl.models.base import BackboneInfo
@@ -36,6 +41,10 @@ class UNetParams(BaseModel):
                                         description="decoder block widths from the deepest level up")
     dice_weight: float = Field(0.0, ge=0, description="weight of the soft Dice loss added to the BCE")
     cls_weight: float = Field(1.0, ge=0, description="weight of the classification cross-entropy")
+    classifier: Literal["joint", "probe"] = Field(
+        "joint", json_schema_extra=NEW_DEFAULT,
+        description="joint: the cross-entropy trains the encoder too; probe: only the linear classifier, on "
+                    "the detached encoder output (the encoder learns from the masks alone, as the survey's U-Net)")
     input_skip: bool = Field(False, description="deviation from the reference decoder: concatenate the raw "
                                                 "input image as a full-resolution skip in the last block")
 
@@ -78,7 +87,8 @@ class UNet(Method):
 
     def _run(self, model, images, segment: bool):
         features, x = encode(model, images)
-        logits = model.head.classifier(x.mean(dim=(2, 3)))
+        pooled = x.mean(dim=(2, 3))
+        logits = model.head.classifier(pooled.detach() if self.params.classifier == "probe" else pooled)
         seg = model.head.decoder(features, images)[:, 0] if segment else None
         return logits, seg
 

@@ -1,9 +1,11 @@
 """InceptionV3 as in the survey's WSOL code (from SPG): Mixed_6a at stride 1 with 'same' padding,
 Mixed_7* removed, then two extra 3×3 conv layers (SPG_A3_1b/2b, 768→1024→1024, ReLU, dropout
-0.5 before each). Output stride 8 relative to the stem; CAM layer: the last extra ReLU.
+0.5 before each). Output stride 8; CAM layer: the last extra ReLU.
 
-Approximation: the stem keeps timm's valid paddings, so a 224 input gives a 25×25 map rather than
-the reference's 28×28."""
+Paddings as the reference's: every 3×3 convolution of the stem and both stem max-pools pad by 1
+(timm's, like torchvision's, have valid paddings there), so a 224 input gives 112/56/28/28/28 px at
+the five stages (timm's paddings gave 109/54/25/25/25, and a decoder ending at 218 px). No parameter
+shape changes, so ImageNet weights load as before."""
 from __future__ import annotations
 
 from wsolctl._lazy import F, nn, torch
@@ -28,14 +30,21 @@ def _mixed_6a_stride_one(block: "nn.Module") -> "nn.Module":
     return Stride1InceptionB()
 
 
+def _same_padding_stem(net: "nn.Module") -> None:
+    """The reference's stem: its valid 3×3 convolutions and 3×3 max-pools pad by 1."""
+    for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_4a_3x3"):
+        getattr(net, name).conv.padding = (1, 1)
+    for name in ("Pool1", "Pool2"):
+        getattr(net, name).padding = 1
+
+
 def _extra(in_ch: int) -> "nn.Sequential":
     return nn.Sequential(nn.Dropout(0.5), nn.Conv2d(in_ch, 1024, 3, padding=1), nn.ReLU(inplace=False))
 
 
 class InceptionV3WSOL(Backbone):
     """``pretrained: true`` loads torchvision's ImageNet ``inception_v3`` (timm's ``tv_in1k``, the
-    survey's ``inception_v3_google`` file) up to Mixed_6e; the SPG layers are new.
-    Reductions are nominal (valid paddings make the maps a little smaller, see above)."""
+    survey's ``inception_v3_google`` file) up to Mixed_6e; the SPG layers are new."""
 
     pretrained_name = f"inception_v3.{TORCHVISION}"
     title, survey_rank = "InceptionV3", 2
@@ -50,6 +59,7 @@ class InceptionV3WSOL(Backbone):
 
     def build(self, pretrained=False):
         net = timm_model(self.pretrained_name, pretrained, num_classes=0)
+        _same_padding_stem(net)
         children = []
         for name, module in net.named_children():
             if name.startswith("Mixed_7"):

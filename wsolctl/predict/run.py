@@ -203,6 +203,19 @@ def _settings(loaded, options: PredictOptions) -> tuple[int, float]:
     return loaded.class_index(options.target), loaded.threshold if options.threshold is None else options.threshold
 
 
+def _warn_if_nothing(loaded, _class_index: int, threshold: float) -> None:
+    """Maps lie in [0, 1]: a τ above 1 (τ* = 2, "predicting nothing scored best") draws no region."""
+    if threshold > 1:
+        import warnings
+
+        from wsolctl.errors import PredictsNothingWarning
+
+        warnings.warn(f"{loaded.method_label} ({loaded.selection}, run {loaded.run_id}): threshold τ* = {threshold:g} "
+                      "predicts nothing (on its test masks an empty prediction scored the best mIoU), so no region "
+                      "will be drawn; heatmaps are still written. Pass --threshold to draw regions.",
+                      PredictsNothingWarning, stacklevel=3)
+
+
 def region_threshold(threshold: float, values: np.ndarray) -> float:
     """``threshold``, or where it is NaN (a model whose threshold rule is Otsu per map, e.g. b-pseudo
     with ``evaluation.pseudo_threshold: otsu``) Otsu's threshold of this input's map values."""
@@ -464,7 +477,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
     options = options.model_copy(update={"selection": loaded.selection})  # the study's rule, when left out
     _MODELS[(str(run_dir), options.model_args())] = loaded
     options = with_study_mpp(options, run_dir, loaded.run_id)
-    _settings(loaded, options)
+    _warn_if_nothing(loaded, *_settings(loaded, options))
     found = discover_inputs(inputs)
     identity = {"format": FORMAT, "run_dir": str(run_dir.resolve()), "run_id": loaded.run_id,
                 "method": loaded.method_label, "options": options.model_dump(mode="json", exclude={"workers", "executor", "readers"})}

@@ -38,8 +38,30 @@ class Strict(BaseModel):
 Channel = Annotated[float, Field(allow_inf_nan=False)]
 Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # A setting added after run ids existed, whose default reproduces the former behaviour: left out of
-# run ids while at its default (see wsolctl.engine.plan.numbers), so adding it changes no id.
+# run ids while at its default (see :func:`numbers`), so adding it changes no id.
 NEW_DEFAULT = {"omit_default": True}
+
+
+def numbers(model: BaseModel, exclude: set[str] = frozenset()) -> Any:
+    """``model`` as JSON data without its display-only and test-only fields, nor its ``omit_default``
+    fields at their default, at any depth."""
+    dump = model.model_dump(mode="json", exclude=set(exclude))
+    _drop_display_only(model, dump)
+    return dump
+
+
+def _drop_display_only(value: Any, dump: Any) -> None:
+    if isinstance(value, BaseModel) and isinstance(dump, dict):
+        for name, field in type(value).model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or (
+                    extra.get("omit_default") and getattr(value, name) == field.default)):
+                dump.pop(name, None)
+            elif name in dump:
+                _drop_display_only(getattr(value, name), dump[name])
+    elif isinstance(value, (list, tuple)) and isinstance(dump, list):
+        for item, item_dump in zip(value, dump):
+            _drop_display_only(item, item_dump)
 
 
 class Normalize(Strict):
@@ -466,6 +488,12 @@ class Recipe(Strict):
         if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
             raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
                              "(e.g. {name: haematoxylin}; docs/results.md lists them)")
+        annotator = evaluation.annotator if evaluation is not None else None
+        source = annotator.plugin.source_method(annotator.params) if annotator is not None else None
+        if "b-pseudo" in selection and source in {m.name for m in info.data.get("methods", [])}:
+            raise ValueError(f"b-pseudo would select {source} against pseudo-masks made by {source} itself (annotator "
+                             f"{annotator.name}): circular, it favours the checkpoint closest to the annotator's model; "
+                             "take the pseudo-masks from another method's run or from haematoxylin")
         if len(set(selection)) != len(selection):
             raise ValueError("a rule is listed twice")
         return selection

@@ -226,7 +226,8 @@ def _save(fig, path: Path, dpi: int = 100) -> Path:
 def randomisation_curves(checks: pl.DataFrame, path: Path) -> Path:
     """Similarity to the trained model's maps against randomised depth, one line per method (and
     backbone / selection when several), a panel per similarity (sanity check, Adebayo et al.)."""
-    names = [("spearman_abs", "Spearman (abs)"), ("spearman_signed", "Spearman (signed)"), ("ssim", "SSIM")]
+    names = [(column, title) for column, title in (("spearman_abs", "Spearman (abs)"), ("spearman_signed", "Spearman (signed)"),
+                                                   ("ssim", "SSIM"), ("hog", "HOG similarity")) if column in checks.columns]
     fig, axes = _panels(len(names), 4.2, 3.2, cols=len(names))
     keys = checks.select("backbone", "method", "selection").unique(maintain_order=True).rows()
     for ax, (column, title) in zip(axes, names):

@@ -13,6 +13,7 @@ WSOL average nor its bold best values.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 import polars as pl
@@ -224,9 +225,12 @@ def table_title(name: str, dataset: str, survey_ref: str = "", beyond: bool = Fa
 
 
 def table1(stats: Stats, backbones: list[str], methods: list[str], dataset: str, beyond: bool = False) -> Table:
-    """PxAP, B-LOC, method × backbone, with the mean over backbones."""
-    return metric_table(stats, backbones, methods, "pxap", table_title("PxAP, B-LOC selection", dataset, "Table 1", beyond),
-                        "Test PxAP (%)")
+    """PxAP, B-LOC, method × backbone, with the mean over backbones; the caption adds the methods'
+    ``report_note`` (conventions a reader needs, e.g. the sign of Eigen-CAM's component)."""
+    table = metric_table(stats, backbones, methods, "pxap", table_title("PxAP, B-LOC selection", dataset, "Table 1", beyond),
+                         "Test PxAP (%)")
+    notes = dict.fromkeys(getattr(_plugin("methods", base_name(m)), "report_note", "") for m in methods)
+    return replace(table, caption=" ".join([table.caption, *filter(None, notes)]))
 
 
 def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], dataset: str,

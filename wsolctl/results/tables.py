@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wsolctl.engine.plan import RunSpec
+from wsolctl.engine.plan import RunSpec, numbers
 from wsolctl.io import write_parquet
 
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",
@@ -21,7 +21,7 @@ def _context(spec: RunSpec) -> dict:
 
 
 def _params(spec: RunSpec) -> dict[str, str]:
-    return {label: json.dumps(method.params.model_dump(mode="json"), sort_keys=True)
+    return {label: json.dumps(numbers(method.params), sort_keys=True)  # new defaults left out, as in run ids
             for label, method in zip(spec.labels, spec.methods)}
 
 
