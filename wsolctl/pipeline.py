@@ -100,6 +100,7 @@ def select(out: Path, quiet: bool = False) -> Path:
 def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec] = MappingProxyType({})) -> Path:
     """:func:`select` with the study's recipe, and the runs already in memory (``known``, by run id;
     the others are read from their spec.json)."""
+    from wsolctl import metrics as metric_plugins
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import test_settings, with_test_settings
     from wsolctl.engine.select import select_run
@@ -127,7 +128,7 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
             selected = select_run(spec, data, directory, device, progress)
             scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
                                   for part, rows in selected.items() if part in ("results", "curves", "checks")}))
-    write_tables(out, scored)
+    write_tables(out, scored, recipe.evaluation.bootstrap, metric_plugins.chosen(recipe.evaluation.metrics))
     return out
 
 

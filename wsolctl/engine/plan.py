@@ -5,7 +5,8 @@ Methods with equal :func:`~wsolctl.recipe.sweep.shared_key` share one training r
 ("train once, explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier.
 A run's id is a stable hash of everything that determines its numbers; settings marked
 ``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) or ``{"test_only": True}``
-(what only the final test reads, e.g. ``evaluation.metrics``) are left out of it, and those marked
+(what only the final test reads, e.g. ``evaluation.metrics``) or ``{"results_only": True}`` (what only
+the tables read, e.g. ``evaluation.bootstrap``) are left out of it, and those marked
 ``{"omit_default": True}`` (added later, their default reproducing the former behaviour) while at
 their default.
 """
@@ -127,7 +128,7 @@ def _drop_display_only(value: Any, dump: Any) -> None:
     if isinstance(value, BaseModel) and isinstance(dump, dict):
         for name, field in type(value).model_fields.items():
             extra = field.json_schema_extra
-            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or (
+            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or extra.get("results_only") or (
                     extra.get("omit_default") and getattr(value, name) == field.default)):
                 dump.pop(name, None)
             elif name in dump:

@@ -1,10 +1,14 @@
 """Model selection and the final test: load each method's B-LOC / B-CL checkpoint of a finished
-run, score it on ``test`` once, and keep the rows (cached per run, so reruns are cheap)."""
+run, score it on ``test`` once, and keep the rows (cached per run, so reruns are cheap) with each
+selected model's per-image statistics (``per-image/<method>__<rule>.npz``: what confidence intervals
+resample, :mod:`wsolctl.results.bootstrap`)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 
 from wsolctl import metrics as registry
@@ -12,7 +16,7 @@ from wsolctl.engine.build import Data, build_model, finished
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
 from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
-from wsolctl.io import write_json
+from wsolctl.io import atomic_path, write_json
 from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
 
@@ -49,8 +53,9 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
-                          metrics=metrics, settings=recipe.evaluation)
+                          metrics=metrics, settings=recipe.evaluation, per_image=True)
         for label, rule in picks:
+            save_statistics(run_dir, label, rule, scores.images, scores.statistics[label])
             result = scores.localization[label]
             measured = dict(scores.metrics[label])
             otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
@@ -67,6 +72,34 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
             out["checks"] += _randomisation(spec, model, methods, picks, data, device, run_dir / "checks")
     write_json(cache, out)
     return out
+
+
+PER_IMAGE = "per-image"
+
+
+def statistics_path(run_dir: Path, method: str, rule: str) -> Path:
+    return Path(run_dir) / PER_IMAGE / f"{method}__{rule}.npz"
+
+
+def save_statistics(run_dir: Path, method: str, rule: str, images: dict[str, np.ndarray],
+                    statistics: dict[str, np.ndarray]) -> None:
+    """One selected model's per-image statistics: ``labels`` and ``correct`` of each test image, and
+    each resampled metric's statistics under ``metric/<name>`` (compressed; counts as int32)."""
+    arrays = {**images, **{f"metric/{k}": v.astype(np.int32) if v.dtype == np.int64 else v for k, v in statistics.items()}}
+    with atomic_path(statistics_path(run_dir, method, rule)) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+def load_statistics(run_dir: Path, method: str, rule: str) -> Optional[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(images, statistics) as saved, or None for a run scored before they were kept."""
+    path = statistics_path(run_dir, method, rule)
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    metrics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("metric/")}
+    return {k: v for k, v in arrays.items() if not k.startswith("metric/")}, metrics
 
 
 def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,

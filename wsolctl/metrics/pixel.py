@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LocalizationMeter", "LocalizationResult", "prepare_cams", "prepare_masks"]
+__all__ = ["LocalizationMeter", "LocalizationResult", "localization_columns", "prepare_cams", "prepare_masks"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -96,10 +96,12 @@ class LocalizationMeter:
 
     The state is two int64 histograms of ``n_thresholds + 2`` bins (foreground, background):
     its size does not depend on the number of images, and meters (e.g. one per process) combine
-    exactly with :meth:`merge` or by summing ``state_dict()['histogram']``.
+    exactly with :meth:`merge` or by summing ``state_dict()['histogram']``. With ``per_image=True`` it
+    also keeps each image's two histograms (:meth:`per_image`), the sufficient statistics of a
+    bootstrap over images (their sum over any multiset of images is that multiset's state).
     """
 
-    def __init__(self, n_thresholds: int = 1000):
+    def __init__(self, n_thresholds: int = 1000, per_image: bool = False):
         if int(n_thresholds) < 1:
             raise ValueError(f"n_thresholds must be >= 1, got {n_thresholds}")
         self.n_thresholds = int(n_thresholds)
@@ -111,10 +113,20 @@ class LocalizationMeter:
         self.operating_points = self._edges[: self._nbins]  # s ≥ τ: the grid, 1, 2 (predict nothing)
         self._fast = _float32_quantisation_is_exact(self._edges, self.n_thresholds)
         self._hist = torch.zeros(2, self._nbins, dtype=torch.int64)  # rows: background, foreground
+        self._images: Optional[list[torch.Tensor]] = [] if per_image else None
 
     def reset(self) -> None:
         """Forget all accumulated pixels."""
         self._hist.zero_()
+        if self._images is not None:
+            self._images.clear()
+
+    def per_image(self) -> np.ndarray:
+        """(N, 2, n + 2) int64: each image's background / foreground histogram, in the order fed
+        (needs ``per_image=True``)."""
+        if self._images is None:
+            raise RuntimeError("LocalizationMeter(per_image=True) keeps per-image histograms")
+        return torch.cat(self._images).numpy() if self._images else np.zeros((0, 2, self._nbins), np.int64)
 
     def update(self, cams: ArrayLike, masks: ArrayLike) -> None:
         """Add a batch of score maps and their ground truth.
@@ -135,14 +147,20 @@ class LocalizationMeter:
         scores = scores.reshape(-1)
         fg = fg.to(scores.device).reshape(-1)
         fg = fg if fg.dtype == torch.bool else fg != 0
-        self._hist += self._count(scores, fg).view(2, self._nbins).cpu()
+        images = len(cams) if self._images is not None and scores.numel() else 1
+        counts = self._count(scores, fg, images).view(images, 2, self._nbins).cpu()
+        self._hist += counts.sum(dim=0) if images > 1 else counts[0]
+        if self._images is not None:
+            self._images.append(counts)
 
-    def _count(self, scores: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
-        """Joint histogram of (is_fg, bin) as a flat (2·nbins,) int64 tensor on the scores' device."""
+    def _count(self, scores: torch.Tensor, fg: torch.Tensor, images: int = 1) -> torch.Tensor:
+        """Joint histogram of (image, is_fg, bin) as a flat (images·2·nbins,) int64 tensor on the
+        scores' device; the pixels of each of ``images`` equal-sized images are contiguous."""
         chunk = min(scores.numel(), _CPU_CHUNK if scores.device.type == "cpu" else _DEVICE_CHUNK)
         as_f64 = torch.empty(chunk, dtype=torch.float64, device=scores.device)
         index = torch.empty(chunk, dtype=torch.int32, device=scores.device)
-        counts = torch.zeros(2 * self._nbins, dtype=torch.int64, device=scores.device)
+        counts = torch.zeros(images * 2 * self._nbins, dtype=torch.int64, device=scores.device)
+        pixels = scores.numel() // images
         fast = self._fast and scores.dtype in _FLOAT32_EXACT
         edges = None if fast else torch.as_tensor(self._edges, device=scores.device)
         for start in range(0, scores.numel(), chunk):
@@ -152,7 +170,11 @@ class LocalizationMeter:
                 idx.copy_(x64.mul_(self.n_thresholds))  # float → int truncates: floor for x ≥ 0
             else:  # float64 scores (or an inexact n): search the float64 edges as np.histogram does
                 torch.bucketize(x64, edges, right=True, out_int32=True, out=idx).sub_(1)
-            counts += torch.bincount(idx.add_(is_fg, alpha=self._nbins), minlength=2 * self._nbins)
+            idx.add_(is_fg, alpha=self._nbins)
+            if images > 1:  # offset each pixel by its image's block of 2·nbins
+                image = torch.arange(start, start + x.numel(), device=scores.device).div_(pixels, rounding_mode="floor")
+                idx = image.mul_(2 * self._nbins).add_(idx)
+            counts += torch.bincount(idx, minlength=images * 2 * self._nbins)
         return counts
 
     def merge(self, other: "LocalizationMeter") -> None:
@@ -194,6 +216,38 @@ class LocalizationMeter:
             tp_at_threshold=at_best("tp"), fn_at_threshold=at_best("fn"),
             fp_at_threshold=at_best("fp"), tn_at_threshold=at_best("tn"),
             dice_fg=at_best("dice_fg"), dice_bg=at_best("dice_bg"), iou_fg=at_best("iou_fg"), curves=curves)
+
+
+def localization_columns(histograms: np.ndarray, n_thresholds: int) -> dict[str, np.ndarray]:
+    """Every scalar field of :class:`LocalizationResult` from summed (background, foreground)
+    histograms ``(..., 2, n + 2)``, vectorised over the leading axes (e.g. bootstrap resamples).
+
+    The same definitions as :meth:`LocalizationMeter.compute` (equal to ~1e-12: sums run in another
+    order); that stays the reference path, bit-identical to the published numbers."""
+    hist = np.asarray(histograms, dtype=np.float64)
+    tp, fp = (np.flip(np.flip(hist[..., k, :], -1).cumsum(-1), -1) for k in (1, 0))
+    n_fg, n_bg = tp[..., :1], fp[..., :1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpd, fpd = tp[..., ::-1], fp[..., ::-1]  # descending thresholds
+        predicted = tpd + fpd
+        gain = tpd[..., 1:] / predicted[..., 1:] * np.diff(tpd / n_fg, axis=-1)
+        pxap = 100.0 * np.where(predicted[..., 1:] > 0, gain, 0.0).sum(-1)
+        window = slice(1, n_thresholds + 1)
+        tp_area = 100 * tp[..., window].sum(-1) / (n_fg[..., 0] * n_thresholds)
+        fp_area = 100 * fp[..., window].sum(-1) / (n_bg[..., 0] * n_thresholds)
+    edges = np.concatenate([np.arange(0, 1, 1 / n_thresholds)[:n_thresholds], [1.0, 2.0]])
+    curves = _curves(np.broadcast_to(edges, tp.shape), tp, n_fg - tp, fp, n_bg - fp)
+    miou = curves["miou"]
+    empty = np.isnan(miou).all(-1)
+    best = miou.shape[-1] - 1 - np.argmax(np.where(np.isnan(miou), -np.inf, miou)[..., ::-1], axis=-1)
+
+    def at_best(name: str) -> np.ndarray:
+        return np.where(empty, np.nan, np.take_along_axis(curves[name], best[..., None], -1)[..., 0])
+
+    return {"pxap": np.where(n_fg[..., 0] > 0, pxap, np.nan), "tp": tp_area, "fn": 100 - tp_area,
+            "fp": fp_area, "tn": 100 - fp_area, "threshold": at_best("threshold"), "miou": at_best("miou"),
+            **{f"{k}_at_threshold": at_best(k) for k in ("tp", "fn", "fp", "tn")},
+            **{k: at_best(k) for k in ("dice_fg", "dice_bg", "iou_fg")}}
 
 
 def _at_or_above(hist: np.ndarray) -> np.ndarray:

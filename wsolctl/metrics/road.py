@@ -19,6 +19,7 @@ class Road(Metric):
                Column("road_lerf", "ROAD LeRF", unit="points"),
                Column("road_combined", "ROAD combined", unit="points"))
     forward_passes = True
+    resampling = "values"
     tables = (ReportTable("road_morf", "ROAD MoRF",
                           "ROAD (Rong et al. 2022): change of the target-class probability (points) when the most "
                           "relevant pixels are imputed (noisy linear), mean over percentiles; lower is better"),
@@ -107,6 +108,7 @@ class RoadMeter:
         self.generator = torch.Generator().manual_seed(seed)
         self._sums = {"morf": 0.0, "lerf": 0.0}
         self._count = 0
+        self._per_image: list = []
 
     def imputed(self, image: torch.Tensor, cam: np.ndarray, percentile: float, order: str) -> torch.Tensor:
         """One image (C, H, W) after ROAD's imputation at ``percentile`` (``order``: morf or lerf)."""
@@ -132,6 +134,12 @@ class RoadMeter:
         self._sums["morf"] += float(change[:, 0].sum())
         self._sums["lerf"] += float(change[:, 1].sum())
         self._count += len(images)
+        morf, lerf = 100.0 * change[:, 0], 100.0 * change[:, 1]
+        self._per_image.append(torch.stack([morf, lerf, (lerf - morf) / 2], dim=1))
+
+    def per_image(self) -> np.ndarray:
+        """(N, 3): each image's MoRF, LeRF and combined, in points."""
+        return torch.cat(self._per_image).numpy() if self._per_image else np.zeros((0, 3))
 
     def _probabilities(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -255,6 +255,15 @@ def _known_metric(name: str) -> str:
 MetricName = Annotated[str, AfterValidator(_known_metric)]
 # Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
 TEST_ONLY = {"test_only": True}
+# Settings that only the tables written from the test scores read (neither run ids nor test.json).
+RESULTS_ONLY = {"results_only": True}
+
+
+class Bootstrap(Strict):
+    """Confidence intervals: the test images resampled within class (docs/results.md)."""
+
+    samples: int = Field(2000, ge=0, le=100000, description="bootstrap resamples; 0 turns intervals off")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the percentile intervals")
 
 
 class Evaluation(Strict):
@@ -290,6 +299,8 @@ class Evaluation(Strict):
     check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                               description="test images (a seeded subset) of the sanity checks")
 
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap, json_schema_extra=RESULTS_ONLY,
+                                 description="confidence intervals and paired comparisons over resampled test images")
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, json_schema_extra=TEST_ONLY,
         description="per metric plugin of `metrics`: its params, validated by the metric's Params model")

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 import polars as pl
 
 from wsolctl.engine.plan import RunSpec
 from wsolctl.io import write_parquet
+from wsolctl.metrics import Metric
+from wsolctl.recipe.schema import Bootstrap
 
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",
                   "pxap", "tp", "fn", "fp", "tn", "threshold", "miou", "cl_acc"]
@@ -25,8 +28,11 @@ def _params(spec: RunSpec) -> dict[str, str]:
             for label, method in zip(spec.labels, spec.methods)}
 
 
-def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
-    """``scored``: (run, {"results": [...], "curves": [...]}) for every final run."""
+def write_tables(out: Path, scored: list[tuple[RunSpec, dict]], bootstrap: Optional[Bootstrap] = None,
+                 metrics: Sequence[type[Metric]] = ()) -> None:
+    """``scored``: (run, {"results": [...], "curves": [...]}) for every final run; ``bootstrap``:
+    the intervals of ``results.parquet`` and the comparisons (``samples`` 0: none), with the
+    resampling of the study's ``metrics`` (plugins)."""
     results, curves, epochs, checks = [], [], [], []
     for spec, selected in scored:
         context, params = _context(spec), _params(spec)
@@ -40,11 +46,24 @@ def write_tables(out: Path, scored: list[tuple[RunSpec, dict]]) -> None:
                           .with_columns(**{k: pl.lit(v) for k, v in {**context, **row}.items() if not isinstance(v, list)}))
         history = json.loads((out / "runs" / spec.run_id / "epochs.json").read_text())
         epochs += [{**context, **row} for row in history]
+    comparisons = ranks = None
+    if bootstrap is not None and bootstrap.samples:
+        from wsolctl.results.intervals import add_intervals
+
+        comparisons, ranks = add_intervals(out, results, metrics, bootstrap.samples, bootstrap.confidence)
+    _write_optional(out / "comparisons.parquet", comparisons)
+    _write_optional(out / "ranks.parquet", ranks)
     frame = pl.DataFrame(results, infer_schema_length=None)
     write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
     write_parquet(out / "curves.parquet", pl.concat(curves, how="diagonal"))
     write_parquet(out / "epochs.parquet", pl.DataFrame(epochs, infer_schema_length=None))
-    if checks:  # evaluation.checks: [model-randomisation]
-        write_parquet(out / "checks.parquet", pl.DataFrame(checks, infer_schema_length=None))
-    elif (out / "checks.parquet").is_file():  # checks switched off since: no stale table
-        (out / "checks.parquet").unlink()
+    _write_optional(out / "checks.parquet", pl.DataFrame(checks, infer_schema_length=None) if checks else None)
+
+
+def _write_optional(path: Path, frame: Optional[pl.DataFrame]) -> None:
+    """A table that only some studies have (e.g. evaluation.checks, intervals): written, or removed
+    so that no stale one stays when it was switched off."""
+    if frame is not None and len(frame):
+        write_parquet(path, frame)
+    elif path.is_file():
+        path.unlink()
