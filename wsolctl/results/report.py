@@ -190,7 +190,32 @@ def _figures(sources: Sources, out: Path) -> list[Block]:
     blocks += _figure(out, "training-curves.png", "PxAP and accuracy over epochs", "training curves",
                       epochs is not None and (lambda p: figures.training_curves(epochs, results, p)),
                       "epochs.parquet not found", no_epochs)
-    return blocks + _qualitative(sources, out)
+    return blocks + _uncertainty(sources, out) + _qualitative(sources, out)
+
+
+def _uncertainty(sources: Sources, out: Path, rule: str = "b-loc", metric: str = "pxap") -> list[Block]:
+    """Per dataset the significance map, and the ranking stability, of B-LOC PxAP (comparisons.parquet,
+    ranks.parquet)."""
+    comparisons, missing = sources.table("comparisons.parquet")
+    ranks, _ = sources.table("ranks.parquet")
+    if comparisons is None or ranks is None:
+        return [Text("_significance maps and ranking stability skipped: comparisons.parquet not found (runs "
+                     "scored before wsolctl kept per-image statistics, or `evaluation.bootstrap.samples: 0`)_")]
+    picked = [frame.filter((pl.col("selection") == rule) & (pl.col("metric") == metric)) for frame in (comparisons, ranks)]
+    blocks: list[Block] = []
+    for dataset in survey.ordered(picked[0]["dataset"].unique(), "datasets"):
+        pairs, ranked = (frame.filter(pl.col("dataset") == dataset) for frame in picked)
+        blocks += _figure(out, f"significance-{dataset}.png", f"Which method beats which: test PxAP, B-LOC, `{dataset}`",
+                          "significance map", lambda p, pairs=pairs, ranked=ranked, dataset=dataset:
+                          figures.significance_map(pairs, ranked, p, f"{dataset}: test PxAP, B-LOC"), "", missing)
+    blocks += _figure(out, "ranking-stability.png", "Ranking stability: bootstrap rank of each method, test PxAP, B-LOC",
+                      "ranking stability", lambda p: figures.ranking_stability(picked[1], p, "bootstrap ranks, test PxAP, B-LOC"),
+                      "", missing)
+    return blocks + [Text("Both resample the test images within class (`evaluation.bootstrap`, docs/results.md), "
+                          "the same images for every method; with several folds or seeds, the runs first. "
+                          "Significance map: the colour is the share of replicates in which the row's method "
+                          "scores higher (ties ½); ● where the interval of the difference excludes 0. Ranking "
+                          "stability: blob area = share of replicates with that rank; ✕ the median rank.")]
 
 
 def _qualitative(sources: Sources, out: Path) -> list[Block]:
