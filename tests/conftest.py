@@ -28,6 +28,7 @@ train:
   lr: 0.01
 evaluation:
   thresholds: 100
+  bootstrap: {{samples: 200}}
 """
 
 
