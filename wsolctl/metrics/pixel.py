@@ -235,19 +235,18 @@ def localization_columns(histograms: np.ndarray, n_thresholds: int) -> dict[str,
         window = slice(1, n_thresholds + 1)
         tp_area = 100 * tp[..., window].sum(-1) / (n_fg[..., 0] * n_thresholds)
         fp_area = 100 * fp[..., window].sum(-1) / (n_bg[..., 0] * n_thresholds)
-    edges = np.concatenate([np.arange(0, 1, 1 / n_thresholds)[:n_thresholds], [1.0, 2.0]])
-    curves = _curves(np.broadcast_to(edges, tp.shape), tp, n_fg - tp, fp, n_bg - fp)
-    miou = curves["miou"]
+    fn, tn = n_fg - tp, n_bg - fp
+    with np.errstate(invalid="ignore", divide="ignore"):  # only mIoU over every threshold: it picks τ*
+        miou = (tp / (tp + fn + fp) + tn / (tn + fn + fp)) / 2
     empty = np.isnan(miou).all(-1)
-    best = miou.shape[-1] - 1 - np.argmax(np.where(np.isnan(miou), -np.inf, miou)[..., ::-1], axis=-1)
-
-    def at_best(name: str) -> np.ndarray:
-        return np.where(empty, np.nan, np.take_along_axis(curves[name], best[..., None], -1)[..., 0])
-
+    best = (miou.shape[-1] - 1 - np.argmax(np.where(np.isnan(miou), -np.inf, miou)[..., ::-1], axis=-1))[..., None]
+    edges = np.concatenate([np.arange(0, 1, 1 / n_thresholds)[:n_thresholds], [1.0, 2.0]])
+    at = _curves(edges[best], *(np.take_along_axis(v, best, -1) for v in (tp, fn, fp, tn)))
+    found = {k: np.where(empty, np.nan, v[..., 0]) for k, v in at.items()}
     return {"pxap": np.where(n_fg[..., 0] > 0, pxap, np.nan), "tp": tp_area, "fn": 100 - tp_area,
-            "fp": fp_area, "tn": 100 - fp_area, "threshold": at_best("threshold"), "miou": at_best("miou"),
-            **{f"{k}_at_threshold": at_best(k) for k in ("tp", "fn", "fp", "tn")},
-            **{k: at_best(k) for k in ("dice_fg", "dice_bg", "iou_fg")}}
+            "fp": fp_area, "tn": 100 - fp_area, "threshold": found["threshold"], "miou": found["miou"],
+            **{f"{k}_at_threshold": found[k] for k in ("tp", "fn", "fp", "tn")},
+            **{k: found[k] for k in ("dice_fg", "dice_bg", "iou_fg")}}
 
 
 def _at_or_above(hist: np.ndarray) -> np.ndarray:

@@ -93,8 +93,8 @@ def columns(counts: np.ndarray, statistics: Mapping[str, np.ndarray],
             with np.errstate(invalid="ignore", divide="ignore"):
                 means = (counts @ np.where(counted, flat, 0.0)) / (counts @ counted)
             out.update(zip(resamplers[name][1], means.T))
-    for kind, _, resampled in resamplers.values():
-        if kind == "sums":
+    for kind, names, resampled in resamplers.values():
+        if kind == "sums" and not set(names) <= set(out):  # else computed already from the same statistics
             try:
                 out.update(resampled(sums))
             except KeyError:  # statistics it reads were not kept

@@ -23,11 +23,11 @@ Resampler = tuple[str, Sequence[str], Optional[Callable]]
 
 
 def _pxap(sums):
+    """Every field of the always-on meter (those of ``dice`` too: it need not compute them again)."""
     from wsolctl.metrics.pixel import localization_columns
 
     histograms = sums["pxap"]
-    found = localization_columns(histograms, histograms.shape[-1] - 2)
-    return {k: found[k] for k in BUILT_IN_COLUMNS}
+    return localization_columns(histograms, histograms.shape[-1] - 2)
 
 
 def resamplers(metrics: Sequence[type[Metric]]) -> dict[str, Resampler]:
