@@ -30,7 +30,7 @@ from timing import timed
 from wsolctl import plugins
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.pseudo import OtsuMeter
-from wsolctl.engine.select import save_statistics
+from wsolctl.engine.rundir import RunDir
 from wsolctl.metrics import LocalizationMeter, prepare_cams
 from wsolctl.results.intervals import add_intervals
 
@@ -64,8 +64,8 @@ def main() -> None:
             values = meter.compute().as_dict()
             for rule in ("b-loc", "b-cl"):
                 correct = np.random.default_rng(m).random(args.images) < 0.8
-                save_statistics(Path(tmp) / "runs" / "r", f"m{m:02d}", rule, {"labels": labels, "correct": correct},
-                                statistics)
+                RunDir.of(tmp, "r").write_test_images(f"m{m:02d}", rule, {"labels": labels, "correct": correct},
+                                                      statistics)
                 rows.append({"run_id": "r", "dataset": "d", "fold": 0, "seed": 0, "backbone": "b",
                              "method": f"m{m:02d}", "selection": rule, "threshold_rule": "test-masks",
                              "cl_acc": 100.0 * correct.mean(), **values, "dice_fg_otsu": 0.0, "iou_fg_otsu": 0.0})

@@ -73,16 +73,20 @@ def test_selection_follows_validation_history(finished):
 def test_a_trained_model_comes_back_from_its_run_directory(finished):
     import torch
 
-    from wsolctl.engine.build import build_data, checkpoint, load_trained
+    from wsolctl.engine.build import build_data
     from wsolctl.engine.evaluate import evaluate
+    from wsolctl.engine.rundir import RunDir
 
     _, out = finished
     row = pl.read_parquet(out / "results.parquet").filter(
         (pl.col("method") == "gradcam") & (pl.col("selection") == "b-cl")).row(0, named=True)
-    run_dir = out / "runs" / row["run_id"]
-    model, spec = load_trained(run_dir, "gradcam", "b-cl")
-    assert spec.run_id == run_dir.name and spec.labels == ("cam", "gradcam") and not model.training
-    state = torch.load(checkpoint(run_dir, "gradcam", "b-cl"), weights_only=True)
+    run = RunDir.of(out, row["run_id"])
+    model, spec = run.load_model("gradcam", "b-cl")
+    assert spec.run_id == run.run_id and spec.labels == ("cam", "gradcam") and not model.training
+    assert run.epoch_of("gradcam", "b-cl") == row["epoch"]
+    state = torch.load(run.checkpoint(row["epoch"]), weights_only=True)
+    by_epoch, _ = run.load_model(epoch=row["epoch"])
+    assert all(torch.equal(by_epoch.state_dict()[k], v) for k, v in state.items())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     # the rebuilt model gives the numbers select recorded on test
     data = build_data(spec, torch.device("cpu"))

@@ -5,7 +5,7 @@ elsewhere)::
 
     OUT/recipe.resolved.yaml   the fully resolved recipe (select/report read it back)
     OUT/wsolctl.log            log of every command run on OUT
-    OUT/runs/<run_id>/         spec.json (the RunSpec), state.pt, ckpt/, done.json, test.json
+    OUT/runs/<run_id>/         one training run (wsolctl.engine.rundir.RunDir)
     OUT/epochs.parquet, results.parquet, curves.parquet, report.md, figures/
 """
 from __future__ import annotations
@@ -71,12 +71,12 @@ def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
 
 
 def _raise_failures(out: Path, study: Study) -> None:
-    from wsolctl.engine.study import run_dir
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.errors import RunsFailed
 
     failed = [o for o in study.outcomes if o.status == "failed"]
     if failed:
-        lines = [f"{o.run_id}: {o.error} (log: {run_dir(out, o.run_id) / 'train.log'})" for o in failed]
+        lines = [f"{o.run_id}: {o.error} (log: {RunDir.of(out, o.run_id).log_file})" for o in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
 
 
@@ -103,8 +103,9 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
     from wsolctl import metrics as metric_plugins
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import test_settings, with_test_settings
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.engine.select import select_run
-    from wsolctl.engine.study import Record, run_dir
+    from wsolctl.engine.study import Record
     from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables
 
@@ -117,17 +118,16 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
     scored, datasets = [], {}
     with Progress(quiet=quiet) as progress:
         for outcome in finals:
-            directory = run_dir(out, outcome.run_id)
+            run = RunDir.of(out, outcome.run_id)
             # the study's current test-time settings (e.g. metrics added after training); same run id
-            spec = with_test_settings(known.get(outcome.run_id) or RunSpec.load(directory), test_only)
+            spec = with_test_settings(known.get(outcome.run_id) or run.spec(), test_only)
             dataset = spec.recipe.dataset
             device = resolve_device(spec.recipe.device)
             key = (dataset.name, dataset.root, dataset.fold, spec.recipe.image_size,
                    spec.backbone.normalization())
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
-            selected = select_run(spec, data, directory, device, progress)
-            scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
-                                  for part, rows in selected.items() if part in ("results", "curves", "checks")}))
+            scores = select_run(spec, data, run, device, progress)
+            scored.append((spec, scores.keep(lambda method, rule, o=outcome: record.chose(o, method, rule))))
     write_tables(out, scored, recipe.evaluation.bootstrap, metric_plugins.chosen(recipe.evaluation.metrics))
     return out
 

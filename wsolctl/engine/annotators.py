@@ -31,12 +31,12 @@ Built in:
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
+from wsolctl.engine.rundir import RunDir
 from wsolctl.selection import RULES
 
 Threshold = Union[Literal["otsu"], float]
@@ -60,8 +60,8 @@ class RunCamsParams(_Common):
     @field_validator("run")
     @classmethod
     def _finished(cls, run: str) -> str:
-        if not (Path(run) / "done.json").is_file():
-            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id> with done.json)")
+        if not RunDir(run).is_done:
+            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>, trained to the end)")
         return run
 
 
@@ -128,9 +128,7 @@ class RunCams(Annotator):
     Params = RunCamsParams
 
     def bind(self, device) -> None:
-        from wsolctl.engine.build import load_trained
-
-        self.model, spec = load_trained(Path(self.params.run), self.params.method, self.params.selection, device)
+        self.model, spec = RunDir(self.params.run).load_model(self.params.method, self.params.selection, device=device)
         label = self.params.method or spec.labels[0]
         self.method = spec.methods[spec.labels.index(label)].instantiate()
 

@@ -17,24 +17,21 @@ import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
 from wsolctl.errors import InputError
-from wsolctl.io import write_json
 from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train
 from wsolctl.recipe.sweep import Variant, shared_key
-
-SPEC = "spec.json"
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: a backbone and the methods that share its classifier, under a variant's
     concrete recipe, optionally built on a prerequisite run (trained first). Immutable; written to
-    ``runs/<run_id>/spec.json`` before the run starts, and read back by workers, ``select`` and
-    ``predict`` (:meth:`load`)."""
+    its run directory before the run starts, and read back by workers, ``select`` and ``predict``
+    (:class:`~wsolctl.engine.rundir.RunDir`)."""
 
     variant: Variant
     backbone_index: int
@@ -88,30 +85,25 @@ class RunSpec:
             identity["prerequisite"] = self.prerequisite.run_id  # a new prerequisite means a new run
         return identity
 
-    def save(self, run_dir: Path) -> None:
-        """Write ``spec.json`` (the prerequisite's own spec.json sits in its run directory)."""
-        write_json(Path(run_dir) / SPEC, {
-            "run_id": self.run_id, "recipe": self.recipe.resolved_dict(), "swept": self.variant.swept,
-            "config_id": self.variant.config_id, "backbone_index": self.backbone_index,
-            "method_indices": list(self.method_indices),
-            "prerequisite": self.prerequisite.run_id if self.prerequisite else None})
+    def to_json(self) -> dict:
+        """What ``spec.json`` holds (:meth:`wsolctl.engine.rundir.RunDir.write_spec`); the prerequisite by its id."""
+        return {"run_id": self.run_id, "recipe": self.recipe.resolved_dict(), "swept": self.variant.swept,
+                "config_id": self.variant.config_id, "backbone_index": self.backbone_index,
+                "method_indices": list(self.method_indices),
+                "prerequisite": self.prerequisite.run_id if self.prerequisite else None}
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunSpec:
-        """The run of ``run_dir`` from its ``spec.json``."""
-        run_dir = Path(run_dir)
-        path = run_dir / SPEC
-        if not path.is_file():
-            raise InputError(f"{path}: not found; is {run_dir} a wsolctl run directory (OUT/runs/<id>)?")
-        data = json.loads(path.read_text(encoding="utf-8"))
+    def from_json(cls, data: dict, source: Path, prerequisite: Callable[[str], RunSpec]) -> RunSpec:
+        """The run ``data`` (read from ``source``) describes; ``prerequisite`` loads a run by id.
+        The id is checked against the content hash."""
         if not {"run_id", "recipe", "backbone_index", "method_indices"} <= set(data):
-            raise InputError(f"{path}: not a run spec of this wsolctl version (written by an earlier one?); "
+            raise InputError(f"{source}: not a run spec of this wsolctl version (written by an earlier one?); "
                              "train the recipe again")
-        prerequisite = cls.load(run_dir.parent / data["prerequisite"]) if data.get("prerequisite") else None
+        needed = prerequisite(data["prerequisite"]) if data.get("prerequisite") else None
         variant = Variant(Recipe.model_validate(data["recipe"]), data.get("swept", {}), data.get("config_id", ""))
-        spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), prerequisite)
+        spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), needed)
         if spec.run_id != data["run_id"]:
-            raise InputError(f"{path}: describes run {spec.run_id}, not {data['run_id']} (written by another "
+            raise InputError(f"{source}: describes run {spec.run_id}, not {data['run_id']} (written by another "
                              "wsolctl version or edited by hand)")
         return spec
 

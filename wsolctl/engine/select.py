@@ -1,61 +1,56 @@
 """Model selection and the final test: load each method's B-LOC / B-CL checkpoint of a finished
 run, score it on ``test`` once, and keep the rows (cached per run, so reruns are cheap) with each
-selected model's per-image statistics (``per-image/<method>__<rule>.npz``: what confidence intervals
+selected model's per-image statistics (:meth:`RunDir.write_test_images`: what confidence intervals
 resample, :mod:`wsolctl.results.bootstrap`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import torch
 
 from wsolctl import metrics as registry
-from wsolctl.engine.build import Data, build_model, finished
+from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
 from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
-from wsolctl.io import atomic_path, write_json
+from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
 from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
 
 
-def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> dict:
-    """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
-    cache = run_dir / "test.json"
+def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, progress: Progress) -> TestScores:
+    """The final test of one finished run's selected models (cached in the run directory)."""
     recipe = spec.recipe
     settings = test_settings(recipe)
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
-            return cached
-    best = finished(run_dir)["best"]
+    cached = run.test_scores()
+    if cached is not None and cached.settings == settings:  # else: scored with other test-time metrics or examples
+        return cached
+    best = run.done().best
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": [], "checks": [], "settings": settings}
+    out = TestScores(settings=settings, methods={label: method_info(method.plugin)
+                                                 for label, method in zip(spec.labels, spec.methods)})
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for label in spec.labels:
         for rule, epoch in best[label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
-    validation = {(row["method"], row["epoch"]): row for row in json.loads((run_dir / "epochs.json").read_text())}
+    validation = {(row["method"], row["epoch"]): row for row in run.epochs()}
     metrics = [*registry.chosen(recipe.evaluation.metrics), Otsu]  # Otsu: internal, for the threshold rules
-    examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
+    examples = _example_batch(data, recipe.evaluation.examples_per_class, run.example_images())
     for epoch, picks in sorted(by_epoch.items()):
-        state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(run.state(epoch, device))
         labels = {label for label, _ in picks}
         methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods) if label in labels}
         for method in (model.method, *methods.values()):
             method.set_epoch(epoch)
-        _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
+        _save_example_cams(model, methods, picks, examples, device, run)
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
                           metrics=metrics, settings=recipe.evaluation, per_image=True)
         for label, rule in picks:
-            save_statistics(run_dir, label, rule, scores.images, scores.statistics[label])
+            run.write_test_images(label, rule, scores.images, scores.statistics[label])
             result = scores.localization[label]
             measured = dict(scores.metrics[label])
             otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
@@ -63,49 +58,27 @@ def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, p
             threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
             columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
-            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
+            out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
                                    "threshold_rule": threshold_rule, **thresholds,
                                    "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
-            out["curves"].append({"method": label, "selection": rule, **curves})
+            out.curves.append({"method": label, "selection": rule, **curves})
         if "model-randomisation" in recipe.evaluation.checks:
-            out["checks"] += _randomisation(spec, model, methods, picks, data, device, run_dir / "checks")
-    write_json(cache, out)
+            out.checks.extend(_randomisation(spec, model, methods, picks, data, device, run))
+    run.write_test_scores(out)
     return out
 
 
-PER_IMAGE = "per-image"
-
-
-def statistics_path(run_dir: Path, method: str, rule: str) -> Path:
-    return Path(run_dir) / PER_IMAGE / f"{method}__{rule}.npz"
-
-
-def save_statistics(run_dir: Path, method: str, rule: str, images: dict[str, np.ndarray],
-                    statistics: dict[str, np.ndarray]) -> None:
-    """One selected model's per-image statistics: ``labels`` and ``correct`` of each test image, and
-    each resampled metric's statistics under ``metric/<name>`` (compressed; counts as int32)."""
-    arrays = {**images, **{f"metric/{k}": v.astype(np.int32) if v.dtype == np.int64 else v for k, v in statistics.items()}}
-    with atomic_path(statistics_path(run_dir, method, rule)) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-
-
-def load_statistics(run_dir: Path, method: str, rule: str) -> Optional[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(images, statistics) as saved, or None for a run scored before they were kept."""
-    path = statistics_path(run_dir, method, rule)
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    metrics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("metric/")}
-    return {k: v for k, v in arrays.items() if not k.startswith("metric/")}, metrics
+def method_info(plugin) -> MethodInfo:
+    """What the report reads of a method plugin: its kind, and whether the survey has it (set on
+    the class itself: a subclass of a survey method is not one)."""
+    return MethodInfo(getattr(plugin, "kind", "other"), bool(vars(plugin).get("in_survey", False)))
 
 
 def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
-                   folder: Path) -> list[dict]:
+                   run: RunDir) -> list[dict]:
     """The cascading randomisation check of each picked (method, rule) on a seeded test subset
-    (rows for checks.parquet; the maps per depth in ``folder/<method>__<rule>.npz``)."""
+    (rows for checks.parquet; the maps per depth in :meth:`RunDir.check_maps`)."""
     import numpy as np
 
     from wsolctl.engine.checks import check_subset, model_randomisation
@@ -119,12 +92,13 @@ def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, s
         with torch.no_grad():
             labels = model.eval()(images).logits.argmax(dim=1)
     stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
-    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, rule in picks:
         found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)
         rows += [{"method": label, "selection": rule, **row} for row in found]
-        np.savez_compressed(folder / f"{label}__{rule}.npz", maps=maps, layers=np.array([r["layer"] for r in found]),
+        path = run.check_maps(label, rule)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, maps=maps, layers=np.array([r["layer"] for r in found]),
                             kind=methods[label].map_kind)
     return rows
 
@@ -164,7 +138,7 @@ def _example_batch(data: Data, per_class: int, path: Path):
     return images, labels, masks
 
 
-def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, folder: Path) -> None:
+def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, run: RunDir) -> None:
     """Each selected model's maps on the example images as scored (CAM-type min-max normalised,
     probabilities raw; uint8, ×255) with their ``kind``, for qualitative figures."""
     import numpy as np
@@ -180,4 +154,6 @@ def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examp
             cams = methods[label].cams(model, images.to(device), labels.to(device))
         kind = methods[label].map_kind
         cams = prepare_cams(cams, masks.shape[-2:], kind).cpu().numpy()
-        np.savez_compressed(folder / f"{label}__{rule}.npz", cams=(cams * 255).round().astype(np.uint8), kind=kind)
+        path = run.example_maps(label, rule)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, cams=(cams * 255).round().astype(np.uint8), kind=kind)

@@ -1,7 +1,7 @@
 """The intervals ``select`` writes (docs/results.md, "Confidence intervals"): per results row,
 ``<column>_ci_low`` / ``<column>_ci_high`` of every resampled column; ``comparisons.parquet`` (paired
 differences of two methods) and ``ranks.parquet`` (each method's rank distribution), from the
-per-image statistics stored with each selected model (:func:`wsolctl.engine.select.load_statistics`)
+per-image statistics stored with each selected model (:meth:`wsolctl.engine.rundir.RunDir.test_images`)
 and the bootstrap of :mod:`wsolctl.results.bootstrap`."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from wsolctl.engine.pseudo import AT_THRESHOLD, Otsu
-from wsolctl.engine.select import load_statistics
+from wsolctl.engine.rundir import RunDir
 from wsolctl.metrics import BUILT_IN_COLUMNS, Metric
 from wsolctl.results import bootstrap
 
@@ -51,7 +51,7 @@ def add_intervals(out: Path, rows: list[dict], metrics: Sequence[type[Metric]], 
     groups: dict[tuple, tuple[np.ndarray, list[int]]] = {}  # test set -> (its labels, its rows)
     kept: dict[int, dict[str, np.ndarray]] = {}
     for i, row in enumerate(rows):
-        found = load_statistics(Path(out) / "runs" / row["run_id"], row["method"], row["selection"])
+        found = RunDir.of(out, row["run_id"]).test_images(row["method"], row["selection"])
         if found is None:
             continue
         images, statistics = found

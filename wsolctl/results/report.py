@@ -7,7 +7,6 @@ The report is a list of blocks rendered to Markdown here or to one self-containe
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -16,6 +15,7 @@ import polars as pl
 import yaml
 
 from wsolctl import metrics as metric_plugins
+from wsolctl.engine.rundir import RunDir
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
@@ -44,8 +44,8 @@ class Sources:
         missing = [d for d in self.dirs if not (d / name).is_file()]
         return (pl.concat(frames, how="diagonal_relaxed") if frames else None), missing
 
-    def run_dir(self, row: dict) -> Path:
-        return self.dirs[row["source"]] / "runs" / row["run_id"]
+    def run_dir(self, row: dict) -> RunDir:
+        return RunDir.of(self.dirs[row["source"]], row["run_id"])
 
 
 def load_sources(dirs: Sequence[Path]) -> Sources:
@@ -243,7 +243,7 @@ def _examples(sources: Sources, dataset: str):
     """(images.npz arrays, [:class:`figures.MapColumn`], note, class names by label) for one dataset,
     or None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
     models, with their test threshold τ*. Class names are the data's (encoding.yaml, recorded in the
-    run's done.json)."""
+    run's record of its training)."""
     import numpy as np
 
     rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
@@ -257,17 +257,17 @@ def _examples(sources: Sources, dataset: str):
             mine = rows.filter(pl.col("method") == method)
             backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
             row = mine.filter(pl.col("backbone") == backbone).row(0, named=True)
-            folder = sources.run_dir(row) / "examples"
-            if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
+            run = sources.run_dir(row)
+            if not run.example_images().is_file() or not run.example_maps(method, "b-loc").is_file():
                 continue
-            images = dict(np.load(folder / "images.npz"))
+            images = dict(np.load(run.example_images()))
             if reference is None:
-                reference, names = images, _class_names(folder.parent)
+                reference, names = images, _class_names(run)
             if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
                 continue
             used += [backbone] if backbone not in used else []
             title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-            stored = np.load(folder / f"{method}__b-loc.npz")
+            stored = np.load(run.example_maps(method, "b-loc"))
             probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
             threshold = row.get("threshold")
             columns.append(figures.MapColumn(f"{title} (p)" if probability else title, family, stored["cams"],
@@ -282,10 +282,9 @@ def _examples(sources: Sources, dataset: str):
     return reference, columns, note, names
 
 
-def _class_names(run_dir: Path) -> dict[int, str]:
+def _class_names(run: RunDir) -> dict[int, str]:
     """Label -> class name of a finished run's data (empty for runs that did not record them)."""
-    done = run_dir / "done.json"
-    classes = json.loads(done.read_text()).get("classes", {}) if done.is_file() else {}
+    classes = run.done().classes if run.is_done else {}
     return {index: name for name, index in classes.items()}
 
 

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import polars as pl
 
 from wsolctl.engine.plan import RunSpec
+from wsolctl.engine.rundir import RunDir, TestScores
 from wsolctl.io import write_parquet
 from wsolctl.metrics import Metric
 from wsolctl.recipe.schema import Bootstrap
@@ -28,23 +29,23 @@ def _params(spec: RunSpec) -> dict[str, str]:
             for label, method in zip(spec.labels, spec.methods)}
 
 
-def write_tables(out: Path, scored: list[tuple[RunSpec, dict]], bootstrap: Optional[Bootstrap] = None,
+def write_tables(out: Path, scored: list[tuple[RunSpec, TestScores]], bootstrap: Optional[Bootstrap] = None,
                  metrics: Sequence[type[Metric]] = ()) -> None:
-    """``scored``: (run, {"results": [...], "curves": [...]}) for every final run; ``bootstrap``:
-    the intervals of ``results.parquet`` and the comparisons (``samples`` 0: none), with the
-    resampling of the study's ``metrics`` (plugins)."""
+    """``scored``: (run, its final test, the chosen rows) for every final run; ``bootstrap``: the
+    intervals of ``results.parquet`` and the comparisons (``samples`` 0: none), with the resampling
+    of the study's ``metrics`` (plugins)."""
     results, curves, epochs, checks = [], [], [], []
     for spec, selected in scored:
         context, params = _context(spec), _params(spec)
-        checks += [{**context, **row} for row in selected.get("checks", [])]
-        for row in selected["results"]:
+        checks += [{**context, **row} for row in selected.checks]
+        for row in selected.results:
             results.append({**context, "params": params[row["method"]], **row})
-        for row in selected["curves"]:
+        for row in selected.curves:
             # one column order whether the rows were just scored or read back from test.json (sorted keys)
             order = sorted((k for k, v in row.items() if isinstance(v, list)), key=lambda k: (k != "threshold", k))
             curves.append(pl.DataFrame({k: row[k] for k in order})
                           .with_columns(**{k: pl.lit(v) for k, v in {**context, **row}.items() if not isinstance(v, list)}))
-        history = json.loads((out / "runs" / spec.run_id / "epochs.json").read_text())
+        history = RunDir.of(out, spec.run_id).epochs()
         epochs += [{**context, **row} for row in history]
     comparisons = ranks = None
     if bootstrap is not None and bootstrap.samples:
