@@ -147,20 +147,21 @@ class LocalizationMeter:
         scores = scores.reshape(-1)
         fg = fg.to(scores.device).reshape(-1)
         fg = fg if fg.dtype == torch.bool else fg != 0
-        images = len(cams) if self._images is not None and scores.numel() else 1
-        counts = self._count(scores, fg, images).view(images, 2, self._nbins).cpu()
-        self._hist += counts.sum(dim=0) if images > 1 else counts[0]
-        if self._images is not None:
-            self._images.append(counts)
+        if self._images is None:
+            self._hist += self._count(scores, fg).view(2, self._nbins).cpu()
+            return
+        images = len(cams)  # each image's pixels are contiguous
+        counts = torch.stack([self._count(s, f) for s, f in zip(scores.view(images, -1), fg.view(images, -1))])
+        counts = counts.view(images, 2, self._nbins).cpu()
+        self._hist += counts.sum(dim=0)
+        self._images.append(counts)
 
-    def _count(self, scores: torch.Tensor, fg: torch.Tensor, images: int = 1) -> torch.Tensor:
-        """Joint histogram of (image, is_fg, bin) as a flat (images·2·nbins,) int64 tensor on the
-        scores' device; the pixels of each of ``images`` equal-sized images are contiguous."""
+    def _count(self, scores: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+        """Joint histogram of (is_fg, bin) as a flat (2·nbins,) int64 tensor on the scores' device."""
         chunk = min(scores.numel(), _CPU_CHUNK if scores.device.type == "cpu" else _DEVICE_CHUNK)
         as_f64 = torch.empty(chunk, dtype=torch.float64, device=scores.device)
         index = torch.empty(chunk, dtype=torch.int32, device=scores.device)
-        counts = torch.zeros(images * 2 * self._nbins, dtype=torch.int64, device=scores.device)
-        pixels = scores.numel() // images
+        counts = torch.zeros(2 * self._nbins, dtype=torch.int64, device=scores.device)
         fast = self._fast and scores.dtype in _FLOAT32_EXACT
         edges = None if fast else torch.as_tensor(self._edges, device=scores.device)
         for start in range(0, scores.numel(), chunk):
@@ -170,11 +171,7 @@ class LocalizationMeter:
                 idx.copy_(x64.mul_(self.n_thresholds))  # float → int truncates: floor for x ≥ 0
             else:  # float64 scores (or an inexact n): search the float64 edges as np.histogram does
                 torch.bucketize(x64, edges, right=True, out_int32=True, out=idx).sub_(1)
-            idx.add_(is_fg, alpha=self._nbins)
-            if images > 1:  # offset each pixel by its image's block of 2·nbins
-                image = torch.arange(start, start + x.numel(), device=scores.device).div_(pixels, rounding_mode="floor")
-                idx = image.mul_(2 * self._nbins).add_(idx)
-            counts += torch.bincount(idx, minlength=images * 2 * self._nbins)
+            counts += torch.bincount(idx.add_(is_fg, alpha=self._nbins), minlength=2 * self._nbins)
         return counts
 
     def merge(self, other: "LocalizationMeter") -> None:
