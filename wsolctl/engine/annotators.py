@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
 from wsolctl.engine.rundir import RunDir
-from wsolctl.selection import RULES
+from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
 
@@ -55,7 +55,7 @@ class HaematoxylinParams(_Common):
 class RunCamsParams(_Common):
     run: str = Field(min_length=1, description="a finished run directory OUT/runs/<id> of an earlier study")
     method: Optional[str] = Field(None, description="method label in that run; default: its first")
-    selection: Literal[tuple(RULES)] = "b-cl"  # type: ignore[valid-type]
+    selection: RuleName = "b-cl"
 
     @field_validator("run")
     @classmethod

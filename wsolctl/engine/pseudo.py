@@ -126,12 +126,6 @@ def threshold_columns(result, otsu: dict[str, float], history_row: dict) -> dict
     return out
 
 
-def row_threshold_rule(selection: str, pseudo_rule: str) -> str:
-    """The rule that sets a results row's ``threshold`` (and what predict thresholds regions at):
-    the survey's ``test-masks`` for b-loc / b-cl, the recipe's annotation-free rule for b-pseudo."""
-    return pseudo_rule if selection == "b-pseudo" else "test-masks"
-
-
 AT_THRESHOLD = {"miou": "miou", "tp_at_threshold": "tp", "fn_at_threshold": "fn", "fp_at_threshold": "fp",
                 "tn_at_threshold": "tn", "dice_fg": "dice_fg", "dice_bg": "dice_bg", "iou_fg": "iou_fg"}
 

@@ -12,10 +12,11 @@ from wsolctl import metrics as registry
 from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, test_settings
-from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
+from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, threshold_columns
 from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
 from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
 from wsolctl.progress import Progress
+from wsolctl.selection import CHECKS, RULES
 
 
 def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, progress: Progress) -> TestScores:
@@ -55,7 +56,7 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
             measured = dict(scores.metrics[label])
             otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
             thresholds = threshold_columns(result, otsu, validation[(label, epoch)])
-            threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
+            threshold_rule = RULES[rule].threshold_rule(recipe.evaluation.pseudo_threshold)  # sets its τ
             columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
@@ -63,8 +64,8 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
                                    "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out.curves.append({"method": label, "selection": rule, **curves})
-        if "model-randomisation" in recipe.evaluation.checks:
-            out.checks.extend(_randomisation(spec, model, methods, picks, data, device, run))
+        for check in recipe.evaluation.checks:
+            out.checks.extend(CHECKS[check].run()(spec, model, methods, picks, data, device, run))
     run.write_test_scores(out)
     return out
 
@@ -75,7 +76,7 @@ def method_info(plugin) -> MethodInfo:
     return MethodInfo(getattr(plugin, "kind", "other"), bool(vars(plugin).get("in_survey", False)))
 
 
-def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
+def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
                    run: RunDir) -> list[dict]:
     """The cascading randomisation check of each picked (method, rule) on a seeded test subset
     (rows for checks.parquet; the maps per depth in :meth:`RunDir.check_maps`)."""

@@ -134,13 +134,15 @@ def _pseudo_valpx(ev: Evaluation, data: Data, device, normalize=None):
 
 def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int,
                     pseudo=None, cache: Optional[features.FeatureCache] = None) -> list[dict]:
-    """Per method: valcl accuracy (from the stored encoder outputs with ``cache``), valpx PxAP and τ*
-    (true masks) and, with ``pseudo`` (valpx with pseudo-masks), the same against the pseudo-masks
-    (``b-pseudo``, ``val-pseudo``)."""
+    """Per method: valcl accuracy (from the stored encoder outputs with ``cache``) and, for each
+    split with masks a selection rule reads, PxAP and τ* (``<split>_pxap``, ``<split>_threshold``):
+    valpx against its true masks and, with ``pseudo`` (valpx with pseudo-masks), against the
+    pseudo-masks (``valpx_pseudo_*``: ``b-pseudo``, ``val-pseudo``)."""
     with features.on_features(model) if cache else nullcontext():
         valcl = evaluate(model, {}, cache.valcl() if cache else data.valcl, device, accuracy=True, localize=False,
                          progress=progress, description=f"epoch {epoch}: valcl")
-    splits = {"valpx": data.valpx, "valpx_pseudo": pseudo} if pseudo is not None else {"valpx": data.valpx}
+    splits = {rule.scores: pseudo if rule.needs == "annotator" else getattr(data, rule.split)
+              for rule in RULES.values() if rule.needs == "masks" or (rule.needs == "annotator" and pseudo is not None)}
     rows = {label: {"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy} for label in methods}
     for name, loader in splits.items():
         scores = evaluate(model, methods, loader, device, accuracy=False, localize=True, thresholds=ev.thresholds,

@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.errors import InputError
-from wsolctl.selection import RULES
+from wsolctl.selection import RuleName
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.slide import SLIDE_SUFFIXES
 
@@ -50,7 +50,7 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Optional[str] = Field(None, description="method label in results.parquet; default: the only one")
     backbone: Optional[str] = Field(None, description="default: the only one")
-    selection: Literal[tuple(RULES)] = "b-loc"  # type: ignore[valid-type]
+    selection: RuleName = "b-loc"
     run: Optional[str] = Field(None, description="run id, when several folds / seeds hold the same model")
     target: Optional[Union[int, str]] = Field(None, description="class name or index; default the positive class (1)")
     tile_size: int = Field(512, ge=16, le=8192, description="tile side in pixels at `level`")

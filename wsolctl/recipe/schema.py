@@ -28,7 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
-from wsolctl.selection import DEFAULT_RULES, RULES
+from wsolctl.selection import DEFAULT_RULES, RULES, CheckName, RuleName
 
 
 class Strict(BaseModel):
@@ -239,9 +239,6 @@ class AnnotatorSpec(PluginSpec):
     kind: ClassVar[str] = "annotators"
 
 
-CheckName = Literal["model-randomisation"]
-
-
 def _known_metric(name: str) -> str:
     """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
     if name != metric_plugins.BUILT_IN:
@@ -401,7 +398,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
+    selection: list[RuleName] = Field(list(DEFAULT_RULES), min_length=1)
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
 
@@ -426,18 +423,18 @@ class Recipe(Strict):
 
     @field_validator("selection")
     @classmethod
-    def _pseudo_needs_annotator(cls, selection: list[str], info: ValidationInfo) -> list[str]:
+    def _rules_have_what_they_need(cls, selection: list[str], info: ValidationInfo) -> list[str]:
         evaluation = info.data.get("evaluation")
         dataset = info.data.get("dataset")
-        if "b-loc" in selection and dataset is not None and not dataset.masks:
-            raise ValueError("b-loc needs the validation masks, and dataset.masks is false: use b-pseudo or b-cl")
+        if dataset is not None and evaluation is not None:
+            for name in selection:
+                problem = RULES[name].problem(masks=dataset.masks, annotator=evaluation.annotator is not None)
+                if problem:
+                    raise ValueError(problem)
         if dataset is not None and not dataset.masks and evaluation is not None and evaluation.annotator is not None \
                 and evaluation.annotator.plugin.reads_masks:
             raise ValueError(f"annotator {evaluation.annotator.name} reads the validation masks, and dataset.masks "
                              "is false")
-        if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
-            raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
-                             "(e.g. {name: haematoxylin}; docs/results.md lists them)")
         if len(set(selection)) != len(selection):
             raise ValueError("a rule is listed twice")
         return selection

@@ -11,9 +11,9 @@ from typing import Optional
 import polars as pl
 
 from wsolctl.results import survey
+from wsolctl.selection import REFERENCE, RULES
 
 WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
-RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue", "b-pseudo": "tab:purple"}
 
 
 def _pyplot():
@@ -43,7 +43,7 @@ def _of(frame: pl.DataFrame, dataset) -> pl.DataFrame:
     return frame if dataset is None else frame.filter(pl.col("dataset") == dataset)
 
 
-def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-loc") -> Path:
+def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REFERENCE) -> Path:
     """mIoU (%) against the CAM threshold, one panel per dataset: every WSOL method × backbone
     (orange), their mean (blue), the fully-supervised method (green)."""
     data = curves.filter(pl.col("selection") == selection)
@@ -72,21 +72,21 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-
 
 
 def model_selection(results: pl.DataFrame, path: Path) -> Path:
-    """Selected epoch vs test PxAP of every WSOL method × backbone × fold, B-LOC (orange) and B-CL
-    (blue); large circles: the averages over WSOL methods (survey Fig. 9). One panel per dataset."""
+    """Selected epoch vs test PxAP of every WSOL method × backbone × fold, one colour per selection
+    rule; large circles: the averages over WSOL methods (survey Fig. 9). One panel per dataset."""
     wsol = results.filter(pl.col("method").map_elements(lambda m: survey.method_kind(m) in survey.WSOL_KINDS,
                                                         return_dtype=pl.Boolean))
     datasets = _datasets(results)
     fig, axes = _panels(len(datasets), 7, 3.6)
     for ax, dataset in zip(axes, datasets):
         rows = _of(wsol, dataset)
-        for rule, color in RULE_COLORS.items():
-            mine = rows.filter(pl.col("selection") == rule)
+        for rule in RULES.values():
+            mine = rows.filter(pl.col("selection") == rule.name)
             if not len(mine):
                 continue
-            ax.scatter(mine["epoch"], mine["pxap"], s=18, color=color, alpha=0.7, label=rule.upper())
-            ax.scatter([mine["epoch"].mean()], [mine["pxap"].mean()], s=260, color=color, edgecolor="black",
-                       label=f"{rule.upper()} average")
+            ax.scatter(mine["epoch"], mine["pxap"], s=18, color=rule.color, alpha=0.7, label=rule.title)
+            ax.scatter([mine["epoch"].mean()], [mine["pxap"].mean()], s=260, color=rule.color, edgecolor="black",
+                       label=f"{rule.title} average")
         ax.set(xlabel="selected epoch", ylabel="test PxAP (%)", title=f"{dataset or ''} — model selection")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -94,8 +94,8 @@ def model_selection(results: pl.DataFrame, path: Path) -> Path:
 
 
 def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> Path:
-    """valpx PxAP and valcl accuracy per epoch, one panel per dataset × backbone × method; the
-    epochs picked by B-LOC / B-CL are marked."""
+    """Each selection rule's validation metric per epoch (valpx PxAP, valcl accuracy...), one panel
+    per dataset × backbone × method; the epoch each rule picked is marked in the rule's colour."""
     key = ["dataset", "backbone", "method"]
     datasets = _datasets(epochs)
     order = {m: i for i, m in enumerate(m for _, ms in survey.families(epochs["method"].unique()) for m in ms)}
@@ -103,17 +103,17 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
     for i, (ax, values) in enumerate(zip(axes, keys)):
         match = pl.all_horizontal(*[pl.col(k) == v for k, v in zip(key, values)])
-        pseudo = ["valpx_pseudo_pxap"] if "valpx_pseudo_pxap" in epochs.columns else []
-        rows = epochs.filter(match).group_by("epoch").agg(
-            *[pl.col(c).mean() for c in ("valpx_pxap", "valcl_acc", *pseudo)]).sort("epoch")
-        ax.plot(rows["epoch"], rows["valpx_pxap"], marker=".", label="valpx PxAP")
-        ax.plot(rows["epoch"], rows["valcl_acc"], marker=".", label="valcl accuracy")
-        if pseudo:
-            ax.plot(rows["epoch"], rows["valpx_pseudo_pxap"], marker=".", label="valpx PxAP (pseudo-masks)")
+        rules = [rule for rule in RULES.values() if rule.metric in epochs.columns]
+        curves: dict[str, object] = {}  # metric -> the first rule reading it
+        for rule in rules:
+            curves.setdefault(rule.metric, rule)
+        rows = epochs.filter(match).group_by("epoch").agg(*[pl.col(c).mean() for c in curves]).sort("epoch")
+        for metric, rule in curves.items():
+            ax.plot(rows["epoch"], rows[metric], marker=".", color=rule.color, label=rule.metric_title)
         chosen = results.filter(match)
-        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green"), ("b-pseudo", "tab:purple")):
-            for epoch in chosen.filter(pl.col("selection") == rule)["epoch"].unique():
-                ax.axvline(epoch, color=color, ls="--", lw=1, label=f"{rule.upper()} epoch")
+        for rule in rules:
+            for epoch in chosen.filter(pl.col("selection") == rule.name)["epoch"].unique():
+                ax.axvline(epoch, color=rule.color, ls="--", lw=1, label=f"{rule.title} epoch")
         ax.set(title=" / ".join(str(v) for v in reversed(values)), xlabel="epoch", ylabel="%", ylim=(0, 100))
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)

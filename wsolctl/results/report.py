@@ -19,7 +19,7 @@ from wsolctl.engine.rundir import RunDir
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
-from wsolctl.selection import RULES
+from wsolctl.selection import REFERENCE, RULES
 
 BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
             ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
@@ -246,7 +246,7 @@ def _examples(sources: Sources, dataset: str):
     run's record of its training)."""
     import numpy as np
 
-    rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
+    rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == REFERENCE))
     if not len(rows):
         return None
     first = rows.sort(["fold", "seed"]).row(0, named=True)
@@ -258,7 +258,7 @@ def _examples(sources: Sources, dataset: str):
             backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
             row = mine.filter(pl.col("backbone") == backbone).row(0, named=True)
             run = sources.run_dir(row)
-            if not run.example_images().is_file() or not run.example_maps(method, "b-loc").is_file():
+            if not run.example_images().is_file() or not run.example_maps(method, REFERENCE).is_file():
                 continue
             images = dict(np.load(run.example_images()))
             if reference is None:
@@ -267,7 +267,7 @@ def _examples(sources: Sources, dataset: str):
                 continue
             used += [backbone] if backbone not in used else []
             title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-            stored = np.load(run.example_maps(method, "b-loc"))
+            stored = np.load(run.example_maps(method, REFERENCE))
             probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
             threshold = row.get("threshold")
             columns.append(figures.MapColumn(f"{title} (p)" if probability else title, family, stored["cams"],

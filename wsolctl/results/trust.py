@@ -15,9 +15,9 @@ import polars as pl
 
 from wsolctl.results import survey
 from wsolctl.results.blocks import Block, Table, Text
-from wsolctl.selection import THRESHOLD_RULES
+from wsolctl.selection import REFERENCE as RULE, RULES, THRESHOLD_RULES
 
-REFERENCE = ("b-loc", "test-masks")
+REFERENCE = (RULE, RULES[RULE].threshold)  # (selection, threshold rule) of the survey's protocol
 GROUP = ["dataset", "backbone", "method"]
 
 
