@@ -55,6 +55,7 @@ def write_tables(out: Path, scored: list[tuple[RunSpec, TestScores]], bootstrap:
     _write_optional(out / "comparisons.parquet", comparisons)
     _write_optional(out / "ranks.parquet", ranks)
     frame = pl.DataFrame(results, infer_schema_length=None)
+    frame = frame.with_columns(pl.col(c).cast(pl.Float64) for c in frame.columns if c.endswith(("_ci_low", "_ci_high")))
     write_parquet(out / "results.parquet", frame.select(RESULT_COLUMNS + sorted(c for c in frame.columns if c not in RESULT_COLUMNS)))
     write_parquet(out / "curves.parquet", pl.concat(curves, how="diagonal"))
     write_parquet(out / "epochs.parquet", pl.DataFrame(epochs, infer_schema_length=None))
