@@ -3,6 +3,7 @@ recomputation equals the meters' own, and the stratified bootstrap behaves as a 
 (contains the estimate, 1/√n width, paired differences, determinism, agreement with an independent
 numpy bootstrap)."""
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -164,3 +165,43 @@ def test_two_levels_resample_runs_then_images_and_stay_paired():
     assert (same[0] == same[1]).all()  # both methods drew the same runs and image replicates
     assert (bootstrap.two_level(runs[:1], seed=1) == runs[0]).all()
     assert bootstrap.ranks(np.array([[1.0, 2.0], [2.0, 2.0], [0.0, 3.0]])).tolist() == [[2, 2], [1, 2], [3, 1]]
+
+
+def test_add_intervals_pairs_methods_over_seeds_and_images(tmp_path):
+    """Through the files select writes: two seeds × three methods, "twin" with cam's very maps; the
+    comparison of twins is 0 with even odds, the others average over both seeds with their sd."""
+    from wsolctl.engine.pseudo import OtsuMeter
+    from wsolctl.engine.rundir import RunDir
+    from wsolctl.results.intervals import add_intervals
+
+    rows = []
+    for seed in (0, 1):
+        maps, masks, labels = _study(6, seed=seed)
+        for method, shift in (("cam", 0.0), ("twin", 0.0), ("blurry", 0.3)):
+            scored = (maps + shift).clamp(0, 1)
+            meter, otsu = _histograms(scored, masks), OtsuMeter()
+            otsu.update(scored, masks)
+            correct = np.arange(len(labels)) % 4 != 0
+            RunDir.of(tmp_path, f"run{seed}").write_test_images(
+                method, "b-loc", {"labels": labels, "correct": correct},
+                {"pxap": meter.per_image(), Otsu.name: otsu.per_image()})
+            rows.append({"run_id": f"run{seed}", "dataset": "d", "fold": 0, "seed": seed, "backbone": "b",
+                         "method": method, "selection": "b-loc", "threshold_rule": "test-masks",
+                         "cl_acc": 100 * correct.mean(), **meter.compute().as_dict(), **otsu.compute()})
+    comparisons, ranks = add_intervals(tmp_path, rows, [], 300, 0.9)
+    for row in rows:
+        assert row["pxap_ci_low"] <= row["pxap"] <= row["pxap_ci_high"]
+        assert row["cl_acc_ci_low"] < row["cl_acc"] < row["cl_acc_ci_high"]
+    pxap = comparisons.filter(pl.col("metric") == "pxap")
+    twins = pxap.filter((pl.col("method_a") == "cam") & (pl.col("method_b") == "twin")).row(0, named=True)
+    assert twins["runs"] == 2 and twins["difference"] == 0 and twins["difference_sd"] == 0
+    assert (twins["difference_ci_low"], twins["difference_ci_high"], twins["p_improvement"]) == (0, 0, 0.5)
+    other = pxap.filter(pl.col("method_a") == "blurry").row(0, named=True)
+    mean = np.mean([r["pxap"] for r in rows if r["method"] == "blurry"]) - np.mean(
+        [r["pxap"] for r in rows if r["method"] == other["method_b"]])
+    assert other["difference"] == pytest.approx(mean) and other["difference_sd"] > 0
+    assert other["difference_ci_low"] <= other["difference"] <= other["difference_ci_high"]
+    shares = ranks.filter(pl.col("metric") == "pxap").group_by("method").agg(pl.col("share").sum())
+    assert shares["share"].round(9).to_list() == [1.0] * 3
+    again = [dict(r) for r in rows]
+    assert add_intervals(tmp_path, again, [], 300, 0.9)[0].equals(comparisons) and again == rows  # reruns: identical
