@@ -10,7 +10,7 @@ validates names by loading the declarations).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,8 +30,15 @@ class Column:
 
     name: str  # the results.parquet column, e.g. "maxboxacc_v2"
     title: str  # its header in the report's "All metrics per selection rule" tables ("": not shown there)
-    unit: str = "%"
+    unit: str = "%"  # or a range such as "[0, 1)"
     lower_is_better: bool = False
+    digits: int = 1  # decimals in the report
+    tolerance: Optional[float] = None  # `wsolctl compare`'s default tolerance; None: not compared
+
+    @property
+    def header(self) -> str:
+        """The report's header: the title, with the unit unless it is % or a range."""
+        return self.title if self.unit == "%" or self.unit.startswith("[") else f"{self.title} ({self.unit})"
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class Metric:
     prominent: ClassVar[bool] = False  # its tables follow PxAP's Table 1 (else they follow Table 5)
     survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
     Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
+    # former `evaluation` keys of its params (accepted in recipes with a deprecation warning): key -> param
+    legacy_settings: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def meter(cls, context: MeterContext) -> MapMeter:
