@@ -356,7 +356,7 @@ def _no_masks_recipe(root: Path) -> str:
     recipe["name"], recipe["image_size"], recipe["methods"] = "nomasks", 32, [{"name": "cam"}]
     recipe["dataset"]["params"].update(size=32, train_per_class=4, test_per_class=2)
     recipe["evaluation"].update(annotator={"name": "haematoxylin"}, metrics=["pxap", "road"],
-                                road_percentiles=[30, 70], checks=["model-randomisation"], check_images=2)
+                                metric_params={"road": {"percentiles": [30, 70]}}, checks=["model-randomisation"], check_images=2)
     recipe["selection"] = ["b-pseudo", "b-cl"]
     return yaml.safe_dump(recipe)
 

@@ -10,11 +10,12 @@ elsewhere)::
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -45,6 +46,23 @@ def recipe_of(out: Path) -> Recipe:
     return load_recipe(path)
 
 
+def _closes_its_logs(function: Callable) -> Callable:
+    """The log files a call opens (``OUT/wsolctl.log``) are closed and detached from the ``wsolctl``
+    logger when it returns, so that a long-lived process does not collect handlers."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        before = list(log.handlers)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for handler in [h for h in log.handlers if h not in before]:
+                log.removeHandler(handler)
+                handler.close()
+
+    return wrapper
+
+
+@_closes_its_logs
 def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
           quiet: bool = False) -> Path:
     """Train every run of the recipe into ``out``: the hyper-parameter search (if any), then the
@@ -91,6 +109,7 @@ def _weights_ready(recipe: Recipe) -> None:
         raise InputError(f"{'.'.join(map(str, path))}: {message}")
 
 
+@_closes_its_logs
 def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
@@ -132,6 +151,7 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
     return out
 
 
+@_closes_its_logs
 def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
     """Write ``report.md`` (``fmt="html"``: one self-contained ``report.html``) and ``figures/`` from
     one or several output directories (or folders holding only ``results.parquet``), merged, into
@@ -145,6 +165,7 @@ def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: s
     return write_report(dirs, out, fmt)
 
 
+@_closes_its_logs
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
         quiet: bool = False) -> Path:
     """train → select → report. If some runs fail, the others are still selected and reported,

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from wsolctl.engine.model import WSOLModel
 from wsolctl.errors import UnknownPlugin
 from wsolctl.methods.base import Method
-from wsolctl.metrics import LocalizationMeter, LocalizationResult, MapMeter, MeterContext, Metric, prepare_cams
+from wsolctl.metrics import LocalizationMeter, LocalizationResult, MapMeter, MeterContext, Metric, PxAP, prepare_cams
 from wsolctl.progress import Progress
 
 
@@ -69,7 +69,7 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
                   {label: {k: v for metric, m in ms.items() for k, v in _computed(metric, m).items()}
                    for label, ms in others.items()},
                   {k: torch.cat(v).numpy() for k, v in seen.items() if v} if per_image else {},
-                  {label: {"pxap": meters[label].per_image(), **_statistics(others[label])} for label in meters}
+                  {label: {PxAP.name: meters[label].per_image(), **_statistics(others[label])} for label in meters}
                   if per_image else {})
 
 

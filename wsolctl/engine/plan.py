@@ -136,6 +136,31 @@ def test_settings(recipe: Recipe) -> dict[str, Any]:
             if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("test_only")}
 
 
+def same_test_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a final test ``recorded`` (test.json, maybe of an earlier version: built-in metric
+    settings as evaluation keys) was scored with ``settings`` (:func:`test_settings`): compared with
+    every listed metric's params at their defaults filled in."""
+    from wsolctl import metrics as registry
+
+    recorded, moved = dict(recorded), registry.legacy_settings()
+    legacy = {key: recorded.pop(key) for key in list(recorded) if key in moved}
+    recorded["metric_params"] = registry.legacy_params(legacy, recorded.get("metrics", []),
+                                                       recorded.get("metric_params", {}))
+    return {**recorded, "metric_params": _full_params(recorded)} == {**settings, "metric_params": _full_params(settings)}
+
+
+def _full_params(settings: dict[str, Any]) -> dict[str, dict]:
+    from wsolctl import metrics as registry
+    from wsolctl.errors import UnknownPlugin
+
+    given = settings.get("metric_params", {})
+    try:
+        return {metric.name: metric.Params.model_validate(given.get(metric.name, {})).model_dump(mode="json")
+                for metric in registry.chosen(settings.get("metrics", []))}
+    except UnknownPlugin:  # scored with a metric not installed here: as recorded
+        return given
+
+
 def with_test_settings(spec: RunSpec, settings: dict[str, Any]) -> RunSpec:
     """``spec`` scored with other test-time settings (e.g. metrics asked for after training): the same
     run, the same id."""

@@ -11,10 +11,10 @@ import torch
 from wsolctl import metrics as registry
 from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RunSpec, test_settings
+from wsolctl.engine.plan import RunSpec, same_test_settings, test_settings
 from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, threshold_columns
 from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
-from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
+from wsolctl.metrics import LocalizationMeter, PxAP
 from wsolctl.progress import Progress
 from wsolctl.selection import CHECKS, RULES
 
@@ -24,7 +24,7 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
     recipe = spec.recipe
     settings = test_settings(recipe)
     cached = run.test_scores()
-    if cached is not None and cached.settings == settings:  # else: scored with other test-time metrics or examples
+    if cached is not None and same_test_settings(cached.settings, settings):  # else: scored with other test-time metrics or examples
         return cached
     best = run.done().best
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
@@ -57,7 +57,7 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
             otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
             thresholds = threshold_columns(result, otsu, validation[(label, epoch)])
             threshold_rule = RULES[rule].threshold_rule(recipe.evaluation.pseudo_threshold)  # sets its τ
-            columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
+            columns = {**{c.name: getattr(result, c.name) for c in PxAP.columns}, **measured}
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
                                    "threshold_rule": threshold_rule, **thresholds,

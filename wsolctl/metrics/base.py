@@ -21,7 +21,7 @@ columns are recomputed on a resample (``resampling``), from per-image statistics
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,8 +42,15 @@ class Column:
 
     name: str  # the results.parquet column, e.g. "maxboxacc_v2"
     title: str  # its header in the report's "All metrics per selection rule" tables ("": not shown there)
-    unit: str = "%"
+    unit: str = "%"  # or a range such as "[0, 1)"
     lower_is_better: bool = False
+    digits: int = 1  # decimals in the report
+    tolerance: Optional[float] = None  # `wsolctl compare`'s default tolerance; None: not compared
+
+    @property
+    def header(self) -> str:
+        """The report's header: the title, with the unit unless it is % or a range."""
+        return self.title if self.unit == "%" or self.unit.startswith("[") else f"{self.title} ({self.unit})"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Metric:
     survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
     Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
     resampling: ClassVar[Literal["", "values", "sums"]] = ""  # how intervals resample it (module docstring)
+    # former `evaluation` keys of its params (accepted in recipes with a deprecation warning): key -> param
+    legacy_settings: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def meter(cls, context: MeterContext) -> MapMeter:

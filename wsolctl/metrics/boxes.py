@@ -31,10 +31,11 @@ wsolevaluation), ``MaxBoxAccV2`` = mean over δ ∈ {30, 50, 70} %. Deviations:
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from scipy import ndimage
 
 from wsolctl._lazy import torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["MaxBoxAccV2", "MaxBoxAccV2Meter", "contour_boxes", "mask_boxes", "box_iou"]
 
@@ -57,6 +58,11 @@ class MaxBoxAccV2(Metric):
                           "IoU ≥ δ with a ground-truth box (boxes of the mask's components), best threshold, mean "
                           "over δ = 30, 50, 70 %"),)
     survey_rank = 20
+    legacy_settings = {"box_thresholds": "thresholds"}
+
+    class Params(NoParams):
+        thresholds: int = Field(100, ge=2, le=1000, description="threshold grid (wsolevaluation CLI: 100)")
+
     resampling = "sums"
 
     @classmethod
@@ -72,7 +78,7 @@ class MaxBoxAccV2(Metric):
 
     @classmethod
     def meter(cls, context: MeterContext) -> "MaxBoxAccV2Meter":
-        return MaxBoxAccV2Meter(context.settings.box_thresholds)
+        return MaxBoxAccV2Meter(context.params.thresholds)
 
 
 def _cv2_box(lo: np.ndarray, hi: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:

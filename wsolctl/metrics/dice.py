@@ -21,14 +21,13 @@ class Dice(Metric):
               ReportTable("iou_fg", "Foreground IoU at τ*", "IoU = TP / (TP + FN + FP) of the foreground at τ* (%)"))
     prominent = True
     survey_rank = 10
-    resampling = "sums"  # from the always-on meter's per-image histograms
+    resampling = "sums"  # from the always-on PxAP meter's per-image histograms
 
     @classmethod
     def resampled(cls, sums):
-        from wsolctl.metrics.pixel import localization_columns
+        from wsolctl.metrics.pxap import PxAP
 
-        histograms = sums["pxap"]
-        found = localization_columns(histograms, histograms.shape[-1] - 2)
+        found = PxAP.resampled(sums)
         return {column.name: found[column.name] for column in cls.columns}
 
     @classmethod

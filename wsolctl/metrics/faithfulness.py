@@ -23,8 +23,10 @@ code:
 """
 from __future__ import annotations
 
+from pydantic import Field
+
 from wsolctl._lazy import F, torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["Deletion", "Insertion", "FaithfulnessMeter", "blurred"]
 
@@ -43,11 +45,14 @@ class Deletion(Metric):
                           "RISE deletion: area under the target-class probability as the top-ranked pixels are "
                           "replaced by the mean colour (%); lower is better"),)
     survey_rank = 40
+    legacy_settings = {"faithfulness_steps": "steps"}  # and Insertion's
+
+    class Params(NoParams):
+        steps: int = Field(16, ge=1, le=1024, description="steps k (RISE); k + 1 forward passes per image")
 
     @classmethod
     def meter(cls, context: MeterContext) -> "FaithfulnessMeter":
-        ev = context.settings
-        return FaithfulnessMeter(context.model, cls.mode, ev.faithfulness_steps, ev.batch_size)
+        return FaithfulnessMeter(context.model, cls.mode, context.params.steps, context.settings.batch_size)
 
 
 class Insertion(Deletion):

@@ -1,12 +1,13 @@
 """ROAD (Rong et al., ICML 2022), a ``wsolctl.metrics`` plugin (``road``): MoRF, LeRF and their
-combination, as pytorch-grad-cam's ROAD metrics. Percentiles: ``evaluation.road_percentiles``.
+combination, as pytorch-grad-cam's ROAD metrics. Percentiles: ``evaluation.metric_params.road.percentiles``.
 """
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from wsolctl._lazy import F, torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["Road", "RoadMeter", "linear_impute", "road_removed"]
 
@@ -26,11 +27,23 @@ class Road(Metric):
               ReportTable("road_lerf", "ROAD LeRF",
                           "ROAD: the same when the least relevant pixels are imputed; higher is better"))
     survey_rank = 60
+    legacy_settings = {"road_percentiles": "percentiles"}
+
+    class Params(NoParams):
+        percentiles: list[int] = Field([10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1,
+                                       description="% of pixels imputed at each step (Rong et al. 2022; "
+                                                   "pytorch-grad-cam's default list)")
+
+        @field_validator("percentiles")
+        @classmethod
+        def _percentiles(cls, values: list[int]) -> list[int]:
+            if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
+                raise ValueError("must be increasing percentages strictly between 0 and 100")
+            return values
 
     @classmethod
     def meter(cls, context: MeterContext) -> "RoadMeter":
-        ev = context.settings
-        return RoadMeter(context.model, ev.road_percentiles, ev.batch_size)
+        return RoadMeter(context.model, context.params.percentiles, context.settings.batch_size)
 
 
 # ----------------------------------------------------------------------------- ROAD

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -149,7 +150,10 @@ def _annotation(folder: Optional[Path], name: str) -> Optional[Path]:
 
 # ------------------------------------------------------------------------------------- the model
 
-_MODELS: dict = {}  # per process: model arguments -> (LoadedModel, TileScorer by class)
+# per process: model arguments -> LoadedModel, the most recently used last; at most MAX_MODELS kept
+# (a long-lived process predicting with many models does not hold them all)
+_MODELS: OrderedDict = OrderedDict()
+MAX_MODELS = 2
 
 
 def _init_worker(run_dir: Path, args: tuple, threads: Optional[int] = None) -> None:
@@ -159,11 +163,15 @@ def _init_worker(run_dir: Path, args: tuple, threads: Optional[int] = None) -> N
     if threads:
         torch.set_num_threads(threads)
     key = (str(run_dir), args)
-    if key not in _MODELS:
-        from wsolctl.predict.model import load_selected
+    if key in _MODELS:
+        _MODELS.move_to_end(key)
+        return
+    from wsolctl.predict.model import load_selected
 
-        method, backbone, selection, device, run = args
-        _MODELS[key] = load_selected(run_dir, method, backbone, selection, device, run)
+    method, backbone, selection, device, run = args
+    _MODELS[key] = load_selected(run_dir, method, backbone, selection, device, run)
+    while len(_MODELS) > MAX_MODELS:
+        _MODELS.popitem(last=False)
 
 
 def _loaded(run_dir: Path, options: PredictOptions):

@@ -8,6 +8,7 @@ decay, resize 256 → random crop 224 with flips and colour jitter, evaluation a
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
@@ -277,13 +278,6 @@ class Evaluation(Strict):
         description="localization metrics scored on test: pxap (always on) and installed metric plugins "
                     "(`wsolctl metrics`); those that call the model (deletion, insertion) cost k+1 forward "
                     "passes per image")
-    box_thresholds: int = Field(100, ge=2, le=1000, json_schema_extra=TEST_ONLY,
-                                description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
-    faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
-                                    description="deletion/insertion steps k (RISE)")
-    road_percentiles: list[int] = Field(
-        [10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1, json_schema_extra=TEST_ONLY,
-        description="ROAD: % of pixels imputed at each step (Rong et al. 2022; pytorch-grad-cam's default list)")
     annotator: Optional[AnnotatorSpec] = Field(
         None, json_schema_extra=NEW_DEFAULT, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
         "threshold (no pixel annotation needed; docs/results.md)")
@@ -302,12 +296,24 @@ class Evaluation(Strict):
         default_factory=dict, json_schema_extra=TEST_ONLY,
         description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
 
-    @field_validator("road_percentiles")
+    @model_validator(mode="before")
     @classmethod
-    def _percentiles(cls, values: list[int]) -> list[int]:
-        if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
-            raise ValueError("must be increasing percentages strictly between 0 and 100")
-        return values
+    def _legacy_metric_settings(cls, data: Any) -> Any:
+        """Settings of metrics that were evaluation keys before they moved into the metrics' params
+        (``Metric.legacy_settings``, e.g. ``box_thresholds``): accepted with a deprecation warning and
+        mapped for the metrics the recipe lists."""
+        if not isinstance(data, dict) or not data.keys() - cls.model_fields.keys():
+            return data
+        moved = metric_plugins.legacy_settings()
+        data = dict(data)
+        legacy = {key: data.pop(key) for key in list(data) if key in moved}
+        if legacy:
+            warnings.warn("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
+                                    f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
+                                    for key in legacy), FutureWarning, stacklevel=2)
+            data["metric_params"] = metric_plugins.legacy_params(
+                legacy, data.get("metrics", cls.model_fields["metrics"].default), data.get("metric_params") or {})
+        return data
 
     @field_validator("metrics")
     @classmethod

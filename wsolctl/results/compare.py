@@ -21,10 +21,11 @@ from typing import Iterable
 import polars as pl
 
 from wsolctl.errors import InputError
+from wsolctl.metrics import COMPARED
 from wsolctl.results.tables import KEYS
 
-HIGHER_IS_BETTER = {"pxap": True, "tp": True, "tn": True, "cl_acc": True, "miou": True, "fn": False, "fp": False}
-DEFAULT_TOLERANCE = {"pxap": 0.5, "tp": 1.0, "fn": 1.0, "fp": 1.0, "tn": 1.0, "cl_acc": 1.0, "miou": 1.0}
+HIGHER_IS_BETTER = {c.name: not c.lower_is_better for c in COMPARED}  # the columns' declarations
+DEFAULT_TOLERANCE = {c.name: c.tolerance for c in COMPARED}
 MODES = ("regression", "within", "exact")
 
 

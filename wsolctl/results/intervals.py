@@ -14,27 +14,19 @@ import polars as pl
 
 from wsolctl.engine.pseudo import AT_THRESHOLD, Otsu
 from wsolctl.engine.rundir import RunDir
-from wsolctl.metrics import BUILT_IN_COLUMNS, Metric
+from wsolctl.metrics import ACCURACY, Metric, PxAP
 from wsolctl.results import bootstrap
 
-COMPARED = ("pxap", "cl_acc")  # the columns of comparisons.parquet and ranks.parquet (higher is better)
-ACCURACY = "accuracy"  # the per-image correctness, resampled as values (column cl_acc)
+COMPARED = (PxAP.name, ACCURACY.name)  # the columns of comparisons.parquet and ranks.parquet (higher is better)
+CORRECT = "accuracy"  # the statistics name of each image's correctness, resampled as values (column cl_acc)
 Resampler = tuple[str, Sequence[str], Optional[Callable]]
 
 
-def _pxap(sums):
-    """Every field of the always-on meter (those of ``dice`` too: it need not compute them again)."""
-    from wsolctl.metrics.pixel import localization_columns
-
-    histograms = sums["pxap"]
-    return localization_columns(histograms, histograms.shape[-1] - 2)
-
-
 def resamplers(metrics: Sequence[type[Metric]]) -> dict[str, Resampler]:
-    """By statistics name: (resampling, columns, resampled) of the always-on PxAP meter, accuracy,
-    the internal Otsu metric and each metric plugin that declares a resampling."""
-    out: dict[str, Resampler] = {"pxap": ("sums", BUILT_IN_COLUMNS, _pxap), ACCURACY: ("values", ("cl_acc",), None)}
-    for metric in (*metrics, Otsu):
+    """By statistics name: (resampling, columns, resampled) of accuracy and of every metric that
+    declares a resampling: the always-on PxAP first, the study's plugins, the internal Otsu metric."""
+    out: dict[str, Resampler] = {CORRECT: ("values", (ACCURACY.name,), None)}
+    for metric in (PxAP, *metrics, Otsu):
         if metric.resampling:
             out[metric.name] = (metric.resampling, tuple(c.name for c in metric.columns), metric.resampled)
     return out
@@ -56,7 +48,7 @@ def add_intervals(out: Path, rows: list[dict], metrics: Sequence[type[Metric]], 
             continue
         images, statistics = found
         if "correct" in images:
-            statistics[ACCURACY] = 100.0 * images["correct"][:, None]
+            statistics[CORRECT] = 100.0 * images["correct"][:, None]
         kept[i] = statistics
         key = (row["dataset"], row["fold"], row["seed"], images["labels"].tobytes())
         groups.setdefault(key, (images["labels"], []))[1].append(i)
@@ -100,7 +92,7 @@ def _by_key(rows: list[dict], distributions: dict) -> dict[tuple, dict[str, dict
     return out
 
 
-def _comparisons(rows: list[dict], distributions: dict, confidence: float) -> pl.DataFrame:
+def _comparisons(rows: list[dict], distributions: dict, confidence: float) -> Optional[pl.DataFrame]:
     """One row per dataset × backbone × selection × column × pair of methods (A before B by name):
     A − B over the folds/seeds both have (mean, sd), its interval and ``p_improvement``."""
     out = []
@@ -115,6 +107,8 @@ def _comparisons(rows: list[dict], distributions: dict, confidence: float) -> pl
                         "method_a": a, "method_b": b, "runs": len(runs), "difference": float(values.mean()),
                         "difference_sd": float(values.std(ddof=1)) if len(runs) > 1 else None,
                         **bootstrap.difference(replicates, np.zeros_like(replicates), confidence)})
+    if not out:  # a single method: no pair
+        return None
     return pl.DataFrame(out, infer_schema_length=None).with_columns(pl.col("difference_sd").cast(pl.Float64))
 
 

@@ -21,8 +21,6 @@ from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 from wsolctl.selection import REFERENCE, RULES
 
-BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
-            ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
 GROUP = ["dataset", "backbone", "method", "selection"]
 FORMATS = ("md", "html")
 BEYOND_NOTE = ("Methods that are not among the survey's (their plugin does not declare `in_survey`): later "
@@ -140,26 +138,24 @@ def _recipe_lines(directory: Path) -> list[str]:
             f"{t['optimizer']['name']}, seed {recipe['seed']}"]
 
 
-def _columns() -> list[tuple[str, str]]:
-    """(column, title) of the "all metrics" tables: built-ins, the installed metric plugins', accuracy."""
-    plugin_columns = [(c.name, c.title if c.unit == "%" else f"{c.title} ({c.unit})")
-                      for metric in metric_plugins.installed() for c in metric.columns if c.title]
-    return BUILT_IN + plugin_columns + [("cl_acc", "accuracy")]
+def _columns() -> list[metric_plugins.Column]:
+    """The columns of the "all metrics" tables: PxAP's, the installed metric plugins', accuracy."""
+    return [c for metric in metric_plugins.declared() for c in metric.columns if c.title] + [metric_plugins.ACCURACY]
 
 
 def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
     """Every metric; mean ± std over folds/seeds when a group has several rows."""
-    metrics = [(m, t) for m, t in _columns() if m in rows.columns and rows[m].is_not_null().any()]
+    metrics = [c for c in _columns() if c.name in rows.columns and rows[c.name].is_not_null().any()]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
-        *[pl.col(m).mean().alias(m) for m, _ in metrics],
-        *[pl.col(m).std().alias(f"{m}_std") for m, _ in metrics])
-    header = ["dataset", "backbone", "method", "n", "epoch"] + [title for _, title in metrics]
+        *[pl.col(c.name).mean().alias(c.name) for c in metrics],
+        *[pl.col(c.name).std().alias(f"{c.name}_std") for c in metrics])
+    header = ["dataset", "backbone", "method", "n", "epoch"] + [c.header for c in metrics]
     body = []
     for r in agg.sort(["dataset", "backbone", "method"]).iter_rows(named=True):
         cells = [r["dataset"], r["backbone"], r["method"], str(r["n"]), f"{r['epoch']:.0f}"]
-        cells += [survey.fmt(None if r[m] is None else (r[m], r[f"{m}_std"], r["n"]), digits=3 if m == "threshold" else 1)
-                  for m, _ in metrics]
+        cells += [survey.fmt(None if r[c.name] is None else (r[c.name], r[f"{c.name}_std"], r["n"]), digits=c.digits)
+                  for c in metrics]
         body.append(cells)
     return Table(title, header, body)
 

@@ -27,8 +27,7 @@ UNRANKED = 1000  # the default survey_rank of plugins
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
-LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
+BUILT_IN = [*(c.name for c in registry.PxAP.columns), registry.ACCURACY.name, "epoch"]  # always in results.parquet
 BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
 EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
@@ -40,8 +39,8 @@ def metric_tables() -> list[tuple[Any, ReportTable]]:
 
 
 def lower_is_better() -> set[str]:
-    """Columns where a lower value is better: FN*, FP* and those the metric plugins declare so."""
-    return {*LOWER_BUILT_IN, *(c.name for metric in registry.installed() for c in metric.columns if c.lower_is_better)}
+    """Columns where a lower value is better, as their metrics declare (FN*, FP*...)."""
+    return {c.name for metric in registry.declared() for c in metric.columns if c.lower_is_better}
 
 
 # ----------------------------------------------------------------------------- ordering
@@ -246,8 +245,9 @@ def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], datase
 def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
                     beyond: bool = False) -> Table:
     """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
-    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: _value(stats.get(b, m, "b-loc", k)), k in LOWER_BUILT_IN)
-               for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
+    confusion = [c for c in registry.PxAP.columns if c.name in registry.PxAP.confusion]
+    columns = [Column(f"{backbone_title(b)} {c.title}", lambda m, b=b, k=c.name: _value(stats.get(b, m, "b-loc", k)),
+                      c.lower_is_better) for b in backbones for c in confusion]
     return build(table_title("Confusion components, B-LOC selection", dataset, "Tables 2–3", beyond), columns, methods,
                  "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
                  "averaged over the thresholds (survey eqs. 21–24). Bold: best WSOL value (lowest for FN*, FP*). "

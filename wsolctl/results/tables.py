@@ -10,11 +10,12 @@ import polars as pl
 from wsolctl.engine.plan import RunSpec
 from wsolctl.engine.rundir import RunDir, TestScores
 from wsolctl.io import write_parquet
-from wsolctl.metrics import Metric
+from wsolctl.metrics import ACCURACY, Metric, PxAP
 from wsolctl.recipe.schema import Bootstrap
 
+# the leading columns: the run, then PxAP's titled columns and accuracy; the others follow sorted
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",
-                  "pxap", "tp", "fn", "fp", "tn", "threshold", "miou", "cl_acc"]
+                  *(c.name for c in PxAP.columns if c.title), ACCURACY.name]
 KEYS = ["dataset", "fold", "backbone", "method", "selection"]
 
 
