@@ -49,7 +49,7 @@ def bootstrap(labels: np.ndarray, statistic: Statistic, samples: int, confidence
 
     def on_indices(*drawn: np.ndarray, axis: int = -1) -> np.ndarray:
         """scipy hands the resampled indices of each class, (..., n_c); counts per image."""
-        picked = np.concatenate(_aligned(drawn), axis=-1).astype(np.int64)
+        picked = np.concatenate(drawn, axis=-1).astype(np.int64)
         lead = picked.shape[:-1]
         flat = picked.reshape(-1, picked.shape[-1])
         rows = np.arange(len(flat))[:, None] * n
@@ -61,14 +61,8 @@ def bootstrap(labels: np.ndarray, statistic: Statistic, samples: int, confidence
     result = scipy_bootstrap(by_class, on_indices, vectorized=True, n_resamples=samples, batch=batch,
                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     distribution = np.asarray(result.bootstrap_distribution).reshape(len(estimate), samples)
-    low, high = percentile_interval(distribution, confidence)
-    return Replicates(estimate, low, high, distribution)
-
-
-def _aligned(drawn: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The classes' index arrays with equal leading shapes (scipy's jackknife varies one sample)."""
-    lead = np.broadcast_shapes(*[d.shape[:-1] for d in drawn])
-    return [np.broadcast_to(d, (*lead, d.shape[-1])) for d in drawn]
+    interval = result.confidence_interval
+    return Replicates(estimate, np.reshape(interval.low, -1), np.reshape(interval.high, -1), distribution)
 
 
 def percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
