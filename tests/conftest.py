@@ -28,7 +28,6 @@ train:
   lr: 0.01
 evaluation:
   thresholds: 100
-  bootstrap: {{samples: 200}}
 """
 
 

@@ -221,7 +221,7 @@ def test_intervals_and_comparisons(finished, tmp_path):
     assert again["pxap_ci_low"].is_null().all() and not (old / "comparisons.parquet").exists()
     assert again.select(RESULT_COLUMNS).equals(results.select(RESULT_COLUMNS))
     recipe = old / "recipe.resolved.yaml"
-    recipe.write_text(recipe.read_text().replace("samples: 200", "samples: 0"))
+    recipe.write_text(recipe.read_text().replace("samples: 2000", "samples: 0"))
     pipeline.select(old, quiet=True)
     assert not any(c.endswith("_ci_low") for c in pl.read_parquet(old / "results.parquet").columns)
 
