@@ -127,9 +127,8 @@ class Stats:
     """Lookup of (mean, std, n, interval) by (backbone, method, selection, metric) for one dataset;
     the bootstrap interval (low, high) of a single run, else None."""
 
-    def __init__(self, summary: pl.DataFrame, intervals: bool = True):
+    def __init__(self, summary: pl.DataFrame):
         self._rows = {(r["backbone"], r["method"], r["selection"]): r for r in summary.iter_rows(named=True)}
-        self.intervals = intervals
 
     def get(self, backbone: str, method: str, selection: str, metric: str) -> Optional[tuple]:
         row = self._rows.get((backbone, method, selection))
@@ -137,7 +136,7 @@ class Stats:
             return None
         std = row.get(f"{metric}_std")
         low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
-        interval = (low, high) if self.intervals and row["n"] == 1 and low is not None and high is not None else None
+        interval = (low, high) if row["n"] == 1 and low is not None and high is not None else None
         return row[metric], (None if std is None or _nan(std) or row["n"] < 2 else std), row["n"], interval
 
 
