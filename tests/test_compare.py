@@ -126,3 +126,21 @@ def test_cli_mode(tmp_path):
     assert run("--mode", "exact").returncode == 1
     bad = run("--mode", "sideways")
     assert bad.returncode == 2 and "--mode 'sideways'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("mode", ["regression", "within", "exact"])
+def test_within_ci_passes_a_baseline_inside_the_candidates_interval(tmp_path, mode):
+    """A candidate 2 points lower fails every mode; --within-ci lets it pass when the baseline lies
+    inside its interval, not when the interval misses the baseline or is null."""
+    base = save(tmp_path, "base.parquet", results())
+    lower = results({("cam", "pxap"): 58.0})
+
+    def candidate(low, high):
+        frame = lower.with_columns(pxap_ci_low=pl.lit(low, dtype=pl.Float64), pxap_ci_high=pl.lit(high, dtype=pl.Float64))
+        return save(tmp_path, "cand.parquet", frame)
+
+    assert compare(base, candidate(55.0, 61.0), mode=mode).failed
+    assert not compare(base, candidate(55.0, 61.0), mode=mode, within_ci=True).failed
+    assert compare(base, candidate(55.0, 59.0), mode=mode, within_ci=True).failed
+    assert compare(base, candidate(None, None), mode=mode, within_ci=True).failed
+    assert compare(base, save(tmp_path, "plain.parquet", lower), mode=mode, within_ci=True).failed

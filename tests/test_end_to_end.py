@@ -73,16 +73,20 @@ def test_selection_follows_validation_history(finished):
 def test_a_trained_model_comes_back_from_its_run_directory(finished):
     import torch
 
-    from wsolctl.engine.build import build_data, checkpoint, load_trained
+    from wsolctl.engine.build import build_data
     from wsolctl.engine.evaluate import evaluate
+    from wsolctl.engine.rundir import RunDir
 
     _, out = finished
     row = pl.read_parquet(out / "results.parquet").filter(
         (pl.col("method") == "gradcam") & (pl.col("selection") == "b-cl")).row(0, named=True)
-    run_dir = out / "runs" / row["run_id"]
-    model, spec = load_trained(run_dir, "gradcam", "b-cl")
-    assert spec.run_id == run_dir.name and spec.labels == ("cam", "gradcam") and not model.training
-    state = torch.load(checkpoint(run_dir, "gradcam", "b-cl"), weights_only=True)
+    run = RunDir.of(out, row["run_id"])
+    model, spec = run.load_model("gradcam", "b-cl")
+    assert spec.run_id == run.run_id and spec.labels == ("cam", "gradcam") and not model.training
+    assert run.epoch_of("gradcam", "b-cl") == row["epoch"]
+    state = torch.load(run.checkpoint(row["epoch"]), weights_only=True)
+    by_epoch, _ = run.load_model(epoch=row["epoch"])
+    assert all(torch.equal(by_epoch.state_dict()[k], v) for k, v in state.items())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     # the rebuilt model gives the numbers select recorded on test
     data = build_data(spec, torch.device("cpu"))
@@ -186,6 +190,40 @@ def test_select_without_checkpoints_rebuilds_the_same_tables(finished, tmp_path)
     pipeline.select(copy, quiet=True)
     for table in ("results.parquet", "curves.parquet", "epochs.parquet"):
         assert pl.read_parquet(copy / table).equals(pl.read_parquet(out / table)), table
+
+
+@pytest.mark.slow
+def test_intervals_and_comparisons(finished, tmp_path):
+    """Every resampled column gets an interval around its value; comparisons pair the methods; a run
+    scored before per-image statistics were kept, or `samples: 0`, gives none (issue 25)."""
+    import shutil
+
+    _, out = finished
+    results = pl.read_parquet(out / "results.parquet")
+    for column in ("pxap", "cl_acc", "tp", "miou", "dice_fg", "dice_fg_otsu"):
+        low, high, value = results[f"{column}_ci_low"], results[f"{column}_ci_high"], results[column]
+        assert low.is_not_null().all(), column
+        assert ((low <= value + 1e-9) & (value <= high + 1e-9)).all(), column
+    assert (results["pxap_ci_high"] > results["pxap_ci_low"]).all()
+    comparisons = pl.read_parquet(out / "comparisons.parquet")
+    assert set(comparisons["metric"]) == {"pxap", "cl_acc"} and comparisons.height == 4  # per rule, one pair
+    row = comparisons.filter((pl.col("metric") == "pxap") & (pl.col("selection") == "b-loc")).row(0, named=True)
+    pxap = {r["method"]: r["pxap"] for r in results.filter(pl.col("selection") == "b-loc").iter_rows(named=True)}
+    assert row["difference"] == pytest.approx(pxap[row["method_a"]] - pxap[row["method_b"]])
+    assert 0 <= row["p_improvement"] <= 1 and row["difference_ci_low"] <= row["difference"] <= row["difference_ci_high"]
+    assert set(pl.read_parquet(out / "ranks.parquet").group_by("method", "selection", "metric").agg(
+        pl.col("share").sum())["share"].round(9)) == {1.0}
+
+    old = tmp_path / "old"  # as docs/example-report commits runs scored by earlier versions
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("ckpt", "*.pt", "per-image", "*.parquet"))
+    pipeline.select(old, quiet=True)
+    again = pl.read_parquet(old / "results.parquet")
+    assert again["pxap_ci_low"].is_null().all() and not (old / "comparisons.parquet").exists()
+    assert again.select(RESULT_COLUMNS).equals(results.select(RESULT_COLUMNS))
+    recipe = old / "recipe.resolved.yaml"
+    recipe.write_text(recipe.read_text().replace("samples: 2000", "samples: 0"))
+    pipeline.select(old, quiet=True)
+    assert not any(c.endswith("_ci_low") for c in pl.read_parquet(old / "results.parquet").columns)
 
 
 def test_select_refuses_unfinished_runs(tmp_path, tiny_recipe):

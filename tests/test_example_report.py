@@ -48,6 +48,27 @@ def test_findings_are_computed_from_the_results():
         make.findings(frame, epochs))
     assert "Gap to full supervision: unet 90.0 vs a WSOL average of 60.0 (B-LOC)." in text
     assert make.headline(frame) == "Test PxAP (B-LOC) there — `glas`: NEGEV 70.0, U-Net 90.0, WSOL average 60.0."
+    assert make.NO_INTERVALS in text  # no comparisons: no difference called real
+
+
+def test_findings_name_only_differences_beyond_noise():
+    frame = pl.DataFrame([_row("glas", m, rule, pxap, 50.0) for m, pxap in (("cam", 60.0), ("gradcam", 55.0),
+                                                                           ("layercam", 59.0)) for rule in ("b-loc", "b-cl")])
+    pair = {"dataset": "glas", "backbone": "resnet18-wsol", "selection": "b-loc", "metric": "pxap"}
+    comparisons = pl.DataFrame([
+        {**pair, "method_a": "cam", "method_b": "gradcam", "difference": 5.0, "difference_ci_low": 1.0,
+         "difference_ci_high": 9.0},
+        {**pair, "method_a": "cam", "method_b": "layercam", "difference": 1.0, "difference_ci_low": -2.0,
+         "difference_ci_high": 4.0},
+        {**pair, "method_a": "gradcam", "method_b": "layercam", "difference": -4.0, "difference_ci_low": -7.0,
+         "difference_ci_high": -1.0}])
+    text = make.findings(frame, comparisons=comparisons)
+    assert ("- Beyond noise (B-LOC PxAP on resnet18-wsol, 95 % bootstrap interval of the paired difference): cam "
+            "beats gradcam (+5.0 [1.0, 9.0]); within noise of it (interval includes 0): layercam.") in text
+    flipped = comparisons.with_columns(method_a=pl.col("method_b"), method_b=pl.col("method_a"),
+                                       difference=-pl.col("difference"), difference_ci_low=-pl.col("difference_ci_high"),
+                                       difference_ci_high=-pl.col("difference_ci_low"))
+    assert make.findings(frame, comparisons=flipped) == text
 
 
 def _generated(path: Path, begin: str, end: str) -> str:
@@ -98,7 +119,8 @@ def test_readme_findings_are_the_committed_results(request):
         return
     fresh = [request.getfixturevalue("reselected")[name] for name in make.STUDIES]
     frame = make.table("results.parquet", fresh)
-    assert findings == make.findings(frame, make.table("epochs.parquet", fresh)).strip()
+    assert findings == make.findings(frame, make.table("epochs.parquet", fresh),
+                                     make.table("comparisons.parquet", fresh)).strip()
     assert headline == make.headline(frame).strip()
 
 

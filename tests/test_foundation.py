@@ -198,7 +198,7 @@ def test_hub_config_normalisation_reaches_training_examples_and_predict(hub, tmp
     from tests.conftest import TINY
     from wsolctl import pipeline
     from wsolctl.data.folds import read_split
-    from wsolctl.engine.plan import RunSpec
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.predict.model import TileScorer, load_selected
 
     name = seed_half_vit(hub, tmp_path)
@@ -207,7 +207,7 @@ def test_hub_config_normalisation_reaches_training_examples_and_predict(hub, tmp
         "  - name: resnet18-wsol\n", f"  - {{name: \"{name}\", pretrained: true, freeze: true}}\n"))
     out = pipeline.run(recipe, tmp_path / "out", quiet=True).parent
     (run_dir,) = (out / "runs").iterdir()
-    assert RunSpec.load(run_dir).identity()["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert RunDir(run_dir).spec().identity()["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
     examples = np.load(run_dir / "examples" / "images.npz")
     assert examples["mean"].tolist() == examples["std"].tolist() == [0.5, 0.5, 0.5]
     folds = pipeline.recipe_of(out).dataset.instantiate().folds_dir(tmp_path / "data")

@@ -5,10 +5,13 @@ module stands for itself). Layers, low to high (README, "Layout")."""
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "wsolctl"
+PACKAGE_NAME = "wsolctl"  # in LAYERS: the package's own __init__ only (as a prefix it would match every module)
 LAYERS = [  # module prefixes, low to high
-    ("wsolctl", "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.plugins",
-     "wsolctl.metrics"),
+    (PACKAGE_NAME, "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.plugins",
+     "wsolctl.selection", "wsolctl.metrics"),
     ("wsolctl.recipe",),
     ("wsolctl.wsi",),
     ("wsolctl.data",),
@@ -52,7 +55,8 @@ def layer(module: str) -> int:
     best = (-1, -1)
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best[0]:
+            below = prefix != PACKAGE_NAME and module.startswith(prefix + ".")
+            if (module == prefix or below) and len(prefix) > best[0]:
                 best = (len(prefix), index)
     assert best[1] >= 0, f"{module} belongs to no layer; add it to LAYERS"
     return best[1]
@@ -106,6 +110,12 @@ def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
 def test_every_module_has_a_layer():
     for name in modules():
         layer(name)
+
+
+def test_a_module_outside_every_layer_has_none():
+    with pytest.raises(AssertionError, match="wsolctl.nowhere belongs to no layer"):
+        layer("wsolctl.nowhere")
+    assert layer("wsolctl") == 0 and layer("wsolctl.data.folds") == LAYERS.index(("wsolctl.data",))
 
 
 def test_no_import_cycles_between_modules_or_packages():

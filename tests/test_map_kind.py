@@ -69,14 +69,15 @@ def test_map_kind_is_declared_by_the_plugin():
 
 
 def test_stored_examples_keep_the_kind(tmp_path):
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.engine.select import _save_example_cams
 
     maps, masks = two_image_split()
     examples = (torch.zeros(2, 3, 4, 4), torch.tensor([1, 0]), masks)
     methods = {name: _fixed(plugins.load("methods", name), maps) for name in ("negev", "cam")}
     _save_example_cams(torch.nn.Identity(), methods, [("negev", "b-loc"), ("cam", "b-loc")], examples,
-                       torch.device("cpu"), tmp_path)
-    negev, cam = (np.load(tmp_path / f"{name}__b-loc.npz") for name in ("negev", "cam"))
+                       torch.device("cpu"), RunDir(tmp_path))
+    negev, cam = (np.load(tmp_path / "examples" / f"{name}__b-loc.npz") for name in ("negev", "cam"))
     assert str(negev["kind"]) == "probability" and str(cam["kind"]) == "cam"
     assert negev["cams"][1].max() == round(0.2 * 255)  # the normal image stays low
     assert cam["cams"][1].max() == 255  # stretched to 1

@@ -233,3 +233,28 @@ def test_a_metric_gets_its_params_from_the_recipe(tiny_recipe):
         load_recipe(tiny_recipe, ["evaluation.metrics=[pxap]", "evaluation.metric_params={dice: {}}"])
     with pytest.raises(RecipeError, match="evaluation.metric_params: dice.x: Extra inputs are not permitted"):
         load_recipe(tiny_recipe, ["evaluation.metrics=[pxap, dice]", "evaluation.metric_params={dice: {x: 1}}"])
+
+
+def test_built_in_metric_settings_are_their_params_and_the_old_keys_still_load(tiny_recipe):
+    from wsolctl.engine.plan import same_test_settings, test_settings
+    from wsolctl.metrics import PxAP
+    from wsolctl.recipe import load_recipe
+
+    listed = "evaluation.metrics=[pxap, maxboxacc-v2, deletion, road]"
+    new = load_recipe(tiny_recipe, [listed, "evaluation.metric_params={maxboxacc-v2: {thresholds: 20}}"])
+    with pytest.warns(FutureWarning, match="evaluation.box_thresholds is deprecated: use "
+                                           "evaluation.metric_params.maxboxacc-v2.thresholds"):
+        old = load_recipe(tiny_recipe, [listed, "evaluation.box_thresholds=20", "evaluation.faithfulness_steps=16"])
+    assert old.evaluation.metric_params == {"maxboxacc-v2": {"thresholds": 20}, "deletion": {"steps": 16}}
+    assert old == new.model_copy(update={"evaluation": old.evaluation})
+    # a test.json of an earlier version (the old keys, every one at its value) is the same test
+    recorded = {**test_settings(new), "metric_params": {}, "box_thresholds": 20, "faithfulness_steps": 16,
+                "road_percentiles": [10, 20, 30, 40, 50, 60, 70, 80, 90]}
+    assert same_test_settings(recorded, test_settings(new))
+    assert not same_test_settings({**recorded, "box_thresholds": 30}, test_settings(new))
+    assert metrics.declared()[0] is PxAP and PxAP.columns[0].name == "pxap"
+    from wsolctl.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="percentiles"):
+        load_recipe(tiny_recipe, ["evaluation.metrics=[pxap, road]",
+                                  "evaluation.metric_params={road: {percentiles: [50, 10]}}"])

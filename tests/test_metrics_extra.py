@@ -217,7 +217,8 @@ def _evaluate(maps):
     by_image = {tuple(images[i].flatten()[:4].tolist()): i for i in range(len(images))}
     method = FixedMaps(lambda x: maps(masks[[by_image[tuple(v.flatten()[:4].tolist())] for v in x]]))
     model = Classifier()
-    settings = Evaluation(metrics=ALL, box_thresholds=50, faithfulness_steps=4, batch_size=5)
+    settings = Evaluation(metrics=ALL, batch_size=5, metric_params={
+        "maxboxacc-v2": {"thresholds": 50}, "deletion": {"steps": 4}, "insertion": {"steps": 4}})
     scores = evaluate(model, {"m": method}, loader, torch.device("cpu"), accuracy=True, localize=True,
                       thresholds=100, metrics=metrics.chosen(settings.metrics), settings=settings)
     return scores.localization["m"], scores.metrics["m"], masks
@@ -278,8 +279,8 @@ def test_test_time_metrics_do_not_change_run_ids(tiny_recipe):
         return [r.run_id for r in study_runs(search_variants(recipe))]
 
     default = run_ids(load_recipe(tiny_recipe))
-    chosen = load_recipe(tiny_recipe, [f"evaluation.metrics=[{', '.join(ALL)}]", "evaluation.box_thresholds=20",
-                                       "evaluation.faithfulness_steps=4"])
+    chosen = load_recipe(tiny_recipe, [f"evaluation.metrics=[{', '.join(ALL)}]",
+                                       "evaluation.metric_params={maxboxacc-v2: {thresholds: 20}, deletion: {steps: 4}}"])
     assert run_ids(chosen) == default
 
 
@@ -294,7 +295,8 @@ def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_reci
     assert "pointing_game" not in pl.read_parquet(out / "results.parquet").columns  # default: pxap, dice
     trained = sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/done.json"))
     # asked for after training: the runs are kept (same ids), the test is scored again
-    pipeline.run(tiny_recipe, out, [f"evaluation.metrics=[{', '.join(ALL)}]", "evaluation.faithfulness_steps=4",
+    pipeline.run(tiny_recipe, out, [f"evaluation.metrics=[{', '.join(ALL)}]",
+                                    "evaluation.metric_params={deletion: {steps: 4}, insertion: {steps: 4}}",
                                     "methods=[{name: cam}]"], quiet=True)
     assert sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")) == trained
     results = pl.read_parquet(out / "results.parquet")

@@ -13,7 +13,7 @@ import torch
 
 from tests.hubcache import seed_timm
 from wsolctl import plugins
-from wsolctl.engine.plan import RunSpec
+from wsolctl.engine.rundir import RunDir
 from wsolctl.errors import InputError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -307,7 +307,7 @@ def test_offline_study_from_a_seeded_cache_with_vits_at_a_non_default_size(hub, 
     assert sorted(results["method"].unique()) == ["cam", "gradcam"]
     assert all(math.isfinite(v) for v in results["pxap"])
     for run_dir in (out / "runs").iterdir():
-        backbone = RunSpec.load(run_dir).backbone
+        backbone = RunDir(run_dir).spec().backbone
         seeded = resnet if backbone.name == "resnet18-wsol" else vit
         for ckpt in (run_dir / "ckpt").glob("*.pt"):
             state = torch.load(ckpt, weights_only=True)

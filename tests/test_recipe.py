@@ -262,11 +262,11 @@ def test_per_method_train_overrides_are_validated_merged_and_own_a_run(tmp_path)
 
 
 def test_a_run_spec_of_another_version_is_a_clear_input_error(tmp_path):
-    from wsolctl.engine.plan import RunSpec
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.errors import InputError
 
     with pytest.raises(InputError, match="spec.json: not found"):
-        RunSpec.load(tmp_path)
+        RunDir(tmp_path).spec()
     (tmp_path / "spec.json").write_text('{"run_id": "abc", "dataset": {}}')  # the format before RunSpec
     with pytest.raises(InputError, match="not a run spec of this wsolctl version"):
-        RunSpec.load(tmp_path)
+        RunDir(tmp_path).spec()

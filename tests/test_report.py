@@ -37,7 +37,7 @@ def _rows(dataset: str, methods=None) -> list[dict]:
     return rows
 
 
-def _study(out, dataset="glas", methods=None, curves=True, epochs=True, examples=True):
+def _study(out, dataset="glas", methods=None, curves=True, epochs=True, examples=True, comparisons=True):
     out.mkdir(parents=True)
     rows = _rows(dataset, methods)
     pl.DataFrame(rows).write_parquet(out / "results.parquet")
@@ -67,7 +67,36 @@ def _study(out, dataset="glas", methods=None, curves=True, epochs=True, examples
                                 cams=rng.integers(0, 255, (4, 16, 16), dtype=np.uint8))
             # the class names a run records from its data's encoding.yaml
             (folder.parent / "done.json").write_text('{"classes": {"gland-free": 0, "adenocarcinoma": 1}}')
+    if comparisons:
+        _uncertainty(out, rows)
     return out
+
+
+def _uncertainty(out, rows):
+    """comparisons.parquet and ranks.parquet as select writes them, from replicates scattered around
+    each B-LOC row's PxAP (first fold)."""
+    from itertools import combinations
+
+    from wsolctl.results import bootstrap
+
+    rng = np.random.default_rng(0)
+    first = [r for r in rows if r["selection"] == "b-loc" and r["fold"] == min(x["fold"] for x in rows)]
+    comparisons, ranks = [], []
+    for backbone in sorted({r["backbone"] for r in first}):
+        mine = sorted((r for r in first if r["backbone"] == backbone), key=lambda r: r["method"])
+        values = {r["method"]: r["pxap"] + rng.normal(0, 3, 200) for r in mine}
+        for a, b in combinations(sorted(values), 2):
+            comparisons.append({"dataset": mine[0]["dataset"], "backbone": backbone, "selection": "b-loc",
+                                "metric": "pxap", "method_a": a, "method_b": b,
+                                **bootstrap.difference(values[a], values[b], 0.95)})
+        ranked = bootstrap.ranks(np.stack(list(values.values())))
+        for k, method in enumerate(values):
+            found, counts = np.unique(ranked[k], return_counts=True)
+            ranks += [{"dataset": mine[0]["dataset"], "backbone": backbone, "selection": "b-loc", "metric": "pxap",
+                       "method": method, "rank": int(f), "share": c / 200} for f, c in zip(found, counts)]
+    if comparisons:  # select writes none without a pair of methods
+        pl.DataFrame(comparisons).write_parquet(out / "comparisons.parquet")
+        pl.DataFrame(ranks).write_parquet(out / "ranks.parquet")
 
 
 def _row(report: str, label: str, title_part: str) -> list[str]:
@@ -161,7 +190,7 @@ def test_selection_pairs(full):
 def test_every_figure_rendered(full):
     out, report = full
     names = ["threshold-sensitivity.png", "model-selection.png", "training-curves.png",
-             "qualitative-glas-0.png", "qualitative-glas-1.png"]
+             "qualitative-glas-0.png", "qualitative-glas-1.png", "significance-glas.png", "ranking-stability.png"]
     _pngs(out, names)
     for name in names:
         assert f"(figures/{name})" in report
@@ -180,14 +209,14 @@ def test_partial_set_of_methods(tmp_path):
 
 
 def test_results_only_directory(tmp_path):
-    source = _study(tmp_path / "src", curves=False, epochs=False, examples=False)
+    source = _study(tmp_path / "src", curves=False, epochs=False, examples=False, comparisons=False)
     out = tmp_path / "report"
     path = pipeline.report(source, out)
     report = path.read_text()
     for number in ("Table 1", "Tables 2–3", "Table 4", "Table 5"):
         assert f"(survey {number})" in report
     assert "threshold sensitivity skipped" in report and "training curves skipped" in report
-    assert "qualitative grids of `glas` skipped" in report
+    assert "qualitative grids of `glas` skipped" in report and "significance maps and ranking stability skipped" in report
     _pngs(out, ["model-selection.png"])
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["model-selection.png"]
     assert list(source.iterdir()) == [source / "results.parquet"]  # the source is left alone
@@ -217,7 +246,7 @@ def test_html_is_one_self_contained_file(tmp_path):
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert not (out / "report.md").exists()
-    assert page.count("data:image/png;base64,") == 5 and 'src="figures/' not in page
+    assert page.count("data:image/png;base64,") == 7 and 'src="figures/' not in page
     assert "<table>" in page and "<strong>62.0 ± 2.8</strong>" not in page  # cam is not best on ResNet50
     assert "<td><strong>50.0 ± 2.8</strong></td>" in page and "<td><em>WSOL average</em></td>" in page
     assert "<code>glas</code>" in page and "**" not in page
@@ -234,7 +263,8 @@ def test_missing_results_is_a_clear_error(tmp_path):
 def test_only_the_report_is_written(full):
     out, _ = full
     assert sorted(p.name for p in out.iterdir()) == [
-        "curves.parquet", "epochs.parquet", "figures", "report.md", "results.parquet", "runs"]
+        "comparisons.parquet", "curves.parquet", "epochs.parquet", "figures", "ranks.parquet", "report.md",
+        "results.parquet", "runs"]
 
 
 RECIPES = __import__("pathlib").Path(__file__).resolve().parents[1] / "recipes"
@@ -308,3 +338,18 @@ def test_qualitative_grid_wraps_by_family(tmp_path):
     width, height = Image.open(path).size
     panel = figures.PANEL_INCHES * 90
     assert width <= 8.5 * panel and height >= 2 * 9 * panel  # 8 columns; 2 images × (1 + 8 rows)
+
+
+def test_intervals_beside_single_run_values(tmp_path):
+    """A key with one run shows its bootstrap interval beside the value (bold stays on the value);
+    several runs show mean ± sd; a null interval shows the value alone (issue 25)."""
+    out = _study(tmp_path / "glas", curves=False, epochs=False, examples=False, comparisons=False)
+    results = pl.read_parquet(out / "results.parquet")
+    single = results.filter(pl.col("fold") == 0)
+    interval = pl.when(pl.col("method") == "gap").then(None).otherwise(pl.col("pxap"))
+    single.with_columns(pxap_ci_low=interval - 3, pxap_ci_high=interval + 2).write_parquet(out / "results.parquet")
+    report = (pipeline.report(out)).read_text()
+    row = _row(report, "cam", "PxAP, B-LOC selection (survey Table 1)")
+    assert row[0] == "**48.0** [45.0, 50.0]" and row[-1] == "54.0"  # the mean over backbones: no interval
+    assert _row(report, "gap", "PxAP, B-LOC selection (survey Table 1)")[0].count("[") == 0
+    assert "[" not in "".join(_row(report, "cam", "Confusion components"))

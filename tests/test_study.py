@@ -83,7 +83,7 @@ def test_study_json_is_typed_data(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_validates_the_recipe_once_plus_once_per_run_in_its_worker(tiny_recipe, tmp_path, validations):
-    """Per training run at most two validations: the load, and the worker's ``RunSpec.load`` (the
+    """Per training run at most two validations: the load, and the worker's ``RunDir.spec`` (the
     sequential executor's worker is this process); selecting and reporting add none."""
     out = pipeline.run(with_folds(tiny_recipe), tmp_path / "out", quiet=True).parent
     runs = pl.read_parquet(out / "runs.parquet")["run_id"].unique()

@@ -425,7 +425,7 @@ def _no_masks_recipe(root: Path) -> str:
     recipe["name"], recipe["image_size"], recipe["methods"] = "nomasks", 32, [{"name": "cam"}]
     recipe["dataset"]["params"].update(size=32, train_per_class=4, test_per_class=2)
     recipe["evaluation"].update(annotator={"name": "haematoxylin"}, metrics=["pxap", "road"],
-                                road_percentiles=[30, 70], checks=["model-randomisation"], check_images=2)
+                                metric_params={"road": {"percentiles": [30, 70]}}, checks=["model-randomisation"], check_images=2)
     recipe["selection"] = ["b-pseudo", "b-cl"]
     return yaml.safe_dump(recipe)
 
@@ -479,7 +479,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
 
     # that run, named in a later recipe, annotates images with its thresholded CAMs (run-cams)
     from wsolctl.engine.annotators import RunCams
-    from wsolctl.engine.build import load_trained
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.metrics import prepare_cams
 
     run_dir = out / "runs" / pseudo["run_id"]
@@ -487,7 +487,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     annotator.bind(torch.device("cpu"))
     images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])
     masks = annotator.masks(images, labels)
-    model, spec = load_trained(run_dir, "cam", "b-cl")
+    model, spec = RunDir(run_dir).load_model("cam", "b-cl")
     with torch.no_grad():
         maps = prepare_cams(spec.methods[0].instantiate().cams(model, images, labels), (32, 32))
     from skimage.filters import threshold_otsu

@@ -49,9 +49,8 @@ def print_catalog(rows: list[dict]) -> None:
 
 def metric_catalog() -> list[dict]:
     """One dict per importable metric plugin (report order), after the always-on built-in one."""
-    rows = [{"name": metrics.BUILT_IN, "package": "wsolctl (built in, always on)", "forward_passes": False,
-             "columns": {c: "[0, 1], or 2 = predict nothing" if c == "threshold" else "%" for c in metrics.BUILT_IN_COLUMNS},
-             "description": "PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and mIoU"}]
+    rows = [{"name": metrics.PxAP.name, "package": "wsolctl (built in, always on)", "forward_passes": False,
+             "columns": {c.name: c.unit for c in metrics.PxAP.columns}, "description": metrics.PxAP.description}]
     for metric in _loaded(metrics.installed):
         info = plugins.info("metrics", metric.name)
         rows.append({"name": metric.name, "package": f"{info.package} {info.version}",

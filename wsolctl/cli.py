@@ -198,11 +198,14 @@ def compare(baseline: Path, candidate: Path,
             mode: str = typer.Option("regression", "--mode", "-m",
                                      help="regression: fail only on a worse value beyond the tolerance; "
                                           "within: fail on |Δ| > tolerance either way; exact: fail on any difference"),
+            within_ci: bool = typer.Option(False, "--within-ci",
+                                           help="a value also passes when the baseline lies inside the candidate's "
+                                                "bootstrap interval (results.parquet <metric>_ci_low/_ci_high)"),
             output: Optional[Path] = typer.Option(None, "--output", help="also write the Markdown table here")) -> None:
     """Compare results (Parquet files or output directories); exit 1 on any failing value or missing row."""
     from wsolctl.results.compare import compare as run_compare
 
-    outcome = _guard(run_compare, baseline, candidate, tolerance, mode)
+    outcome = _guard(run_compare, baseline, candidate, tolerance, mode, within_ci)
     typer.echo(outcome.markdown)
     if output:
         from wsolctl.io import write_text

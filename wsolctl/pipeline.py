@@ -5,16 +5,17 @@ elsewhere)::
 
     OUT/recipe.resolved.yaml   the fully resolved recipe (select/report read it back)
     OUT/wsolctl.log            log of every command run on OUT
-    OUT/runs/<run_id>/         spec.json (the RunSpec), state.pt, ckpt/, done.json, test.json
+    OUT/runs/<run_id>/         one training run (wsolctl.engine.rundir.RunDir)
     OUT/epochs.parquet, results.parquet, curves.parquet, report.md, figures/
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -46,6 +47,23 @@ def recipe_of(out: Path) -> Recipe:
     return load_recipe(path)
 
 
+def _closes_its_logs(function: Callable) -> Callable:
+    """The log files a call opens (``OUT/wsolctl.log``) are closed and detached from the ``wsolctl``
+    logger when it returns, so that a long-lived process does not collect handlers."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        before = list(log.handlers)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for handler in [h for h in log.handlers if h not in before]:
+                log.removeHandler(handler)
+                handler.close()
+
+    return wrapper
+
+
+@_closes_its_logs
 def train(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
           quiet: bool = False) -> Path:
     """Train every run of the recipe into ``out``: the hyper-parameter search (if any), then the
@@ -79,12 +97,12 @@ def _train(recipe: Recipe, out: Path, quiet: bool) -> Study:
 
 
 def _raise_failures(out: Path, study: Study) -> None:
-    from wsolctl.engine.study import run_dir
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.errors import RunsFailed
 
     failed = [o for o in study.outcomes if o.status == "failed"]
     if failed:
-        lines = [f"{o.run_id}: {o.error} (log: {run_dir(out, o.run_id) / 'train.log'})" for o in failed]
+        lines = [f"{o.run_id}: {o.error} (log: {RunDir.of(out, o.run_id).log_file})" for o in failed]
         raise RunsFailed(f"{len(failed)} run(s) failed; the others finished:\n" + "\n".join(lines))
 
 
@@ -99,6 +117,7 @@ def _weights_ready(recipe: Recipe) -> None:
         raise InputError(f"{'.'.join(map(str, path))}: {message}")
 
 
+@_closes_its_logs
 def select(out: Path, quiet: bool = False) -> Path:
     """Score the selected checkpoints (B-LOC / B-CL) of the study's final runs on test, keeping for
     each method the configuration chosen by the hyper-parameter search; write the Parquet tables."""
@@ -108,10 +127,12 @@ def select(out: Path, quiet: bool = False) -> Path:
 def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec] = MappingProxyType({})) -> Path:
     """:func:`select` with the study's recipe, and the runs already in memory (``known``, by run id;
     the others are read from their spec.json)."""
+    from wsolctl import metrics as metric_plugins
     from wsolctl.engine.build import build_data, resolve_device
     from wsolctl.engine.plan import test_settings, with_test_settings
+    from wsolctl.engine.rundir import RunDir
     from wsolctl.engine.select import select_run
-    from wsolctl.engine.study import Record, run_dir
+    from wsolctl.engine.study import Record
     from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables
 
@@ -124,22 +145,22 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
     scored, datasets = [], {}
     with Progress(quiet=quiet) as progress:
         for outcome in finals:
-            directory = run_dir(out, outcome.run_id)
+            run = RunDir.of(out, outcome.run_id)
             # the study's current test-time settings (e.g. metrics added after training); same run id
-            spec = with_test_settings(known.get(outcome.run_id) or RunSpec.load(directory), test_only)
+            spec = with_test_settings(known.get(outcome.run_id) or run.spec(), test_only)
             dataset = spec.recipe.dataset
             device = resolve_device(spec.recipe.device)
             key = (dataset.name, dataset.root, dataset.fold, spec.recipe.image_size,
                    spec.backbone.normalization())
             data = datasets[key] = datasets.get(key) or build_data(spec, device)
-            selected = select_run(spec, data, directory, device, progress)
-            scored.append((spec, {part: [row for row in rows if record.chose(outcome, row["method"], row["selection"])]
-                                  for part, rows in selected.items() if part in ("results", "curves", "checks")}))
-    write_tables(out, scored)
+            scores = select_run(spec, data, run, device, progress)
+            scored.append((spec, scores.keep(lambda method, rule, o=outcome: record.chose(o, method, rule))))
+    write_tables(out, scored, recipe.evaluation.bootstrap, metric_plugins.chosen(recipe.evaluation.metrics))
     track_files(recipe, out, [out / "results.parquet"])
     return out
 
 
+@_closes_its_logs
 def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: str = "md") -> Path:
     """Write ``report.md`` (``fmt="html"``: ``report.html``, figures embedded) and ``figures/`` from
     one or several output directories (or folders holding only ``results.parquet``), merged, into
@@ -158,6 +179,7 @@ def report(dirs: Union[Path, Sequence[Path]], out: Optional[Path] = None, fmt: s
     return path
 
 
+@_closes_its_logs
 def run(recipe: Union[str, Path, Recipe], out: Optional[Path] = None, overrides: Iterable[str] = (),
         quiet: bool = False) -> Path:
     """train → select → report. If some runs fail, the others are still selected and reported,

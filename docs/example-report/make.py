@@ -55,10 +55,12 @@ def sources() -> list[Path]:
     return [HERE / "results" / name for name in STUDIES]
 
 
-def table(name: str = "results.parquet", folders: Optional[Sequence[Path]] = None) -> pl.DataFrame:
-    """One of the studies' Parquet tables, both studies' rows (the committed folders by default)."""
+def table(name: str = "results.parquet", folders: Optional[Sequence[Path]] = None) -> Optional[pl.DataFrame]:
+    """One of the studies' Parquet tables, both studies' rows (the committed folders by default);
+    None when no study has it (comparisons.parquet of runs scored before intervals)."""
     folders = folders or [ROOT / d for d in sources()]
-    return pl.concat([pl.read_parquet(Path(d) / name) for d in folders], how="diagonal_relaxed")
+    frames = [pl.read_parquet(Path(d) / name) for d in folders if (Path(d) / name).is_file()]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 
 # ----------------------------------------------------------------------------- findings
@@ -68,15 +70,18 @@ def _kinds(methods) -> dict[str, str]:
     return {m: survey.method_kind(m) if survey.in_survey(m) else BEYOND for m in methods}
 
 
-def findings(frame: pl.DataFrame, epochs: Optional[pl.DataFrame] = None) -> str:
+def findings(frame: pl.DataFrame, epochs: Optional[pl.DataFrame] = None,
+             comparisons: Optional[pl.DataFrame] = None) -> str:
     """The measured findings, per dataset, from the results table (B-LOC / B-CL test rows) and, when
-    given, the per-epoch validation table."""
+    given, the per-epoch validation table; a difference between methods is named only where its
+    bootstrap interval (``comparisons``, comparisons.parquet) excludes 0."""
     kinds = _kinds(frame["method"].unique().to_list())
     frame = frame.with_columns(kind=pl.col("method").replace_strict(kinds, default="other"))
     lines = []
     for dataset in sorted(frame["dataset"].unique().to_list()):
         rows = frame.filter(pl.col("dataset") == dataset)
         lines += _dataset_findings(dataset, rows)
+        lines[-1:-1] = _beyond_noise(rows, comparisons)
         if epochs is not None:
             lines[-1:-1] = _still_improving(epochs.filter(pl.col("dataset") == dataset))
     return "\n".join(lines)
@@ -138,6 +143,39 @@ def _dataset_findings(dataset: str, rows: pl.DataFrame) -> list[str]:
     return out + [""]
 
 
+NO_INTERVALS = ("- Which of these differences are beyond noise is not computed here: the committed runs were "
+                "scored before wsolctl kept per-image statistics (`make.py --run` regenerates them with intervals).")
+
+
+def _beyond_noise(rows: pl.DataFrame, comparisons: Optional[pl.DataFrame]) -> list[str]:
+    """The leading WSOL method (B-LOC PxAP) against the others on its backbone: those it beats
+    beyond noise (the 95 % interval of the paired difference excludes 0), and those within noise."""
+    loc = rows.filter(pl.col("kind").is_in(survey.WSOL_KINDS) & (pl.col("selection") == "b-loc"))
+    if comparisons is None or not loc.height:
+        return [NO_INTERVALS]
+    leader = loc.sort(["pxap", "method"], descending=[True, False]).row(0, named=True)
+    pairs = comparisons.filter((pl.col("dataset") == leader["dataset"]) & (pl.col("backbone") == leader["backbone"])
+                               & (pl.col("selection") == "b-loc") & (pl.col("metric") == "pxap"))
+    wsol = set(loc.filter(pl.col("backbone") == leader["backbone"])["method"])
+    beaten, within = [], []
+    for r in pairs.filter(pl.col("method_a").is_in(wsol) & pl.col("method_b").is_in(wsol)).iter_rows(named=True):
+        if leader["method"] not in (r["method_a"], r["method_b"]):
+            continue
+        sign = 1 if r["method_a"] == leader["method"] else -1
+        other = r["method_b"] if sign == 1 else r["method_a"]
+        low, high = sorted((sign * r["difference_ci_low"], sign * r["difference_ci_high"]))
+        entry = (sign * r["difference"], other, low, high)
+        (beaten if low > 0 else within).append(entry)
+    if not beaten and not within:
+        return [NO_INTERVALS]
+    text = f"- Beyond noise (B-LOC PxAP on {leader['backbone']}, 95 % bootstrap interval of the paired difference): "
+    text += f"{leader['method']} beats " + (", ".join(f"{m} (+{d:.1f} [{lo:.1f}, {hi:.1f}])" for d, m, lo, hi in sorted(beaten, reverse=True))
+                                              if beaten else "no other method")
+    if within:
+        text += "; within noise of it (interval includes 0): " + ", ".join(m for _, m, _, _ in sorted(within, reverse=True))
+    return [text + "."]
+
+
 def _identical(loc: pl.DataFrame) -> list[list[str]]:
     """Groups of methods whose selected models score exactly alike (the same maps, in practice)."""
     keys = ("pxap", "threshold", "tp", "fn", "fp", "tn", "epoch", "backbone")
@@ -174,7 +212,8 @@ def render() -> None:
     report(sources(), HERE)
     frame = table()
     readme = HERE / "README.md"
-    readme.write_text(replace_between(readme.read_text(), BEGIN, END, findings(frame, table("epochs.parquet"))))
+    readme.write_text(replace_between(readme.read_text(), BEGIN, END,
+                                      findings(frame, table("epochs.parquet"), table("comparisons.parquet"))))
     project = Path("README.md")
     project.write_text(replace_between(project.read_text(), HEADLINE_BEGIN, HEADLINE_END, headline(frame)))
 

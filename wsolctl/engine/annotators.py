@@ -43,14 +43,14 @@ Built in:
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
+from wsolctl.engine.rundir import RunDir
 from wsolctl.recipe.schema import NEW_DEFAULT
-from wsolctl.selection import RULES
+from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
 
@@ -72,13 +72,13 @@ class HaematoxylinParams(_Common):
 class RunCamsParams(_Common):
     run: str = Field(min_length=1, description="a finished run directory OUT/runs/<id> of an earlier study")
     method: Optional[str] = Field(None, description="method label in that run; default: its first")
-    selection: Literal[tuple(RULES)] = "b-cl"  # type: ignore[valid-type]
+    selection: RuleName = "b-cl"
 
     @field_validator("run")
     @classmethod
     def _finished(cls, run: str) -> str:
-        if not (Path(run) / "done.json").is_file():
-            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id> with done.json)")
+        if not RunDir(run).is_done:
+            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>, trained to the end)")
         return run
 
 
@@ -159,15 +159,11 @@ class RunCams(Annotator):
 
     @classmethod
     def source_method(cls, params: BaseModel) -> Optional[str]:
-        from wsolctl.engine.plan import RunSpec
-
-        label = params.method or RunSpec.load(Path(params.run)).labels[0]
+        label = params.method or RunDir(params.run).spec().labels[0]
         return label.split("[", 1)[0]
 
     def bind(self, device) -> None:
-        from wsolctl.engine.build import load_trained
-
-        self.model, spec = load_trained(Path(self.params.run), self.params.method, self.params.selection, device)
+        self.model, spec = RunDir(self.params.run).load_model(self.params.method, self.params.selection, device=device)
         label = self.params.method or spec.labels[0]
         self.method = spec.methods[spec.labels.index(label)].instantiate()
 

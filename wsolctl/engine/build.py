@@ -1,12 +1,10 @@
 """Build what a run needs from its :class:`~wsolctl.engine.plan.RunSpec`: device, data loaders, model,
-optimizer, scheduler; and rebuild a trained model from a run directory (:func:`load_trained`)."""
+optimizer, scheduler (a trained model: :meth:`wsolctl.engine.rundir.RunDir.load_model`)."""
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -16,7 +14,6 @@ from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import RunSpec
-from wsolctl.errors import InputError
 from wsolctl.models.freeze import freeze
 from wsolctl.recipe.schema import Recipe, Train
 
@@ -82,7 +79,7 @@ def build_data(spec: RunSpec, device: torch.device) -> Data:
 
 def build_model(spec: RunSpec, num_classes: int, pretrained: bool = True) -> WSOLModel:
     """The run's model, freshly initialised (load a checkpoint's state dict into it to get the
-    trained one; see :func:`load_trained`). ``pretrained=False`` skips the backbone's pretrained
+    trained one; see :meth:`wsolctl.engine.rundir.RunDir.load_model`). ``pretrained=False`` skips the backbone's pretrained
     weights, for a model whose every weight a checkpoint replaces next."""
     backbone = spec.backbone.instantiate()
     trainer = spec.methods[0].instantiate()  # all methods of a run share its classifier
@@ -91,39 +88,6 @@ def build_model(spec: RunSpec, num_classes: int, pretrained: bool = True) -> WSO
     frozen = freeze(module, info, spec.backbone.freeze)
     return WSOLModel(module, trainer, num_classes, info, backbone.classifier_prefixes, frozen,
                      backbone.decoder_at_classifier_lr)
-
-
-def finished(run_dir: Path) -> dict:
-    """A finished run's ``done.json``: ``classes`` (name -> index, from the data's encoding.yaml) and
-    per method the ``best`` epoch of each selection rule."""
-    path = Path(run_dir) / "done.json"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: the run has not finished (no done.json)")
-    return json.loads(path.read_text())
-
-
-def checkpoint(run_dir: Path, method: str, rule: str = "b-loc") -> Path:
-    """The checkpoint of a finished run that selection ``rule`` (b-loc / b-cl) picked for ``method``
-    (one of the run's labels, e.g. ``cam``)."""
-    best = finished(run_dir)["best"]
-    if method not in best or rule not in best[method]:
-        raise InputError(f"{run_dir}: no {rule} checkpoint of method {method!r}; the run has {sorted(best)}")
-    return Path(run_dir) / "ckpt" / f"epoch-{best[method][rule]:04d}.pt"
-
-
-def load_trained(run_dir: Path, method: Optional[str] = None, rule: str = "b-loc",
-                 device: Union[str, torch.device] = "cpu") -> tuple[WSOLModel, RunSpec]:
-    """Rebuild the trained model of a finished run directory (``OUT/runs/<id>``), with the checkpoint
-    that ``rule`` selected for ``method`` (default: the run's first method), in eval mode on
-    ``device``. ``spec.methods`` / ``spec.labels`` give the methods whose maps the model explains."""
-    spec = RunSpec.load(run_dir)
-    method = method or spec.labels[0]
-    classes = finished(run_dir).get("classes")
-    if not classes:
-        raise InputError(f"{run_dir}/done.json: no class names (written by an earlier wsolctl version)")
-    model = build_model(spec, len(classes), pretrained=False)  # the checkpoint holds every weight
-    model.load_state_dict(torch.load(checkpoint(run_dir, method, rule), map_location="cpu", weights_only=True))
-    return model.to(device).eval(), spec
 
 
 def build_optimizer(train: Train, model: WSOLModel) -> torch.optim.Optimizer:

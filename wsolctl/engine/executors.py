@@ -3,7 +3,6 @@ every executor), given a run directory whose ``spec.json`` says what to train. `
 one device per worker; ``ray`` submits one task per run to a Ray cluster (optional dependency)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -12,8 +11,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
+from wsolctl.engine.rundir import RunDir
 from wsolctl.errors import InputError
-from wsolctl.io import write_json
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Executor
 
@@ -27,25 +26,23 @@ def run_task(run_dir: Path, device_name: str, progress: Optional[Progress] = Non
         torch.set_num_threads(threads)
 
     from wsolctl.engine.build import build_data, resolve_device
-    from wsolctl.engine.plan import RunSpec
     from wsolctl.engine.train import train_run
 
-    run_dir = Path(run_dir)
-    run_id = run_dir.name
-    (run_dir / "failed.json").unlink(missing_ok=True)
+    run = RunDir(run_dir)
+    run_id = run.run_id
+    run.clear_failure()
     began = time.perf_counter()
     try:
-        spec = RunSpec.load(run_dir)
+        spec = run.spec()
         device = resolve_device(device_name)
         data = build_data(spec, device)
-        train_run(spec, data, run_dir, device, progress or Progress(quiet=True))
+        train_run(spec, data, run, device, progress or Progress(quiet=True))
         return {"run_id": run_id, "status": "done", "error": None, "duration_s": time.perf_counter() - began}
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # isolate: one bad run must not stop the others
         error = f"{type(exc).__name__}: {exc}"
-        (run_dir / "train.log").write_text(traceback.format_exc())
-        write_json(run_dir / "failed.json", {"error": error, "log": str(run_dir / "train.log")})
+        run.write_failure(error, traceback.format_exc())
         return {"run_id": run_id, "status": "failed", "error": error, "duration_s": time.perf_counter() - began}
     finally:
         if device_name.startswith("cuda"):
@@ -138,7 +135,7 @@ def _result_or_crash(get: Callable[[], dict], task: Path) -> dict:
         return get()
     except Exception as exc:
         error = f"worker died: {type(exc).__name__}: {exc}"
-        write_json(task / "failed.json", {"error": error})
+        RunDir(task).write_failure(error)
         return {"run_id": task.name, "status": "failed", "error": error, "duration_s": None}
 
 
@@ -165,12 +162,3 @@ def _ray(tasks: list[Path], config: Executor, default_device: str, progress: Pro
         results[task.name] = _result_or_crash(lambda ref=ready[0]: ray.get(ref), task)
         board.update(finished=results[task.name]["status"])
     return [results[t.name] for t in tasks]
-
-
-def read_status(run_dir: Path) -> dict:
-    """Status of a run from its directory (done / failed / pending)."""
-    if (run_dir / "done.json").is_file():
-        return {"status": "done", "error": None}
-    if (run_dir / "failed.json").is_file():
-        return {"status": "failed", "error": json.loads((run_dir / "failed.json").read_text())["error"]}
-    return {"status": "pending", "error": None}

@@ -5,7 +5,8 @@ Methods with equal :func:`~wsolctl.recipe.sweep.shared_key` share one training r
 ("train once, explain many"): e.g. CAM and Grad-CAM both explain the same GAP + linear classifier.
 A run's id is a stable hash of everything that determines its numbers; settings marked
 ``json_schema_extra={"display_only": True}`` (e.g. a progress display switch) or ``{"test_only": True}``
-(what only the final test reads, e.g. ``evaluation.metrics``) are left out of it, and those marked
+(what only the final test reads, e.g. ``evaluation.metrics``) or ``{"results_only": True}`` (what only
+the tables read, e.g. ``evaluation.bootstrap``) are left out of it, and those marked
 ``{"omit_default": True}`` (added later, their default reproducing the former behaviour) while at
 their default.
 """
@@ -16,22 +17,19 @@ import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from wsolctl.errors import InputError
-from wsolctl.io import write_json
 from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train, numbers
 from wsolctl.recipe.sweep import Variant, shared_key
-
-SPEC = "spec.json"
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: a backbone and the methods that share its classifier, under a variant's
     concrete recipe, optionally built on a prerequisite run (trained first). Immutable; written to
-    ``runs/<run_id>/spec.json`` before the run starts, and read back by workers, ``select`` and
-    ``predict`` (:meth:`load`)."""
+    its run directory before the run starts, and read back by workers, ``select`` and ``predict``
+    (:class:`~wsolctl.engine.rundir.RunDir`)."""
 
     variant: Variant
     backbone_index: int
@@ -85,30 +83,25 @@ class RunSpec:
             identity["prerequisite"] = self.prerequisite.run_id  # a new prerequisite means a new run
         return identity
 
-    def save(self, run_dir: Path) -> None:
-        """Write ``spec.json`` (the prerequisite's own spec.json sits in its run directory)."""
-        write_json(Path(run_dir) / SPEC, {
-            "run_id": self.run_id, "recipe": self.recipe.resolved_dict(), "swept": self.variant.swept,
-            "config_id": self.variant.config_id, "backbone_index": self.backbone_index,
-            "method_indices": list(self.method_indices),
-            "prerequisite": self.prerequisite.run_id if self.prerequisite else None})
+    def to_json(self) -> dict:
+        """What ``spec.json`` holds (:meth:`wsolctl.engine.rundir.RunDir.write_spec`); the prerequisite by its id."""
+        return {"run_id": self.run_id, "recipe": self.recipe.resolved_dict(), "swept": self.variant.swept,
+                "config_id": self.variant.config_id, "backbone_index": self.backbone_index,
+                "method_indices": list(self.method_indices),
+                "prerequisite": self.prerequisite.run_id if self.prerequisite else None}
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunSpec:
-        """The run of ``run_dir`` from its ``spec.json``."""
-        run_dir = Path(run_dir)
-        path = run_dir / SPEC
-        if not path.is_file():
-            raise InputError(f"{path}: not found; is {run_dir} a wsolctl run directory (OUT/runs/<id>)?")
-        data = json.loads(path.read_text(encoding="utf-8"))
+    def from_json(cls, data: dict, source: Path, prerequisite: Callable[[str], RunSpec]) -> RunSpec:
+        """The run ``data`` (read from ``source``) describes; ``prerequisite`` loads a run by id.
+        The id is checked against the content hash."""
         if not {"run_id", "recipe", "backbone_index", "method_indices"} <= set(data):
-            raise InputError(f"{path}: not a run spec of this wsolctl version (written by an earlier one?); "
+            raise InputError(f"{source}: not a run spec of this wsolctl version (written by an earlier one?); "
                              "train the recipe again")
-        prerequisite = cls.load(run_dir.parent / data["prerequisite"]) if data.get("prerequisite") else None
+        needed = prerequisite(data["prerequisite"]) if data.get("prerequisite") else None
         variant = Variant(Recipe.model_validate(data["recipe"]), data.get("swept", {}), data.get("config_id", ""))
-        spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), prerequisite)
+        spec = cls(variant, data["backbone_index"], tuple(data["method_indices"]), needed)
         if spec.run_id != data["run_id"]:
-            raise InputError(f"{path}: describes run {spec.run_id}, not {data['run_id']} (written by another "
+            raise InputError(f"{source}: describes run {spec.run_id}, not {data['run_id']} (written by another "
                              "wsolctl version or edited by hand)")
         return spec
 
@@ -117,6 +110,31 @@ def test_settings(recipe: Recipe) -> dict[str, Any]:
     """The recipe's evaluation settings that only the final test reads (``test_only`` fields)."""
     return {name: getattr(recipe.evaluation, name) for name, field in type(recipe.evaluation).model_fields.items()
             if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("test_only")}
+
+
+def same_test_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a final test ``recorded`` (test.json, maybe of an earlier version: built-in metric
+    settings as evaluation keys) was scored with ``settings`` (:func:`test_settings`): compared with
+    every listed metric's params at their defaults filled in."""
+    from wsolctl import metrics as registry
+
+    recorded, moved = dict(recorded), registry.legacy_settings()
+    legacy = {key: recorded.pop(key) for key in list(recorded) if key in moved}
+    recorded["metric_params"] = registry.legacy_params(legacy, recorded.get("metrics", []),
+                                                       recorded.get("metric_params", {}))
+    return {**recorded, "metric_params": _full_params(recorded)} == {**settings, "metric_params": _full_params(settings)}
+
+
+def _full_params(settings: dict[str, Any]) -> dict[str, dict]:
+    from wsolctl import metrics as registry
+    from wsolctl.errors import UnknownPlugin
+
+    given = settings.get("metric_params", {})
+    try:
+        return {metric.name: metric.Params.model_validate(given.get(metric.name, {})).model_dump(mode="json")
+                for metric in registry.chosen(settings.get("metrics", []))}
+    except UnknownPlugin:  # scored with a metric not installed here: as recorded
+        return given
 
 
 def with_test_settings(spec: RunSpec, settings: dict[str, Any]) -> RunSpec:

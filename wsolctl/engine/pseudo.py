@@ -71,20 +71,20 @@ class OtsuMeter:
     (as Dice@τ*). Maps must be those scored, in [0, 1]."""
 
     def __init__(self):
-        self.tp = self.fp = self.fn = 0
+        self._counts: list[torch.Tensor] = []  # per image: TP, FP, FN pixels
 
     def update(self, maps, masks, images=None, targets=None) -> None:
         predicted = maps > otsu_thresholds(maps).view(-1, 1, 1)
         fg = masks.to(maps.device).bool()
-        self.tp += int((predicted & fg).sum())
-        self.fp += int((predicted & ~fg).sum())
-        self.fn += int((~predicted & fg).sum())
+        self._counts.append(torch.stack([(predicted & fg).sum((1, 2)), (predicted & ~fg).sum((1, 2)),
+                                         (~predicted & fg).sum((1, 2))], dim=1).cpu())
+
+    def per_image(self) -> np.ndarray:
+        """(N, 3) int64: each image's TP, FP, FN pixel counts."""
+        return torch.cat(self._counts).numpy() if self._counts else np.zeros((0, 3), np.int64)
 
     def compute(self) -> dict[str, float]:
-        if self.tp + self.fn == 0:
-            return {"dice_fg_otsu": float("nan"), "iou_fg_otsu": float("nan")}
-        return {"dice_fg_otsu": 100.0 * 2 * self.tp / (2 * self.tp + self.fp + self.fn),
-                "iou_fg_otsu": 100.0 * self.tp / (self.tp + self.fp + self.fn)}
+        return {k: float(v[0]) for k, v in Otsu.resampled({Otsu.name: self.per_image().sum(0)[None]}).items()}
 
 
 OTSU_COLUMNS = ("dice_fg_otsu", "iou_fg_otsu")
@@ -97,6 +97,14 @@ class Otsu(Metric):
     name = "otsu-threshold"
     description = "foreground Dice and IoU with Otsu's threshold per map"
     columns = tuple(Column(c, c) for c in OTSU_COLUMNS)
+    resampling = "sums"
+
+    @classmethod
+    def resampled(cls, sums):
+        tp, fp, fn = np.moveaxis(np.asarray(sums[cls.name], dtype=np.float64), -1, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"dice_fg_otsu": np.where(tp + fn > 0, 100.0 * 2 * tp / (2 * tp + fp + fn), np.nan),
+                    "iou_fg_otsu": np.where(tp + fn > 0, 100.0 * tp / (tp + fp + fn), np.nan)}
 
     @classmethod
     def meter(cls, context: MeterContext) -> "OtsuMeter":
@@ -116,12 +124,6 @@ def threshold_columns(result, otsu: dict[str, float], history_row: dict) -> dict
         out[f"dice_fg_{rule}"] = at_threshold(result.curves, tau, "dice_fg")
         out[f"iou_fg_{rule}"] = at_threshold(result.curves, tau, "iou_fg")
     return out
-
-
-def row_threshold_rule(selection: str, pseudo_rule: str) -> str:
-    """The rule that sets a results row's ``threshold`` (and what predict thresholds regions at):
-    the survey's ``test-masks`` for b-loc / b-cl, the recipe's annotation-free rule for b-pseudo."""
-    return pseudo_rule if selection == "b-pseudo" else "test-masks"
 
 
 AT_THRESHOLD = {"miou": "miou", "tp_at_threshold": "tp", "fn_at_threshold": "fn", "fp_at_threshold": "fp",

@@ -1,78 +1,85 @@
 """Model selection and the final test: load each method's B-LOC / B-CL checkpoint of a finished
-run, score it on ``test`` once, and keep the rows (cached per run, so reruns are cheap)."""
+run, score it on ``test`` once, and keep the rows (cached per run, so reruns are cheap) with each
+selected model's per-image statistics (:meth:`RunDir.write_test_images`: what confidence intervals
+resample, :mod:`wsolctl.results.bootstrap`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from wsolctl import metrics as registry
-from wsolctl.engine.build import Data, build_model, finished
+from wsolctl.engine.build import Data, build_model
 from wsolctl.engine.evaluate import evaluate
-from wsolctl.engine.plan import RunSpec, test_settings
-from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, row_threshold_rule, threshold_columns
-from wsolctl.io import write_json
-from wsolctl.metrics import BUILT_IN_COLUMNS, LocalizationMeter
+from wsolctl.engine.plan import RunSpec, same_test_settings, test_settings
+from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, threshold_columns
+from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
+from wsolctl.metrics import LocalizationMeter, PxAP
 from wsolctl.progress import Progress
+from wsolctl.selection import CHECKS, RULES
 
 
-def select_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> dict:
-    """Return ``{"results": [...], "curves": [...]}`` for one finished run (cached in test.json)."""
-    cache = run_dir / "test.json"
+def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, progress: Progress) -> TestScores:
+    """The final test of one finished run's selected models (cached in the run directory)."""
     recipe = spec.recipe
     settings = test_settings(recipe)
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("settings") == settings:  # else: scored with other test-time metrics or examples
-            return cached
-    best = finished(run_dir)["best"]
+    cached = run.test_scores()
+    if cached is not None and same_test_settings(cached.settings, settings):  # else: scored with other test-time metrics or examples
+        return cached
+    best = run.done().best
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
-    out: dict = {"results": [], "curves": [], "checks": [], "settings": settings}
+    out = TestScores(settings=settings, methods={label: method_info(method.plugin)
+                                                 for label, method in zip(spec.labels, spec.methods)})
     by_epoch: dict[int, list[tuple[str, str]]] = {}
     for label in spec.labels:
         for rule, epoch in best[label].items():
             if rule in recipe.selection:
                 by_epoch.setdefault(epoch, []).append((label, rule))
-    validation = {(row["method"], row["epoch"]): row for row in json.loads((run_dir / "epochs.json").read_text())}
+    validation = {(row["method"], row["epoch"]): row for row in run.epochs()}
     metrics = [*registry.chosen(recipe.evaluation.metrics), Otsu]  # Otsu: internal, for the threshold rules
-    examples = _example_batch(data, recipe.evaluation.examples_per_class, run_dir / "examples" / "images.npz")
+    examples = _example_batch(data, recipe.evaluation.examples_per_class, run.example_images())
     for epoch, picks in sorted(by_epoch.items()):
-        state = torch.load(run_dir / "ckpt" / f"epoch-{epoch:04d}.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(run.state(epoch, device))
         labels = {label for label, _ in picks}
         methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods) if label in labels}
         for method in (model.method, *methods.values()):
             method.set_epoch(epoch)
-        _save_example_cams(model, methods, picks, examples, device, run_dir / "examples")
+        _save_example_cams(model, methods, picks, examples, device, run)
         scores = evaluate(model, methods, data.test, device, accuracy=True, localize=True,
                           thresholds=recipe.evaluation.thresholds, cam_target=recipe.evaluation.cam_target,
                           progress=progress, description=f"run {spec.run_id}: test @ epoch {epoch}",
-                          metrics=metrics, settings=recipe.evaluation)
+                          metrics=metrics, settings=recipe.evaluation, per_image=True)
         for label, rule in picks:
+            run.write_test_images(label, rule, scores.images, scores.statistics[label])
             result = scores.localization[label]
             measured = dict(scores.metrics[label])
             otsu = {k: measured.pop(k) for k in OTSU_COLUMNS}
             thresholds = threshold_columns(result, otsu, validation[(label, epoch)])
-            threshold_rule = row_threshold_rule(rule, recipe.evaluation.pseudo_threshold)
-            columns = {**{k: getattr(result, k) for k in BUILT_IN_COLUMNS}, **measured}
+            threshold_rule = RULES[rule].threshold_rule(recipe.evaluation.pseudo_threshold)  # sets its τ
+            columns = {**{c.name: getattr(result, c.name) for c in PxAP.columns}, **measured}
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
-            out["results"].append({"method": label, "selection": rule, "epoch": epoch, **columns,
+            out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
                                    "threshold_rule": threshold_rule, **thresholds,
                                    "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
-            out["curves"].append({"method": label, "selection": rule, **curves})
-        if "model-randomisation" in recipe.evaluation.checks:
-            out["checks"] += _randomisation(spec, model, methods, picks, data, device, run_dir / "checks")
-    write_json(cache, out)
+            out.curves.append({"method": label, "selection": rule, **curves})
+        for check in recipe.evaluation.checks:
+            out.checks.extend(CHECKS[check].run()(spec, model, methods, picks, data, device, run))
+    run.write_test_scores(out)
     return out
 
 
-def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
-                   folder: Path) -> list[dict]:
+def method_info(plugin) -> MethodInfo:
+    """What the report reads of a method plugin: its kind, and whether the survey has it (set on
+    the class itself: a subclass of a survey method is not one)."""
+    return MethodInfo(getattr(plugin, "kind", "other"), bool(vars(plugin).get("in_survey", False)))
+
+
+def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
+                   run: RunDir) -> list[dict]:
     """The cascading randomisation check of each picked (method, rule) on a seeded test subset
-    (rows for checks.parquet; the maps per depth in ``folder/<method>__<rule>.npz``)."""
+    (rows for checks.parquet; the maps per depth in :meth:`RunDir.check_maps`)."""
     import numpy as np
 
     from wsolctl.engine.checks import check_subset, model_randomisation
@@ -86,12 +93,13 @@ def _randomisation(spec: RunSpec, model, methods: dict, picks: list[tuple[str, s
         with torch.no_grad():
             labels = model.eval()(images).logits.argmax(dim=1)
     stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
-    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, rule in picks:
         found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)
         rows += [{"method": label, "selection": rule, **row} for row in found]
-        np.savez_compressed(folder / f"{label}__{rule}.npz", maps=maps, layers=np.array([r["layer"] for r in found]),
+        path = run.check_maps(label, rule)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, maps=maps, layers=np.array([r["layer"] for r in found]),
                             kind=methods[label].map_kind)
     return rows
 
@@ -131,7 +139,7 @@ def _example_batch(data: Data, per_class: int, path: Path):
     return images, labels, masks
 
 
-def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, folder: Path) -> None:
+def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examples, device, run: RunDir) -> None:
     """Each selected model's maps on the example images as scored (CAM-type min-max normalised,
     probabilities raw; uint8, ×255) with their ``kind``, for qualitative figures."""
     import numpy as np
@@ -147,4 +155,6 @@ def _save_example_cams(model, methods: dict, picks: list[tuple[str, str]], examp
             cams = methods[label].cams(model, images.to(device), labels.to(device))
         kind = methods[label].map_kind
         cams = prepare_cams(cams, masks.shape[-2:], kind).cpu().numpy()
-        np.savez_compressed(folder / f"{label}__{rule}.npz", cams=(cams * 255).round().astype(np.uint8), kind=kind)
+        path = run.example_maps(label, rule)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, cams=(cams * 255).round().astype(np.uint8), kind=kind)

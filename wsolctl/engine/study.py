@@ -13,8 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, NamedTuple, Optional
 
-from wsolctl.engine.executors import read_status
 from wsolctl.engine.plan import RunSpec, study_runs
+from wsolctl.engine.rundir import RunDir
 from wsolctl.errors import InputError
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Recipe
@@ -188,12 +188,12 @@ class _Ledger:
         # a study run trained early as another's prerequisite is still a study run (of its configuration)
         for run in phase.runs:
             if self.runs[run.run_id][1] == "prerequisite":
-                run.save(run_dir(out, run.run_id))  # the same run id: its spec as a study run
+                RunDir.of(out, run.run_id).write_spec(run)  # the same run id: its spec as a study run
                 self.runs[run.run_id] = (run, phase.name)
 
     def outcomes(self, out: Path) -> tuple[Outcome, ...]:
         return tuple(Outcome(run.run_id, phase, run.variant.config_id, run.backbone.name,
-                             **read_status(run_dir(out, run.run_id)), duration_s=self.durations.get(run.run_id))
+                             **RunDir.of(out, run.run_id).status(), duration_s=self.durations.get(run.run_id))
                      for run, phase in self.runs.values())
 
 
@@ -208,24 +208,20 @@ def _execute(runs: list[RunSpec], phase: str, recipe: Recipe, out: Path, progres
         if (dataset.name, dataset.root, dataset.fold) not in prepared:  # here, so workers never race
             prepare_dataset(run.recipe)
             prepared.add((dataset.name, dataset.root, dataset.fold))
-        run.save(run_dir(out, run.run_id))
+        RunDir.of(out, run.run_id).write_spec(run)
         log.info("%s run %s: backbone=%s methods=%s config=%s fold=%s seed=%s", phase, run.run_id, run.backbone.name,
                  ",".join(run.labels), run.variant.swept, dataset.fold, run.recipe.seed)
-    results = execute([run_dir(out, r.run_id) for r in runs], recipe.executor, recipe.device, progress)
+    results = execute([RunDir.of(out, r.run_id).path for r in runs], recipe.executor, recipe.device, progress)
     return {r["run_id"]: r["duration_s"] for r in results}
-
-
-def run_dir(out: Path, run_id: str) -> Path:
-    return Path(out) / "runs" / run_id
 
 
 def best_validation(out: Path, run_id: str) -> dict[str, dict[str, float]]:
     """Per method: the best value over epochs of each rule's validation metric (empty if not trained)."""
-    path = run_dir(out, run_id) / "epochs.json"
-    if not (run_dir(out, run_id) / "done.json").is_file():
+    run = RunDir.of(out, run_id)
+    if not run.is_done:
         return {}
     best: dict[str, dict[str, float]] = {}
-    for row in json.loads(path.read_text()):
+    for row in run.epochs():
         entry = best.setdefault(row["method"], {rule.metric: -math.inf for rule in RULES.values()})
         for metric in entry:
             value = row.get(metric)  # b-pseudo's valpx_pseudo_pxap: only with an annotator

@@ -2,7 +2,8 @@
 
 Per epoch: accuracy on ``valcl`` and, for every method of the run, PxAP on ``valpx``. The
 checkpoints that B-LOC / B-CL would pick so far are kept on disk (ties go to the later epoch) and
-``state.pt`` holds what is needed to resume. A finished run writes ``done.json`` and is skipped.
+its resume state holds what is needed to resume. A finished run is skipped (files:
+:class:`~wsolctl.engine.rundir.RunDir`).
 """
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from wsolctl.engine import features
-from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, checkpoint, seed_everything
+from wsolctl.engine.build import Data, build_model, build_optimizer, build_scheduler, seed_everything
 from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec
 from wsolctl.engine.pseudo import WithMasks, pseudo_masks
+from wsolctl.engine.rundir import Done, RunDir
 from wsolctl.errors import NonFiniteLoss
-from wsolctl.io import torch_save, write_json
+from wsolctl.io import torch_save
 from wsolctl.methods.base import Batch
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Evaluation
@@ -40,28 +41,28 @@ def best_epochs(history: list[dict], label: str) -> dict[str, int]:
     return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in measured.items()}
 
 
-def selected_state(run_dir: Path, rule: str, device: torch.device) -> dict:
+def selected_state(run: RunDir, rule: str, device: torch.device) -> dict:
     """State dict of a finished run's checkpoint chosen by ``rule`` (its only method's)."""
-    if not (run_dir / "done.json").is_file():
-        raise RuntimeError(f"prerequisite run {run_dir.name} has not finished")
-    (label,) = RunSpec.load(run_dir).labels
-    return torch.load(checkpoint(run_dir, label, rule), map_location=device, weights_only=True)
+    if not run.is_done:
+        raise RuntimeError(f"prerequisite run {run.run_id} has not finished")
+    (label,) = run.spec().labels
+    return run.state(run.epoch_of(label, rule), device)
 
 
-def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, progress: Progress) -> None:
-    if (run_dir / "done.json").is_file():
+def train_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, progress: Progress) -> None:
+    if run.is_done:
         return
     recipe, train = spec.recipe, spec.train
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)  # model initialisation
     model = build_model(spec, len(data.classes)).to(device)
     if spec.prerequisite is not None:
-        model.method.load_prerequisite(model, selected_state(run_dir.parent / spec.prerequisite.run_id,
+        model.method.load_prerequisite(model, selected_state(run.sibling(spec.prerequisite.run_id),
                                                              model.method.prerequisite_rule, device))
     optimizer = build_optimizer(train, model)
     scheduler = build_scheduler(train, optimizer)
     methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
-    history, start = _resume(run_dir, model, optimizer, scheduler, device)
+    history, start = _resume(run, model, optimizer, scheduler, device)
     pseudo = _pseudo_valpx(recipe.evaluation, data, device, spec.backbone.normalization())
     cache = features.prepare(spec, data, model, device, progress)  # None unless train.feature_cache
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
@@ -84,11 +85,10 @@ def train_run(spec: RunSpec, data: Data, run_dir: Path, device: torch.device, pr
         for row in rows:
             row.update(train_loss=loss, lr=optimizer.param_groups[0]["lr"], duration_s=time.perf_counter() - began)
         history += rows
-        _save(run_dir, model, optimizer, scheduler, history, epoch, methods)
+        _save(run, model, optimizer, scheduler, history, epoch, methods)
         epochs.advance()
     epochs.close()
-    write_json(run_dir / "done.json", {"epochs": train.epochs, "classes": data.classes,
-                                       "best": {m: best_epochs(history, m) for m in methods}})
+    run.write_done(Done(train.epochs, data.classes, {m: best_epochs(history, m) for m in methods}))
 
 
 def _train_epoch(model, loader, optimizer, scaler, device, use_amp: bool, progress) -> float:
@@ -134,13 +134,15 @@ def _pseudo_valpx(ev: Evaluation, data: Data, device, normalize=None):
 
 def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress, epoch: int,
                     pseudo=None, cache: Optional[features.FeatureCache] = None) -> list[dict]:
-    """Per method: valcl accuracy (from the stored encoder outputs with ``cache``), valpx PxAP and τ*
-    (true masks) and, with ``pseudo`` (valpx with pseudo-masks), the same against the pseudo-masks
-    (``b-pseudo``, ``val-pseudo``)."""
+    """Per method: valcl accuracy (from the stored encoder outputs with ``cache``) and, for each
+    split with masks a selection rule reads, PxAP and τ* (``<split>_pxap``, ``<split>_threshold``):
+    valpx against its true masks and, with ``pseudo`` (valpx with pseudo-masks), against the
+    pseudo-masks (``valpx_pseudo_*``: ``b-pseudo``, ``val-pseudo``)."""
     with features.on_features(model) if cache else nullcontext():
         valcl = evaluate(model, {}, cache.valcl() if cache else data.valcl, device, accuracy=True, localize=False,
                          progress=progress, description=f"epoch {epoch}: valcl")
-    splits = {"valpx": data.valpx, "valpx_pseudo": pseudo} if pseudo is not None else {"valpx": data.valpx}
+    splits = {rule.scores: pseudo if rule.needs == "annotator" else getattr(data, rule.split)
+              for rule in RULES.values() if rule.needs == "masks" or (rule.needs == "annotator" and pseudo is not None)}
     rows = {label: {"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy} for label in methods}
     for name, loader in splits.items():
         scores = evaluate(model, methods, loader, device, accuracy=False, localize=True, thresholds=ev.thresholds,
@@ -150,8 +152,8 @@ def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress
     return list(rows.values())
 
 
-def _resume(run_dir: Path, model, optimizer, scheduler, device) -> tuple[list[dict], int]:
-    path = run_dir / "state.pt"
+def _resume(run: RunDir, model, optimizer, scheduler, device) -> tuple[list[dict], int]:
+    path = run.state_file
     if not path.is_file():
         return [], 0
     state = torch.load(path, map_location=device, weights_only=True)
@@ -162,17 +164,14 @@ def _resume(run_dir: Path, model, optimizer, scheduler, device) -> tuple[list[di
     return history, state["epoch"] + 1
 
 
-def _save(run_dir: Path, model, optimizer, scheduler, history: list[dict], epoch: int, methods) -> None:
+def _save(run: RunDir, model, optimizer, scheduler, history: list[dict], epoch: int, methods) -> None:
     """Keep the checkpoints of the epochs currently selected by some rule, then the resume state,
     then drop checkpoints no rule points at any more (in that order, so a crash loses nothing)."""
-    ckpt_dir = run_dir / "ckpt"
     keep = {e for label in methods for e in best_epochs(history, label).values()}
     if epoch in keep:
-        torch_save(ckpt_dir / f"epoch-{epoch:04d}.pt", model.state_dict())
-    torch_save(run_dir / "state.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        run.save_checkpoint(epoch, model.state_dict())
+    torch_save(run.state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "scheduler": scheduler.state_dict(), "epoch": epoch,
                                       "history": json.dumps(history)})
-    write_json(run_dir / "epochs.json", history)
-    for path in ckpt_dir.glob("epoch-*.pt"):
-        if int(path.stem.split("-")[1]) not in keep:
-            path.unlink()
+    run.write_epochs(history)
+    run.drop_checkpoints(keep)

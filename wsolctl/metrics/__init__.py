@@ -1,8 +1,8 @@
 """Localization metrics and their registry.
 
-Built in and always on: PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and the rates there
-(:mod:`wsolctl.metrics.pixel`, :class:`LocalizationMeter`); a recipe may list them as ``pxap``. Every
-other metric is a plugin of the ``wsolctl.metrics`` entry-point group (:mod:`wsolctl.metrics.base`),
+Built in and always on: PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and the rates there, declared
+like any metric by :class:`~wsolctl.metrics.pxap.PxAP` (scored by :class:`LocalizationMeter`); a recipe
+may list it as ``pxap``. Every other metric is a plugin of the ``wsolctl.metrics`` entry-point group (:mod:`wsolctl.metrics.base`),
 the built-ins (``dice``, ``maxboxacc-v2``, ``pointing-game``, ``deletion``, ``insertion``) registered
 in wsolctl's ``pyproject.toml`` like third parties. Torch-free at import: the meters load on use.
 """
@@ -15,15 +15,17 @@ from typing import Any, Iterable
 from wsolctl import plugins
 from wsolctl.errors import PluginWarning, UnknownPlugin
 from wsolctl.metrics.base import Column, MapMeter, MeterContext, Metric, ReportTable
+from wsolctl.metrics.pxap import ACCURACY, PxAP
 
-__all__ = ["BUILT_IN", "BUILT_IN_COLUMNS", "Column", "LocalizationMeter", "LocalizationResult", "MapMeter",
-           "MeterContext", "Metric", "ReportTable", "chosen", "installed", "load", "names", "prepare_cams",
-           "prepare_masks"]
+__all__ = ["ACCURACY", "BUILT_IN", "BUILT_IN_COLUMNS", "COMPARED", "Column", "LocalizationMeter",
+           "LocalizationResult", "MapMeter", "MeterContext", "Metric", "PxAP", "ReportTable", "chosen", "declared",
+           "installed", "load", "names", "prepare_cams", "prepare_masks"]
 
-BUILT_IN = "pxap"  # the recipe name of the always-on metrics
-# The results columns of the always-on metrics (fields of LocalizationResult), in report order.
-BUILT_IN_COLUMNS = ("pxap", "tp", "fn", "fp", "tn", "threshold", "miou", "tp_at_threshold", "fn_at_threshold",
-                    "fp_at_threshold", "tn_at_threshold")
+BUILT_IN = PxAP.name  # the recipe name of the always-on metric
+# Its results columns (fields of LocalizationResult), in report order.
+BUILT_IN_COLUMNS = tuple(c.name for c in PxAP.columns)
+# The columns `wsolctl compare` checks by default (those declaring a tolerance), accuracy included.
+COMPARED = tuple(c for c in (*PxAP.columns, ACCURACY) if c.tolerance is not None)
 _PIXEL = ("LocalizationMeter", "LocalizationResult", "prepare_cams", "prepare_masks")
 
 
@@ -72,3 +74,30 @@ def installed() -> list[type[Metric]]:
         except UnknownPlugin as exc:
             warnings.warn(str(exc), PluginWarning, stacklevel=2)
     return sorted(out, key=lambda m: (m.survey_rank, m.name))
+
+
+def legacy_settings() -> dict[str, list[tuple[str, str]]]:
+    """Former ``evaluation`` keys of the installed metrics' settings (``Metric.legacy_settings``):
+    key -> [(metric, param)]."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for metric in installed():
+        for key, param in metric.legacy_settings.items():
+            out.setdefault(key, []).append((metric.name, param))
+    return out
+
+
+def legacy_params(legacy: dict[str, Any], metrics: Iterable[str], params: dict[str, dict]) -> dict[str, dict]:
+    """``params`` (``evaluation.metric_params``) with the ``legacy`` settings (former key -> value)
+    given to the listed ``metrics`` that read them; a value the params set already wins."""
+    moved, metrics = legacy_settings(), set(metrics)
+    out = {name: dict(values) for name, values in params.items()}
+    for key, value in legacy.items():
+        for name, param in moved[key]:
+            if name in metrics:
+                out.setdefault(name, {}).setdefault(param, value)
+    return out
+
+
+def declared() -> list[type[Metric]]:
+    """Every metric whose columns results may hold: the always-on PxAP, then :func:`installed`."""
+    return [PxAP, *installed()]

@@ -6,17 +6,29 @@ adds to ``results.parquet``, whether it calls the model, the report tables it wa
 :class:`MapMeter` that streams over a split. The recipe schema, the evaluation, the selection and the
 report read these declarations; none of them names a metric. Kept torch-free at import (the recipe
 validates names by loading the declarations).
+
+Confidence intervals (``evaluation.bootstrap``) resample the test images. A metric declares how its
+columns are recomputed on a resample (``resampling``), from per-image statistics its meter keeps
+(``per_image()``), stored with the run so that ``select`` resamples without the model:
+
+* ``"values"``: ``per_image()`` is ``(N, len(columns))``, each image's value of each column (NaN: the
+  image does not count); a column is the mean over the counted images of a resample.
+* ``"sums"``: ``per_image()`` is ``(N, ...)``, statistics that add up over images (counts, sums);
+  :meth:`Metric.resampled` turns their sums over a resample into the columns (e.g. PxAP from the
+  summed histograms).
+* ``""`` (the default): no interval.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from wsolctl.plugins import METRIC_API_VERSION as API_VERSION
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from wsolctl.metrics.pixel import LocalizationMeter
@@ -30,8 +42,15 @@ class Column:
 
     name: str  # the results.parquet column, e.g. "maxboxacc_v2"
     title: str  # its header in the report's "All metrics per selection rule" tables ("": not shown there)
-    unit: str = "%"
+    unit: str = "%"  # or a range such as "[0, 1)"
     lower_is_better: bool = False
+    digits: int = 1  # decimals in the report
+    tolerance: Optional[float] = None  # `wsolctl compare`'s default tolerance; None: not compared
+
+    @property
+    def header(self) -> str:
+        """The report's header: the title, with the unit unless it is % or a range."""
+        return self.title if self.unit == "%" or self.unit.startswith("[") else f"{self.title} ({self.unit})"
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,9 @@ class MapMeter(Protocol):
 
     def compute(self) -> dict[str, float]:
         """The declared columns of everything seen so far; NaN where no image counted."""
+
+    # and, for a metric that declares ``resampling``:
+    # def per_image(self) -> np.ndarray: (N, ...) the statistics of each image seen, in the order fed
 
 
 @dataclass(frozen=True)
@@ -85,7 +107,17 @@ class Metric:
     prominent: ClassVar[bool] = False  # its tables follow PxAP's Table 1 (else they follow Table 5)
     survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
     Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
+    resampling: ClassVar[Literal["", "values", "sums"]] = ""  # how intervals resample it (module docstring)
+    # former `evaluation` keys of its params (accepted in recipes with a deprecation warning): key -> param
+    legacy_settings: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def meter(cls, context: MeterContext) -> MapMeter:
         raise NotImplementedError(f"metric {cls.name!r} does not implement meter()")
+
+    @classmethod
+    def resampled(cls, sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``resampling = "sums"``: the columns, ``(B,)`` each, from ``sums[name]`` ``(B, ...)``, the
+        per-image statistics of each metric (its own under ``cls.name``; ``"pxap"``: the always-on
+        meter's (background, foreground) histograms) summed over each of B resamples."""
+        raise NotImplementedError(f"metric {cls.name!r} declares resampling {cls.resampling!r} without resampled()")

@@ -31,10 +31,11 @@ wsolevaluation), ``MaxBoxAccV2`` = mean over δ ∈ {30, 50, 70} %. Deviations:
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from scipy import ndimage
 
 from wsolctl._lazy import torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["MaxBoxAccV2", "MaxBoxAccV2Meter", "contour_boxes", "mask_boxes", "box_iou"]
 
@@ -57,10 +58,27 @@ class MaxBoxAccV2(Metric):
                           "IoU ≥ δ with a ground-truth box (boxes of the mask's components), best threshold, mean "
                           "over δ = 30, 50, 70 %"),)
     survey_rank = 20
+    legacy_settings = {"box_thresholds": "thresholds"}
+
+    class Params(NoParams):
+        thresholds: int = Field(100, ge=2, le=1000, description="threshold grid (wsolevaluation CLI: 100)")
+
+    resampling = "sums"
+
+    @classmethod
+    def resampled(cls, sums):
+        """From per-image ``[counted, correct(δ, τ)...]`` summed: the best τ per δ of the resample."""
+        stats = sums[cls.name]
+        count = stats[..., 0]
+        correct = stats[..., 1:].reshape(*stats.shape[:-1], len(IOU_THRESHOLDS), -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_delta = 100.0 * correct.max(axis=-1) / count[..., None]
+        return {"maxboxacc_v2": per_delta.mean(axis=-1),
+                **{f"maxboxacc_v2_iou{d}": per_delta[..., i] for i, d in enumerate(IOU_THRESHOLDS)}}
 
     @classmethod
     def meter(cls, context: MeterContext) -> "MaxBoxAccV2Meter":
-        return MaxBoxAccV2Meter(context.settings.box_thresholds)
+        return MaxBoxAccV2Meter(context.params.thresholds)
 
 
 def _cv2_box(lo: np.ndarray, hi: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,15 +139,26 @@ class MaxBoxAccV2Meter:
         self.iou_thresholds = tuple(iou_thresholds)
         self._correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)), dtype=np.int64)
         self._count = 0
+        self._per_image: list[np.ndarray] = []  # [counted, correct (δ, τ) flattened] per image
 
     def update(self, maps, masks, images=None, targets=None) -> None:
         maps = maps.detach().cpu().double().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, float)
         masks = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+        empty = np.zeros(1 + self._correct.size, dtype=np.int64)
         for score, mask in zip(maps, masks != 0):
-            if mask.any():
-                best = self.best_iou_per_threshold(score, mask_boxes(mask))
-                self._correct += best[None, :] >= np.array(self.iou_thresholds)[:, None] / 100
-                self._count += 1
+            if not mask.any():
+                self._per_image.append(empty)
+                continue
+            best = self.best_iou_per_threshold(score, mask_boxes(mask))
+            correct = best[None, :] >= np.array(self.iou_thresholds)[:, None] / 100
+            self._correct += correct
+            self._count += 1
+            self._per_image.append(np.concatenate([[1], correct.ravel()]).astype(np.int64))
+
+    def per_image(self) -> np.ndarray:
+        """(N, 1 + δ·τ): 1 if the image counts (has foreground), then whether it is correct at each
+        (δ, τ); they add up to the meter's state."""
+        return np.stack(self._per_image) if self._per_image else np.zeros((0, 1 + self._correct.size), np.int64)
 
     def best_iou_per_threshold(self, score: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
         """(T,) best IoU of any contour box with any ground-truth box, per threshold."""

@@ -21,6 +21,14 @@ class Dice(Metric):
               ReportTable("iou_fg", "Foreground IoU at τ*", "IoU = TP / (TP + FN + FP) of the foreground at τ* (%)"))
     prominent = True
     survey_rank = 10
+    resampling = "sums"  # from the always-on PxAP meter's per-image histograms
+
+    @classmethod
+    def resampled(cls, sums):
+        from wsolctl.metrics.pxap import PxAP
+
+        found = PxAP.resampled(sums)
+        return {column.name: found[column.name] for column in cls.columns}
 
     @classmethod
     def meter(cls, context: MeterContext) -> "AtBestThreshold":

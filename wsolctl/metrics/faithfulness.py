@@ -23,8 +23,10 @@ code:
 """
 from __future__ import annotations
 
+from pydantic import Field
+
 from wsolctl._lazy import F, torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["Deletion", "Insertion", "FaithfulnessMeter", "blurred"]
 
@@ -38,15 +40,19 @@ class Deletion(Metric):
     description = "RISE deletion AUC: target-class probability as the top pixels turn into the mean colour"
     columns = (Column("deletion_auc", "deletion AUC", lower_is_better=True),)
     forward_passes = True
+    resampling = "values"
     tables = (ReportTable("deletion_auc", "Deletion AUC",
                           "RISE deletion: area under the target-class probability as the top-ranked pixels are "
                           "replaced by the mean colour (%); lower is better"),)
     survey_rank = 40
+    legacy_settings = {"faithfulness_steps": "steps"}  # and Insertion's
+
+    class Params(NoParams):
+        steps: int = Field(16, ge=1, le=1024, description="steps k (RISE); k + 1 forward passes per image")
 
     @classmethod
     def meter(cls, context: MeterContext) -> "FaithfulnessMeter":
-        ev = context.settings
-        return FaithfulnessMeter(context.model, cls.mode, ev.faithfulness_steps, ev.batch_size)
+        return FaithfulnessMeter(context.model, cls.mode, context.params.steps, context.settings.batch_size)
 
 
 class Insertion(Deletion):
@@ -73,14 +79,21 @@ class FaithfulnessMeter:
         self.model, self.mode, self.steps, self.batch_size = model, mode, int(steps), int(batch_size)
         self._sum = 0.0
         self._count = 0
+        self._per_image: list = []
 
     def update(self, maps, masks, images, targets) -> None:
         images = images.detach()
         maps = torch.as_tensor(maps).detach().to(images.device).float()
         if maps.shape[-2:] != images.shape[-2:]:
             maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        self._sum += float(_trapezoid_auc(self.curves(maps, images, targets.to(images.device))).sum())
+        auc = _trapezoid_auc(self.curves(maps, images, targets.to(images.device)))
+        self._sum += float(auc.sum())
         self._count += len(images)
+        self._per_image.append(100.0 * auc)
+
+    def per_image(self):
+        """(N, 1): each image's AUC in %."""
+        return torch.cat(self._per_image).numpy()[:, None] if self._per_image else torch.zeros(0, 1).numpy()
 
     def curves(self, maps: torch.Tensor, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(N, k + 1) target-class probabilities at fractions j/k of the ranked pixels changed."""

@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LocalizationMeter", "LocalizationResult", "prepare_cams", "prepare_masks"]
+__all__ = ["LocalizationMeter", "LocalizationResult", "localization_columns", "prepare_cams", "prepare_masks"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -96,10 +96,12 @@ class LocalizationMeter:
 
     The state is two int64 histograms of ``n_thresholds + 2`` bins (foreground, background):
     its size does not depend on the number of images, and meters (e.g. one per process) combine
-    exactly with :meth:`merge` or by summing ``state_dict()['histogram']``.
+    exactly with :meth:`merge` or by summing ``state_dict()['histogram']``. With ``per_image=True`` it
+    also keeps each image's two histograms (:meth:`per_image`), the sufficient statistics of a
+    bootstrap over images (their sum over any multiset of images is that multiset's state).
     """
 
-    def __init__(self, n_thresholds: int = 1000):
+    def __init__(self, n_thresholds: int = 1000, per_image: bool = False):
         if int(n_thresholds) < 1:
             raise ValueError(f"n_thresholds must be >= 1, got {n_thresholds}")
         self.n_thresholds = int(n_thresholds)
@@ -111,10 +113,20 @@ class LocalizationMeter:
         self.operating_points = self._edges[: self._nbins]  # s ≥ τ: the grid, 1, 2 (predict nothing)
         self._fast = _float32_quantisation_is_exact(self._edges, self.n_thresholds)
         self._hist = torch.zeros(2, self._nbins, dtype=torch.int64)  # rows: background, foreground
+        self._images: Optional[list[torch.Tensor]] = [] if per_image else None
 
     def reset(self) -> None:
         """Forget all accumulated pixels."""
         self._hist.zero_()
+        if self._images is not None:
+            self._images.clear()
+
+    def per_image(self) -> np.ndarray:
+        """(N, 2, n + 2) int64: each image's background / foreground histogram, in the order fed
+        (needs ``per_image=True``)."""
+        if self._images is None:
+            raise RuntimeError("LocalizationMeter(per_image=True) keeps per-image histograms")
+        return torch.cat(self._images).numpy() if self._images else np.zeros((0, 2, self._nbins), np.int64)
 
     def update(self, cams: ArrayLike, masks: ArrayLike) -> None:
         """Add a batch of score maps and their ground truth.
@@ -135,7 +147,14 @@ class LocalizationMeter:
         scores = scores.reshape(-1)
         fg = fg.to(scores.device).reshape(-1)
         fg = fg if fg.dtype == torch.bool else fg != 0
-        self._hist += self._count(scores, fg).view(2, self._nbins).cpu()
+        if self._images is None:
+            self._hist += self._count(scores, fg).view(2, self._nbins).cpu()
+            return
+        images = len(cams)  # each image's pixels are contiguous
+        counts = torch.stack([self._count(s, f) for s, f in zip(scores.view(images, -1), fg.view(images, -1))])
+        counts = counts.view(images, 2, self._nbins).cpu()
+        self._hist += counts.sum(dim=0)
+        self._images.append(counts)
 
     def _count(self, scores: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
         """Joint histogram of (is_fg, bin) as a flat (2·nbins,) int64 tensor on the scores' device."""
@@ -194,6 +213,37 @@ class LocalizationMeter:
             tp_at_threshold=at_best("tp"), fn_at_threshold=at_best("fn"),
             fp_at_threshold=at_best("fp"), tn_at_threshold=at_best("tn"),
             dice_fg=at_best("dice_fg"), dice_bg=at_best("dice_bg"), iou_fg=at_best("iou_fg"), curves=curves)
+
+
+def localization_columns(histograms: np.ndarray, n_thresholds: int) -> dict[str, np.ndarray]:
+    """Every scalar field of :class:`LocalizationResult` from summed (background, foreground)
+    histograms ``(..., 2, n + 2)``, vectorised over the leading axes (e.g. bootstrap resamples).
+
+    The same definitions as :meth:`LocalizationMeter.compute` (equal to ~1e-12: sums run in another
+    order); that stays the reference path, bit-identical to the published numbers."""
+    hist = np.asarray(histograms, dtype=np.float64)
+    tp, fp = (np.flip(np.flip(hist[..., k, :], -1).cumsum(-1), -1) for k in (1, 0))
+    n_fg, n_bg = tp[..., :1], fp[..., :1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpd, fpd = tp[..., ::-1], fp[..., ::-1]  # descending thresholds
+        predicted = tpd + fpd
+        gain = tpd[..., 1:] / predicted[..., 1:] * np.diff(tpd / n_fg, axis=-1)
+        pxap = 100.0 * np.where(predicted[..., 1:] > 0, gain, 0.0).sum(-1)
+        window = slice(1, n_thresholds + 1)
+        tp_area = 100 * tp[..., window].sum(-1) / (n_fg[..., 0] * n_thresholds)
+        fp_area = 100 * fp[..., window].sum(-1) / (n_bg[..., 0] * n_thresholds)
+    fn, tn = n_fg - tp, n_bg - fp
+    with np.errstate(invalid="ignore", divide="ignore"):  # only mIoU over every threshold: it picks τ*
+        miou = (tp / (tp + fn + fp) + tn / (tn + fn + fp)) / 2
+    empty = np.isnan(miou).all(-1)
+    best = (miou.shape[-1] - 1 - np.argmax(np.where(np.isnan(miou), -np.inf, miou)[..., ::-1], axis=-1))[..., None]
+    edges = np.concatenate([np.arange(0, 1, 1 / n_thresholds)[:n_thresholds], [1.0, 2.0]])
+    at = _curves(edges[best], *(np.take_along_axis(v, best, -1) for v in (tp, fn, fp, tn)))
+    found = {k: np.where(empty, np.nan, v[..., 0]) for k, v in at.items()}
+    return {"pxap": np.where(n_fg[..., 0] > 0, pxap, np.nan), "tp": tp_area, "fn": 100 - tp_area,
+            "fp": fp_area, "tn": 100 - fp_area, "threshold": found["threshold"], "miou": found["miou"],
+            **{f"{k}_at_threshold": found[k] for k in ("tp", "fn", "fp", "tn")},
+            **{k: found[k] for k in ("dice_fg", "dice_bg", "iou_fg")}}
 
 
 def _at_or_above(hist: np.ndarray) -> np.ndarray:

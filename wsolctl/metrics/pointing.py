@@ -20,6 +20,7 @@ class PointingGame(Metric):
     tables = (ReportTable("pointing_game", "Pointing game",
                           "% of images with foreground whose map maximum lies in the mask (ties count fractionally)"),)
     survey_rank = 30
+    resampling = "values"
 
     @classmethod
     def meter(cls, context: MeterContext) -> "PointingGameMeter":
@@ -32,6 +33,7 @@ class PointingGameMeter:
     def __init__(self):
         self._hits = 0.0
         self._count = 0
+        self._per_image: list = []
 
     def update(self, maps, masks, images=None, targets=None) -> None:
         maps, masks = torch.as_tensor(maps).detach(), torch.as_tensor(masks).detach().to(maps.device) != 0
@@ -39,8 +41,13 @@ class PointingGameMeter:
         at_max = flat == flat.amax(dim=1, keepdim=True)
         hit = (at_max & fg).sum(dim=1).double() / at_max.sum(dim=1).double()
         counted = fg.any(dim=1)
+        self._per_image.append(torch.where(counted, 100.0 * hit, torch.nan).cpu())
         self._hits += float(hit[counted].sum())
         self._count += int(counted.sum())
+
+    def per_image(self):
+        """(N, 1): each image's hit in % (NaN: no foreground, not counted)."""
+        return torch.cat(self._per_image).numpy()[:, None] if self._per_image else torch.zeros(0, 1).numpy()
 
     def compute(self) -> dict[str, float]:
         return {"pointing_game": 100.0 * self._hits / self._count if self._count else float("nan")}

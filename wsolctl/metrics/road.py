@@ -1,12 +1,13 @@
 """ROAD (Rong et al., ICML 2022), a ``wsolctl.metrics`` plugin (``road``): MoRF, LeRF and their
-combination, as pytorch-grad-cam's ROAD metrics. Percentiles: ``evaluation.road_percentiles``.
+combination, as pytorch-grad-cam's ROAD metrics. Percentiles: ``evaluation.metric_params.road.percentiles``.
 """
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from wsolctl._lazy import F, torch
-from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
+from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
 
 __all__ = ["Road", "RoadMeter", "linear_impute", "road_removed"]
 
@@ -19,17 +20,30 @@ class Road(Metric):
                Column("road_lerf", "ROAD LeRF", unit="points"),
                Column("road_combined", "ROAD combined", unit="points"))
     forward_passes = True
+    resampling = "values"
     tables = (ReportTable("road_morf", "ROAD MoRF",
                           "ROAD (Rong et al. 2022): change of the target-class probability (points) when the most "
                           "relevant pixels are imputed (noisy linear), mean over percentiles; lower is better"),
               ReportTable("road_lerf", "ROAD LeRF",
                           "ROAD: the same when the least relevant pixels are imputed; higher is better"))
     survey_rank = 60
+    legacy_settings = {"road_percentiles": "percentiles"}
+
+    class Params(NoParams):
+        percentiles: list[int] = Field([10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1,
+                                       description="% of pixels imputed at each step (Rong et al. 2022; "
+                                                   "pytorch-grad-cam's default list)")
+
+        @field_validator("percentiles")
+        @classmethod
+        def _percentiles(cls, values: list[int]) -> list[int]:
+            if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
+                raise ValueError("must be increasing percentages strictly between 0 and 100")
+            return values
 
     @classmethod
     def meter(cls, context: MeterContext) -> "RoadMeter":
-        ev = context.settings
-        return RoadMeter(context.model, ev.road_percentiles, ev.batch_size)
+        return RoadMeter(context.model, context.params.percentiles, context.settings.batch_size)
 
 
 # ----------------------------------------------------------------------------- ROAD
@@ -107,6 +121,7 @@ class RoadMeter:
         self.generator = torch.Generator().manual_seed(seed)
         self._sums = {"morf": 0.0, "lerf": 0.0}
         self._count = 0
+        self._per_image: list = []
 
     def imputed(self, image: torch.Tensor, cam: np.ndarray, percentile: float, order: str) -> torch.Tensor:
         """One image (C, H, W) after ROAD's imputation at ``percentile`` (``order``: morf or lerf)."""
@@ -132,6 +147,12 @@ class RoadMeter:
         self._sums["morf"] += float(change[:, 0].sum())
         self._sums["lerf"] += float(change[:, 1].sum())
         self._count += len(images)
+        morf, lerf = 100.0 * change[:, 0], 100.0 * change[:, 1]
+        self._per_image.append(torch.stack([morf, lerf, (lerf - morf) / 2], dim=1))
+
+    def per_image(self) -> np.ndarray:
+        """(N, 3): each image's MoRF, LeRF and combined, in points."""
+        return torch.cat(self._per_image).numpy() if self._per_image else np.zeros((0, 3))
 
     def _probabilities(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -1,8 +1,8 @@
 """Find the selected model of a study output directory and score batches of tiles with it.
 
-:func:`load_selected` is the only place that knows how a study lays out its runs (``results.parquet``
-→ ``runs/<run_id>/{recipe.json, ckpt/epoch-NNNN.pt}``): the model is rebuilt with the run's own
-recipe (backbone, method params, image size) and the checkpoint of the chosen selection rule.
+:func:`load_selected` finds the row of ``results.parquet`` and loads its run's model through
+:class:`~wsolctl.engine.rundir.RunDir`: rebuilt with the run's own recipe (backbone, method params,
+image size) and the checkpoint of the chosen selection rule.
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     on one line."""
     import polars as pl
 
-    from wsolctl.engine.build import build_model, finished, resolve_device
-    from wsolctl.engine.plan import RunSpec
+    from wsolctl.engine.build import resolve_device
+    from wsolctl.engine.rundir import RunDir
 
     run_dir = Path(run_dir)
     results_path = run_dir / "results.parquet"
@@ -82,19 +82,11 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
     rows = _narrow(rows, "backbone", backbone, "--backbone")
     rows = _narrow(rows, "run_id", run_id, "--run")  # several folds / seeds of one configuration
     row = rows.row(0, named=True)
-    directory = run_dir / "runs" / row["run_id"]
-    spec = RunSpec.load(directory)
-    recipe = spec.recipe
-    classes = finished(directory)["classes"]  # the data's encoding.yaml, recorded by training
+    run = RunDir.of(run_dir, row["run_id"])
+    classes = run.classes()  # the data's encoding.yaml, recorded by training
     torch_device = resolve_device(device)
-    model = build_model(spec, len(classes), pretrained=False)  # checkpoints replace every weight
-    checkpoint = directory / "ckpt" / f"epoch-{int(row['epoch']):04d}.pt"
-    if not checkpoint.is_file():
-        raise InputError(f"{checkpoint}: not found; this output directory holds no trained checkpoints: "
-                         "`wsolctl train RECIPE --out OUT` must run first (then `wsolctl select OUT`)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.to(torch_device).eval()
+    model, spec = run.load_model(epoch=int(row["epoch"]), device=torch_device)
+    recipe = spec.recipe
     # top-down methods explain the run's shared classifier
     explainer = spec.methods[spec.labels.index(row["method"])].instantiate()
     for m in (model.method, explainer):

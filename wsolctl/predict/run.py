@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.errors import InputError
-from wsolctl.selection import RULES
+from wsolctl.selection import RuleName
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.slide import SLIDE_SUFFIXES
 
@@ -50,8 +51,7 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Optional[str] = Field(None, description="method label in results.parquet; default: the only one")
     backbone: Optional[str] = Field(None, description="default: the only one")
-    selection: Optional[Literal[tuple(RULES)]] = Field(  # type: ignore[valid-type]
-        None, description="default: the first of the study's selection rules")
+    selection: Optional[RuleName] = Field(None, description="default: the first of the study's selection rules")
     run: Optional[str] = Field(None, description="run id, when several folds / seeds hold the same model")
     target: Optional[Union[int, str]] = Field(None, description="class name or index; default the positive class (1)")
     tile_size: int = Field(512, ge=16, le=8192, description="tile side in pixels at `level`")
@@ -152,7 +152,10 @@ def _annotation(folder: Optional[Path], name: str) -> Optional[Path]:
 
 # ------------------------------------------------------------------------------------- the model
 
-_MODELS: dict = {}  # per process: model arguments -> (LoadedModel, TileScorer by class)
+# per process: model arguments -> LoadedModel, the most recently used last; at most MAX_MODELS kept
+# (a long-lived process predicting with many models does not hold them all)
+_MODELS: OrderedDict = OrderedDict()
+MAX_MODELS = 2
 
 
 def _init_worker(run_dir: Path, args: tuple, threads: Optional[int] = None) -> None:
@@ -162,11 +165,15 @@ def _init_worker(run_dir: Path, args: tuple, threads: Optional[int] = None) -> N
     if threads:
         torch.set_num_threads(threads)
     key = (str(run_dir), args)
-    if key not in _MODELS:
-        from wsolctl.predict.model import load_selected
+    if key in _MODELS:
+        _MODELS.move_to_end(key)
+        return
+    from wsolctl.predict.model import load_selected
 
-        method, backbone, selection, device, run = args
-        _MODELS[key] = load_selected(run_dir, method, backbone, selection, device, run)
+    method, backbone, selection, device, run = args
+    _MODELS[key] = load_selected(run_dir, method, backbone, selection, device, run)
+    while len(_MODELS) > MAX_MODELS:
+        _MODELS.popitem(last=False)
 
 
 def _loaded(run_dir: Path, options: PredictOptions):

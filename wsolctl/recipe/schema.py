@@ -8,6 +8,7 @@ decay, resize 256 → random crop 224 with flips and colour jitter, evaluation a
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
@@ -28,7 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
-from wsolctl.selection import DEFAULT_RULES, RULES
+from wsolctl.selection import DEFAULT_RULES, RULES, CheckName, RuleName
 
 
 class Strict(BaseModel):
@@ -54,7 +55,7 @@ def _drop_display_only(value: Any, dump: Any) -> None:
     if isinstance(value, BaseModel) and isinstance(dump, dict):
         for name, field in type(value).model_fields.items():
             extra = field.json_schema_extra
-            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or (
+            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or extra.get("results_only") or (
                     extra.get("omit_default") and getattr(value, name) == field.default)):
                 dump.pop(name, None)
             elif name in dump:
@@ -279,9 +280,6 @@ class TrackerSpec(PluginSpec):
     kind: ClassVar[str] = "trackers"
 
 
-CheckName = Literal["model-randomisation"]
-
-
 def _known_metric(name: str) -> str:
     """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
     if name != metric_plugins.BUILT_IN:
@@ -295,6 +293,15 @@ def _known_metric(name: str) -> str:
 MetricName = Annotated[str, AfterValidator(_known_metric)]
 # Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
 TEST_ONLY = {"test_only": True}
+# Settings that only the tables written from the test scores read (neither run ids nor test.json).
+RESULTS_ONLY = {"results_only": True}
+
+
+class Bootstrap(Strict):
+    """Confidence intervals: the test images resampled within class (docs/results.md)."""
+
+    samples: int = Field(2000, ge=0, le=100000, description="bootstrap resamples; 0 turns intervals off")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the percentile intervals")
 
 
 class Evaluation(Strict):
@@ -311,13 +318,6 @@ class Evaluation(Strict):
         description="localization metrics scored on test: pxap (always on) and installed metric plugins "
                     "(`wsolctl metrics`); those that call the model (deletion, insertion) cost k+1 forward "
                     "passes per image")
-    box_thresholds: int = Field(100, ge=2, le=1000, json_schema_extra=TEST_ONLY,
-                                description="MaxBoxAccV2 threshold grid (wsolevaluation CLI: 100)")
-    faithfulness_steps: int = Field(16, ge=1, le=1024, json_schema_extra=TEST_ONLY,
-                                    description="deletion/insertion steps k (RISE)")
-    road_percentiles: list[int] = Field(
-        [10, 20, 30, 40, 50, 60, 70, 80, 90], min_length=1, json_schema_extra=TEST_ONLY,
-        description="ROAD: % of pixels imputed at each step (Rong et al. 2022; pytorch-grad-cam's default list)")
     annotator: Optional[AnnotatorSpec] = Field(
         None, json_schema_extra=NEW_DEFAULT, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
         "threshold (no pixel annotation needed; docs/results.md)")
@@ -330,16 +330,30 @@ class Evaluation(Strict):
     check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
                               description="test images (a seeded subset) of the sanity checks")
 
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap, json_schema_extra=RESULTS_ONLY,
+                                 description="confidence intervals and paired comparisons over resampled test images")
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, json_schema_extra=TEST_ONLY,
         description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
 
-    @field_validator("road_percentiles")
+    @model_validator(mode="before")
     @classmethod
-    def _percentiles(cls, values: list[int]) -> list[int]:
-        if any(not 0 < v < 100 for v in values) or sorted(set(values)) != values:
-            raise ValueError("must be increasing percentages strictly between 0 and 100")
-        return values
+    def _legacy_metric_settings(cls, data: Any) -> Any:
+        """Settings of metrics that were evaluation keys before they moved into the metrics' params
+        (``Metric.legacy_settings``, e.g. ``box_thresholds``): accepted with a deprecation warning and
+        mapped for the metrics the recipe lists."""
+        if not isinstance(data, dict) or not data.keys() - cls.model_fields.keys():
+            return data
+        moved = metric_plugins.legacy_settings()
+        data = dict(data)
+        legacy = {key: data.pop(key) for key in list(data) if key in moved}
+        if legacy:
+            warnings.warn("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
+                                    f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
+                                    for key in legacy), FutureWarning, stacklevel=2)
+            data["metric_params"] = metric_plugins.legacy_params(
+                legacy, data.get("metrics", cls.model_fields["metrics"].default), data.get("metric_params") or {})
+        return data
 
     @field_validator("metrics")
     @classmethod
@@ -448,7 +462,7 @@ class Recipe(Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    selection: list[Literal[tuple(RULES)]] = Field(list(DEFAULT_RULES), min_length=1)  # type: ignore[valid-type]
+    selection: list[RuleName] = Field(list(DEFAULT_RULES), min_length=1)
     sweep: Optional[Sweep] = None
     executor: Executor = Field(default_factory=Executor)
     tracking: list[TrackerSpec] = Field(
@@ -476,24 +490,25 @@ class Recipe(Strict):
 
     @field_validator("selection")
     @classmethod
-    def _pseudo_needs_annotator(cls, selection: list[str], info: ValidationInfo) -> list[str]:
+    def _rules_have_what_they_need(cls, selection: list[str], info: ValidationInfo) -> list[str]:
         evaluation = info.data.get("evaluation")
         dataset = info.data.get("dataset")
-        if "b-loc" in selection and dataset is not None and not dataset.masks:
-            raise ValueError("b-loc needs the validation masks, and dataset.masks is false: use b-pseudo or b-cl")
+        if dataset is not None and evaluation is not None:
+            for name in selection:
+                problem = RULES[name].problem(masks=dataset.masks, annotator=evaluation.annotator is not None)
+                if problem:
+                    raise ValueError(problem)
         if dataset is not None and not dataset.masks and evaluation is not None and evaluation.annotator is not None \
                 and evaluation.annotator.plugin.reads_masks:
             raise ValueError(f"annotator {evaluation.annotator.name} reads the validation masks, and dataset.masks "
                              "is false")
-        if "b-pseudo" in selection and evaluation is not None and evaluation.annotator is None:
-            raise ValueError("b-pseudo needs a pseudo-annotator: set evaluation.annotator "
-                             "(e.g. {name: haematoxylin}; docs/results.md lists them)")
         annotator = evaluation.annotator if evaluation is not None else None
         source = annotator.plugin.source_method(annotator.params) if annotator is not None else None
-        if "b-pseudo" in selection and source in {m.name for m in info.data.get("methods", [])}:
-            raise ValueError(f"b-pseudo would select {source} against pseudo-masks made by {source} itself (annotator "
-                             f"{annotator.name}): circular, it favours the checkpoint closest to the annotator's model; "
-                             "take the pseudo-masks from another method's run or from haematoxylin")
+        pseudo = [name for name in selection if RULES[name].needs == "annotator"]
+        if pseudo and source in {m.name for m in info.data.get("methods", [])}:
+            raise ValueError(f"{pseudo[0]} would select {source} against pseudo-masks made by {source} itself "
+                             f"(annotator {annotator.name}): circular, it favours the checkpoint closest to the "
+                             "annotator's model; take the pseudo-masks from another method's run or from haematoxylin")
         if len(set(selection)) != len(selection):
             raise ValueError("a rule is listed twice")
         return selection

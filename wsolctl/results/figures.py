@@ -11,9 +11,9 @@ from typing import Optional
 import polars as pl
 
 from wsolctl.results import survey
+from wsolctl.selection import REFERENCE, RULES
 
 WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
-RULE_COLORS = {"b-loc": "tab:orange", "b-cl": "tab:blue", "b-pseudo": "tab:purple"}
 
 
 def _pyplot():
@@ -43,7 +43,7 @@ def _of(frame: pl.DataFrame, dataset) -> pl.DataFrame:
     return frame if dataset is None else frame.filter(pl.col("dataset") == dataset)
 
 
-def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-loc") -> Path:
+def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REFERENCE) -> Path:
     """mIoU (%) against the CAM threshold, one panel per dataset: every WSOL method × backbone
     (orange), their mean (blue), the fully-supervised method (green)."""
     data = curves.filter(pl.col("selection") == selection)
@@ -72,21 +72,21 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = "b-
 
 
 def model_selection(results: pl.DataFrame, path: Path) -> Path:
-    """Selected epoch vs test PxAP of every WSOL method × backbone × fold, B-LOC (orange) and B-CL
-    (blue); large circles: the averages over WSOL methods (survey Fig. 9). One panel per dataset."""
+    """Selected epoch vs test PxAP of every WSOL method × backbone × fold, one colour per selection
+    rule; large circles: the averages over WSOL methods (survey Fig. 9). One panel per dataset."""
     wsol = results.filter(pl.col("method").map_elements(lambda m: survey.method_kind(m) in survey.WSOL_KINDS,
                                                         return_dtype=pl.Boolean))
     datasets = _datasets(results)
     fig, axes = _panels(len(datasets), 7, 3.6)
     for ax, dataset in zip(axes, datasets):
         rows = _of(wsol, dataset)
-        for rule, color in RULE_COLORS.items():
-            mine = rows.filter(pl.col("selection") == rule)
+        for rule in RULES.values():
+            mine = rows.filter(pl.col("selection") == rule.name)
             if not len(mine):
                 continue
-            ax.scatter(mine["epoch"], mine["pxap"], s=18, color=color, alpha=0.7, label=rule.upper())
-            ax.scatter([mine["epoch"].mean()], [mine["pxap"].mean()], s=260, color=color, edgecolor="black",
-                       label=f"{rule.upper()} average")
+            ax.scatter(mine["epoch"], mine["pxap"], s=18, color=rule.color, alpha=0.7, label=rule.title)
+            ax.scatter([mine["epoch"].mean()], [mine["pxap"].mean()], s=260, color=rule.color, edgecolor="black",
+                       label=f"{rule.title} average")
         ax.set(xlabel="selected epoch", ylabel="test PxAP (%)", title=f"{dataset or ''} — model selection")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -94,8 +94,8 @@ def model_selection(results: pl.DataFrame, path: Path) -> Path:
 
 
 def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> Path:
-    """valpx PxAP and valcl accuracy per epoch, one panel per dataset × backbone × method; the
-    epochs picked by B-LOC / B-CL are marked."""
+    """Each selection rule's validation metric per epoch (valpx PxAP, valcl accuracy...), one panel
+    per dataset × backbone × method; the epoch each rule picked is marked in the rule's colour."""
     key = ["dataset", "backbone", "method"]
     datasets = _datasets(epochs)
     order = {m: i for i, m in enumerate(m for _, ms in survey.families(epochs["method"].unique()) for m in ms)}
@@ -103,17 +103,17 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
     fig, axes = _panels(len(keys), 4.2, 2.6, cols=min(3, len(keys)))
     for i, (ax, values) in enumerate(zip(axes, keys)):
         match = pl.all_horizontal(*[pl.col(k) == v for k, v in zip(key, values)])
-        pseudo = ["valpx_pseudo_pxap"] if "valpx_pseudo_pxap" in epochs.columns else []
-        rows = epochs.filter(match).group_by("epoch").agg(
-            *[pl.col(c).mean() for c in ("valpx_pxap", "valcl_acc", *pseudo)]).sort("epoch")
-        ax.plot(rows["epoch"], rows["valpx_pxap"], marker=".", label="valpx PxAP")
-        ax.plot(rows["epoch"], rows["valcl_acc"], marker=".", label="valcl accuracy")
-        if pseudo:
-            ax.plot(rows["epoch"], rows["valpx_pseudo_pxap"], marker=".", label="valpx PxAP (pseudo-masks)")
+        rules = [rule for rule in RULES.values() if rule.metric in epochs.columns]
+        curves: dict[str, object] = {}  # metric -> the first rule reading it
+        for rule in rules:
+            curves.setdefault(rule.metric, rule)
+        rows = epochs.filter(match).group_by("epoch").agg(*[pl.col(c).mean() for c in curves]).sort("epoch")
+        for metric, rule in curves.items():
+            ax.plot(rows["epoch"], rows[metric], marker=".", color=rule.color, label=rule.metric_title)
         chosen = results.filter(match)
-        for rule, color in (("b-loc", "tab:red"), ("b-cl", "tab:green"), ("b-pseudo", "tab:purple")):
-            for epoch in chosen.filter(pl.col("selection") == rule)["epoch"].unique():
-                ax.axvline(epoch, color=color, ls="--", lw=1, label=f"{rule.upper()} epoch")
+        for rule in rules:
+            for epoch in chosen.filter(pl.col("selection") == rule.name)["epoch"].unique():
+                ax.axvline(epoch, color=rule.color, ls="--", lw=1, label=f"{rule.title} epoch")
         ax.set(title=" / ".join(str(v) for v in reversed(values)), xlabel="epoch", ylabel="%", ylim=(0, 100))
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)
@@ -259,4 +259,67 @@ def randomisation_maps(rows: list[tuple[str, "object", list[str]]], path: Path) 
                 ax.imshow(maps[d], cmap="jet", vmin=0, vmax=255)
                 ax.set_title(layers[d] if r == 0 else "", fontsize=7)
         axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    return _save(fig, path)
+
+
+def _ranked_methods(ranks: pl.DataFrame) -> list[str]:
+    """Methods by mean bootstrap rank (best first), then name."""
+    mean = ranks.group_by("method").agg((pl.col("rank") * pl.col("share")).sum().alias("mean")).sort(["mean", "method"])
+    return mean["method"].to_list()
+
+
+def significance_map(comparisons: pl.DataFrame, ranks: pl.DataFrame, path: Path, title: str) -> Path:
+    """challengeR-style significance map of one dataset, a panel per backbone: cell (row A, column B)
+    = the probability that A beats B over paired bootstrap replicates (blue: A better, red: worse);
+    ● where the interval of A − B excludes 0 in A's favour. Methods by mean bootstrap rank."""
+    import numpy as np
+
+    backbones = survey.ordered(comparisons["backbone"].unique(), "backbones")
+    size = max(3.0, 0.42 * comparisons.select(pl.concat_list("method_a", "method_b").explode().n_unique()).item() + 1.8)
+    fig, axes = _panels(len(backbones), size + 0.8, size, cols=min(2, len(backbones)))
+    for ax, backbone in zip(axes, backbones):
+        pairs = comparisons.filter(pl.col("backbone") == backbone)
+        methods = _ranked_methods(ranks.filter(pl.col("backbone") == backbone))
+        where = {m: i for i, m in enumerate(methods)}
+        odds = np.full((len(methods), len(methods)), np.nan)
+        for r in pairs.iter_rows(named=True):
+            a, b = where[r["method_a"]], where[r["method_b"]]
+            odds[a, b], odds[b, a] = r["p_improvement"], 1 - r["p_improvement"]
+            if r["difference_ci_low"] > 0:
+                ax.scatter(b, a, s=28, color="black")
+            elif r["difference_ci_high"] < 0:
+                ax.scatter(a, b, s=28, color="black")
+        image = ax.imshow(odds, cmap="RdBu", vmin=0, vmax=1)
+        ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(methods)), methods, fontsize=7)
+        ax.set(xlabel="… beats this method", ylabel="this method …", title=survey.backbone_title(backbone))
+        ax.title.set_fontsize(9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(row beats column)")
+    width = fig.get_size_inches()[0]
+    fig.suptitle(textwrap.fill(f"{title} — ●: the interval of row − column excludes 0", int(width * 11)), fontsize=9)
+    return _save(fig, path)
+
+
+def ranking_stability(ranks: pl.DataFrame, path: Path, title: str) -> Path:
+    """Blob plot (challengeR): each method's rank distribution over bootstrap replicates, a panel per
+    dataset × backbone; blob area ∝ share of replicates, ✕ the median rank. Methods by mean rank."""
+    keys = ranks.select("dataset", "backbone").unique().sort(["dataset", "backbone"]).rows()
+    methods_max = ranks["method"].n_unique()
+    fig, axes = _panels(len(keys), max(3.5, 0.45 * methods_max + 1.5), max(3.4, 0.22 * methods_max + 1.8),
+                        cols=min(2, len(keys)))
+    for ax, (dataset, backbone) in zip(axes, keys):
+        rows = ranks.filter((pl.col("dataset") == dataset) & (pl.col("backbone") == backbone))
+        methods = _ranked_methods(rows)
+        for x, method in enumerate(methods):
+            mine = rows.filter(pl.col("method") == method).sort("rank")
+            ax.scatter([x] * len(mine), mine["rank"], s=300 * mine["share"].to_numpy(), color=WSOL, alpha=0.7)
+            median = mine["rank"][int((mine["share"].cum_sum() >= 0.5).arg_max())]
+            ax.scatter([x], [median], marker="x", color="black", s=30)
+        ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=7)
+        ax.set(ylabel="rank (1 = best)", ylim=(len(methods) + 0.5, 0.5), title=f"{dataset} / {survey.backbone_title(backbone)}")
+        ax.set_yticks(range(1, len(methods) + 1))
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, int(fig.get_size_inches()[0] * 11)), fontsize=9)
     return _save(fig, path)

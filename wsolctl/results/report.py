@@ -7,7 +7,6 @@ The report is a list of blocks rendered to Markdown here or to one self-containe
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -16,13 +15,12 @@ import polars as pl
 import yaml
 
 from wsolctl import metrics as metric_plugins
+from wsolctl.engine.rundir import RunDir
 from wsolctl.io import write_text
 from wsolctl.results import figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
-from wsolctl.selection import RULES
+from wsolctl.selection import REFERENCE, RULES
 
-BUILT_IN = [("pxap", "PxAP"), ("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"),
-            ("threshold", "τ*"), ("miou", "mIoU@τ*")]  # then the metric plugins' columns, then accuracy
 GROUP = ["dataset", "backbone", "method", "selection"]
 FORMATS = ("md", "html")
 BEYOND_NOTE = ("Methods that are not among the survey's (their plugin does not declare `in_survey`): later "
@@ -44,8 +42,8 @@ class Sources:
         missing = [d for d in self.dirs if not (d / name).is_file()]
         return (pl.concat(frames, how="diagonal_relaxed") if frames else None), missing
 
-    def run_dir(self, row: dict) -> Path:
-        return self.dirs[row["source"]] / "runs" / row["run_id"]
+    def run_dir(self, row: dict) -> RunDir:
+        return RunDir.of(self.dirs[row["source"]], row["run_id"])
 
 
 def load_sources(dirs: Sequence[Path]) -> Sources:
@@ -140,26 +138,24 @@ def _recipe_lines(directory: Path) -> list[str]:
             f"{t['optimizer']['name']}, seed {recipe['seed']}"]
 
 
-def _columns() -> list[tuple[str, str]]:
-    """(column, title) of the "all metrics" tables: built-ins, the installed metric plugins', accuracy."""
-    plugin_columns = [(c.name, c.title if c.unit == "%" else f"{c.title} ({c.unit})")
-                      for metric in metric_plugins.installed() for c in metric.columns if c.title]
-    return BUILT_IN + plugin_columns + [("cl_acc", "accuracy")]
+def _columns() -> list[metric_plugins.Column]:
+    """The columns of the "all metrics" tables: PxAP's, the installed metric plugins', accuracy."""
+    return [c for metric in metric_plugins.declared() for c in metric.columns if c.title] + [metric_plugins.ACCURACY]
 
 
 def _metrics_table(rows: pl.DataFrame, title: str) -> Table:
     """Every metric; mean ± std over folds/seeds when a group has several rows."""
-    metrics = [(m, t) for m, t in _columns() if m in rows.columns and rows[m].is_not_null().any()]
+    metrics = [c for c in _columns() if c.name in rows.columns and rows[c.name].is_not_null().any()]
     agg = rows.group_by(GROUP, maintain_order=True).agg(
         pl.len().alias("n"), pl.col("epoch").mean(),
-        *[pl.col(m).mean().alias(m) for m, _ in metrics],
-        *[pl.col(m).std().alias(f"{m}_std") for m, _ in metrics])
-    header = ["dataset", "backbone", "method", "n", "epoch"] + [title for _, title in metrics]
+        *[pl.col(c.name).mean().alias(c.name) for c in metrics],
+        *[pl.col(c.name).std().alias(f"{c.name}_std") for c in metrics])
+    header = ["dataset", "backbone", "method", "n", "epoch"] + [c.header for c in metrics]
     body = []
     for r in agg.sort(["dataset", "backbone", "method"]).iter_rows(named=True):
         cells = [r["dataset"], r["backbone"], r["method"], str(r["n"]), f"{r['epoch']:.0f}"]
-        cells += [survey.fmt(None if r[m] is None else (r[m], r[f"{m}_std"], r["n"]), digits=3 if m == "threshold" else 1)
-                  for m, _ in metrics]
+        cells += [survey.fmt(None if r[c.name] is None else (r[c.name], r[f"{c.name}_std"], r["n"]), digits=c.digits)
+                  for c in metrics]
         body.append(cells)
     return Table(title, header, body)
 
@@ -190,7 +186,32 @@ def _figures(sources: Sources, out: Path) -> list[Block]:
     blocks += _figure(out, "training-curves.png", "PxAP and accuracy over epochs", "training curves",
                       epochs is not None and (lambda p: figures.training_curves(epochs, results, p)),
                       "epochs.parquet not found", no_epochs)
-    return blocks + _qualitative(sources, out)
+    return blocks + _uncertainty(sources, out) + _qualitative(sources, out)
+
+
+def _uncertainty(sources: Sources, out: Path, rule: str = "b-loc", metric: str = "pxap") -> list[Block]:
+    """Per dataset the significance map, and the ranking stability, of B-LOC PxAP (comparisons.parquet,
+    ranks.parquet)."""
+    comparisons, missing = sources.table("comparisons.parquet")
+    ranks, _ = sources.table("ranks.parquet")
+    if comparisons is None or ranks is None:
+        return [Text("_significance maps and ranking stability skipped: comparisons.parquet not found (runs "
+                     "scored before wsolctl kept per-image statistics, or `evaluation.bootstrap.samples: 0`)_")]
+    picked = [frame.filter((pl.col("selection") == rule) & (pl.col("metric") == metric)) for frame in (comparisons, ranks)]
+    blocks: list[Block] = []
+    for dataset in survey.ordered(picked[0]["dataset"].unique(), "datasets"):
+        pairs, ranked = (frame.filter(pl.col("dataset") == dataset) for frame in picked)
+        blocks += _figure(out, f"significance-{dataset}.png", f"Which method beats which: test PxAP, B-LOC, `{dataset}`",
+                          "significance map", lambda p, pairs=pairs, ranked=ranked, dataset=dataset:
+                          figures.significance_map(pairs, ranked, p, f"{dataset}: test PxAP, B-LOC"), "", missing)
+    blocks += _figure(out, "ranking-stability.png", "Ranking stability: bootstrap rank of each method, test PxAP, B-LOC",
+                      "ranking stability", lambda p: figures.ranking_stability(picked[1], p, "bootstrap ranks, test PxAP, B-LOC"),
+                      "", missing)
+    return blocks + [Text("Both resample the test images within class (`evaluation.bootstrap`, docs/results.md), "
+                          "the same images for every method; with several folds or seeds, the runs first. "
+                          "Significance map: the colour is the share of replicates in which the row's method "
+                          "scores higher (ties ½); ● where the interval of the difference excludes 0. Ranking "
+                          "stability: blob area = share of replicates with that rank; ✕ the median rank.")]
 
 
 def _qualitative(sources: Sources, out: Path) -> list[Block]:
@@ -218,10 +239,10 @@ def _examples(sources: Sources, dataset: str):
     """(images.npz arrays, [:class:`figures.MapColumn`], note, class names by label) for one dataset,
     or None. One fold and seed (the first); per method the first backbone of the tables it ran on; B-LOC
     models, with their test threshold τ*. Class names are the data's (encoding.yaml, recorded in the
-    run's done.json)."""
+    run's record of its training)."""
     import numpy as np
 
-    rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == "b-loc"))
+    rows = sources.results.filter((pl.col("dataset") == dataset) & (pl.col("selection") == REFERENCE))
     if not len(rows):
         return None
     first = rows.sort(["fold", "seed"]).row(0, named=True)
@@ -232,17 +253,17 @@ def _examples(sources: Sources, dataset: str):
             mine = rows.filter(pl.col("method") == method)
             backbone = survey.ordered(mine["backbone"].unique(), "backbones")[0]
             row = mine.filter(pl.col("backbone") == backbone).row(0, named=True)
-            folder = sources.run_dir(row) / "examples"
-            if not (folder / "images.npz").is_file() or not (folder / f"{method}__b-loc.npz").is_file():
+            run = sources.run_dir(row)
+            if not run.example_images().is_file() or not run.example_maps(method, REFERENCE).is_file():
                 continue
-            images = dict(np.load(folder / "images.npz"))
+            images = dict(np.load(run.example_images()))
             if reference is None:
-                reference, names = images, _class_names(folder.parent)
+                reference, names = images, _class_names(run)
             if list(images["ids"]) != list(reference["ids"]):  # another test subset: not comparable
                 continue
             used += [backbone] if backbone not in used else []
             title = method if backbone == used[0] else f"{method} ({survey.backbone_title(backbone)})"
-            stored = np.load(folder / f"{method}__b-loc.npz")
+            stored = np.load(run.example_maps(method, REFERENCE))
             probability = "kind" in stored and str(stored["kind"]) == "probability"  # older runs: CAM-type
             threshold = row.get("threshold")
             columns.append(figures.MapColumn(f"{title} (p)" if probability else title, family, stored["cams"],
@@ -257,10 +278,9 @@ def _examples(sources: Sources, dataset: str):
     return reference, columns, note, names
 
 
-def _class_names(run_dir: Path) -> dict[int, str]:
+def _class_names(run: RunDir) -> dict[int, str]:
     """Label -> class name of a finished run's data (empty for runs that did not record them)."""
-    done = run_dir / "done.json"
-    classes = json.loads(done.read_text()).get("classes", {}) if done.is_file() else {}
+    classes = run.done().classes if run.is_done else {}
     return {index: name for name, index in classes.items()}
 
 

@@ -28,8 +28,7 @@ UNRANKED = 1000  # the default survey_rank of plugins
 KIND_TITLES = {"bottom-up": "Bottom-up WSOL", "top-down": "Top-down WSOL", "fully-supervised": "Fully supervised",
                "other": "Other (kind unknown: plugin not installed)"}
 WSOL_KINDS = ("bottom-up", "top-down")
-BUILT_IN = ["pxap", "tp", "fn", "fp", "tn", "cl_acc", "epoch"]  # always in results.parquet
-LOWER_BUILT_IN = ("fn", "fp")  # of BUILT_IN, where lower is better
+BUILT_IN = [*(c.name for c in registry.PxAP.columns), registry.ACCURACY.name, "epoch"]  # always in results.parquet
 BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
 EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
@@ -41,8 +40,8 @@ def metric_tables() -> list[tuple[Any, ReportTable]]:
 
 
 def lower_is_better() -> set[str]:
-    """Columns where a lower value is better: FN*, FP* and those the metric plugins declare so."""
-    return {*LOWER_BUILT_IN, *(c.name for metric in registry.installed() for c in metric.columns if c.lower_is_better)}
+    """Columns where a lower value is better, as their metrics declare (FN*, FP*...)."""
+    return {c.name for metric in registry.declared() for c in metric.columns if c.lower_is_better}
 
 
 # ----------------------------------------------------------------------------- ordering
@@ -119,23 +118,27 @@ def backbone_title(name: str) -> str:
 def summarise(results: pl.DataFrame) -> pl.DataFrame:
     """One row per dataset × backbone × method × selection: n, mean and std (over folds and seeds)."""
     present = [m for m in BUILT_IN + [t.column for _, t in metric_tables()] if m in results.columns]
+    bounds = [f"{m}_{end}" for m in present for end in ("ci_low", "ci_high") if f"{m}_{end}" in results.columns]
     return results.group_by(["dataset", "backbone", "method", "selection"]).agg(
         pl.len().alias("n"), *[pl.col(m).mean().alias(m) for m in present],
-        *[pl.col(m).std().alias(f"{m}_std") for m in present])
+        *[pl.col(m).std().alias(f"{m}_std") for m in present], *[pl.col(b).first() for b in bounds])
 
 
 class Stats:
-    """Lookup of (mean, std, n) by (backbone, method, selection, metric) for one dataset."""
+    """Lookup of (mean, std, n, interval) by (backbone, method, selection, metric) for one dataset;
+    the bootstrap interval (low, high) of a single run, else None."""
 
     def __init__(self, summary: pl.DataFrame):
         self._rows = {(r["backbone"], r["method"], r["selection"]): r for r in summary.iter_rows(named=True)}
 
-    def get(self, backbone: str, method: str, selection: str, metric: str) -> Optional[tuple[float, Optional[float], int]]:
+    def get(self, backbone: str, method: str, selection: str, metric: str) -> Optional[tuple]:
         row = self._rows.get((backbone, method, selection))
         if row is None or row.get(metric) is None or _nan(row[metric]):
             return None
         std = row.get(f"{metric}_std")
-        return row[metric], (None if std is None or _nan(std) or row["n"] < 2 else std), row["n"]
+        low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+        interval = (low, high) if row["n"] == 1 and low is not None and high is not None else None
+        return row[metric], (None if std is None or _nan(std) or row["n"] < 2 else std), row["n"], interval
 
 
 def _nan(x) -> bool:
@@ -150,9 +153,10 @@ def _mean(values: list[float]) -> Optional[float]:
 def fmt(value: Optional[tuple], bold: bool = False, digits: int = 1) -> str:
     if value is None:
         return "–"
-    mean, std, _ = value
+    mean, std, interval = value[0], value[1], value[3] if len(value) > 3 else None
     text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-    return f"**{text}**" if bold else text
+    text = f"**{text}**" if bold else text
+    return text + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval is not None else "")
 
 
 def best(values: list[Optional[tuple]], lower: bool) -> Optional[float]:
@@ -244,12 +248,18 @@ def plugin_tables(stats: Stats, backbones: list[str], methods: list[str], datase
 def confusion_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str,
                     beyond: bool = False) -> Table:
     """TP*, FN*, FP*, TN* per backbone, B-LOC (survey Tables 2-3)."""
-    columns = [Column(f"{backbone_title(b)} {title}", lambda m, b=b, k=k: stats.get(b, m, "b-loc", k), k in LOWER_BUILT_IN)
-               for b in backbones for k, title in (("tp", "TP*"), ("fn", "FN*"), ("fp", "FP*"), ("tn", "TN*"))]
+    confusion = [c for c in registry.PxAP.columns if c.name in registry.PxAP.confusion]
+    columns = [Column(f"{backbone_title(b)} {c.title}", lambda m, b=b, k=c.name: _value(stats.get(b, m, "b-loc", k)),
+                      c.lower_is_better) for b in backbones for c in confusion]
     return build(table_title("Confusion components, B-LOC selection", dataset, "Tables 2–3", beyond), columns, methods,
                  "TP*, FN* in % of ground-truth foreground pixels, FP*, TN* in % of background pixels, each "
                  "averaged over the thresholds (survey eqs. 21–24). Bold: best WSOL value (lowest for FN*, FP*). "
                  "High FN* = under-activation, high FP* = over-activation.")
+
+
+def _value(found: Optional[tuple]) -> Optional[tuple]:
+    """A value without its interval (dense tables)."""
+    return None if found is None else found[:3]
 
 
 def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: str, metric: str,

@@ -15,9 +15,9 @@ import polars as pl
 
 from wsolctl.results import survey
 from wsolctl.results.blocks import Block, Table, Text
-from wsolctl.selection import THRESHOLD_RULES
+from wsolctl.selection import REFERENCE as RULE, RULES, THRESHOLD_RULES
 
-REFERENCE = ("b-loc", "test-masks")
+REFERENCE = (RULE, RULES[RULE].threshold)  # (selection, threshold rule) of the survey's protocol
 GROUP = ["dataset", "backbone", "method"]
 
 
@@ -130,13 +130,15 @@ def _example_maps(sources, checks: pl.DataFrame) -> list:
     """(title, maps of the first checked image per depth, layers) per method of the first run."""
     import numpy as np
 
+    from wsolctl.engine.rundir import RunDir
+
     rows = []
     run_id = checks["run_id"][0]
-    folders = [d / "runs" / run_id / "checks" for d in sources.dirs if (d / "runs" / run_id / "checks").is_dir()]
+    runs = [RunDir.of(d, run_id) for d in sources.dirs]
     for (method, selection), _ in checks.filter(pl.col("run_id") == run_id).group_by(
             "method", "selection", maintain_order=True):
-        path = folders[0] / f"{method}__{selection}.npz" if folders else None
-        if path is not None and path.is_file():
+        path = next((p for p in (r.check_maps(method, selection) for r in runs) if p.is_file()), None)
+        if path is not None:
             stored = np.load(path)
             rows.append((f"{method} ({selection})", stored["maps"][:, 0], [str(x) for x in stored["layers"]]))
     return rows
