@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
 from wsolctl.engine.rundir import RunDir
+from wsolctl.plugins import NoParams, Plugin
 from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
@@ -65,11 +66,11 @@ class RunCamsParams(_Common):
         return run
 
 
-class Annotator:
+class Annotator(Plugin):
     """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``.
     ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, masks)``)."""
 
-    Params: type[BaseModel] = _Common
+    Params = _Common
     reads_masks: ClassVar[bool] = False
 
     def __init__(self, params: Optional[BaseModel] = None, normalize=None):
@@ -138,10 +139,6 @@ class RunCams(Annotator):
         with torch.no_grad():
             cams = self.method.cams(self.model, images, labels.to(images.device))
         return prepare_cams(cams, images.shape[-2:], self.method.map_kind)
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ValpxMasks(Annotator):

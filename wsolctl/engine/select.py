@@ -89,7 +89,7 @@ def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[s
     if recipe.evaluation.cam_target == "predicted":
         with torch.no_grad():
             labels = model.eval()(images).logits.argmax(dim=1)
-    stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
+    stages = [stage.module for stage in model.info.stages]
     rows = []
     for label, rule in picks:
         found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)

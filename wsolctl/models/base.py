@@ -7,18 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from wsolctl._lazy import nn, torch
+from wsolctl.plugins import NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
 from wsolctl.recipe.schema import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
 # timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
 TORCHVISION = "tv_in1k"
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class BackboneInfo:
         return self.stages[-1].reduction
 
 
-class Backbone:
+class Backbone(Plugin):
     """Builds a feature extractor mapping images (N, 3, H, W) to a map (N, C, h, w).
 
     - ``info()``: the declaration (:class:`BackboneInfo`); must not build weights or download.
@@ -79,10 +76,7 @@ class Backbone:
       InceptionV3 and at ``lr`` on ResNet50 (they name ResNet's classifier side, the others' feature side).
     """
 
-    Params: ClassVar[type[BaseModel]] = NoParams
-    name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
-    survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
     pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
     decoder_at_classifier_lr: ClassVar[bool] = True
