@@ -4,8 +4,9 @@ with image labels only (Murtaza et al., WACV 2025, "A realistic protocol for eva
 pseudo-annotations of the validation set stand in for the manual ones; their code builds pseudo
 *boxes* (selective search, RPN, CLIP maps) for CUB / ILSVRC, here they are pseudo *masks*).
 
-An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device)``
-(load what it needs once, e.g. a reference model) and ``masks(images, labels)`` → ``(N, H, W)`` bool
+An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device,
+load_model)`` (load what it needs once, e.g. a reference model with the loader the engine hands it:
+``load_model(run, method, selection, device)`` → (model, method plugin)) and ``masks(images, labels)`` → ``(N, H, W)`` bool
 at the images' size, ``images`` normalised as fed to the model (the backbone's mean / std: ``Annotator.normalize``). Importing this
 module imports no torch (``wsolctl validate`` stays instant).
 
@@ -31,16 +32,18 @@ Built in:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
-from wsolctl.engine.rundir import RunDir
 from wsolctl.plugins import NoParams, Plugin
 from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
+# (run directory, method label or None, selection rule, device) -> (trained model in eval mode, method plugin)
+ModelLoader = Callable[[str, Optional[str], str, Any], tuple[Any, Any]]
 
 
 class _Common(BaseModel):
@@ -61,8 +64,8 @@ class RunCamsParams(_Common):
     @field_validator("run")
     @classmethod
     def _finished(cls, run: str) -> str:
-        if not RunDir(run).is_done:
-            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>, trained to the end)")
+        if not Path(run).is_dir():  # whether it finished: said by the model loader
+            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>)")
         return run
 
 
@@ -79,8 +82,9 @@ class Annotator(Plugin):
         self.params = params if params is not None else self.Params()
         self.normalize = IMAGENET if normalize is None else normalize  # of the images it is handed
 
-    def bind(self, device) -> None:
-        """Load what the annotator needs (called once before :meth:`masks`)."""
+    def bind(self, device, load_model: ModelLoader) -> None:
+        """Load what the annotator needs (called once before :meth:`masks`); ``load_model``: how to
+        load a trained model, given by the engine."""
 
     def scores(self, images, labels):
         """(N, H, W) float scores; foreground where above the threshold rule."""
@@ -95,11 +99,18 @@ class Annotator(Plugin):
         return masks
 
 
+def otsu_thresholds(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) Otsu threshold of each (H, W) map (``skimage.filters.threshold_otsu``, 256 bins over the
+    map's range); foreground = map > t, so a constant map gives an empty mask."""
+    from skimage.filters import threshold_otsu
+
+    values = maps.detach().float().cpu().numpy()
+    return torch.tensor([float(threshold_otsu(m)) for m in values], dtype=maps.dtype, device=maps.device)
+
+
 def threshold_maps(scores, rule: Threshold):
     """Binary masks ``scores > t``, ``t`` per image by Otsu (``rule="otsu"``) or fixed."""
     if rule == "otsu":
-        from wsolctl.engine.pseudo import otsu_thresholds
-
         return scores > otsu_thresholds(scores).view(-1, 1, 1)
     return scores > float(rule)
 
@@ -128,10 +139,8 @@ class RunCams(Annotator):
 
     Params = RunCamsParams
 
-    def bind(self, device) -> None:
-        self.model, spec = RunDir(self.params.run).load_model(self.params.method, self.params.selection, device=device)
-        label = self.params.method or spec.labels[0]
-        self.method = spec.methods[spec.labels.index(label)].instantiate()
+    def bind(self, device, load_model: ModelLoader) -> None:
+        self.model, self.method = load_model(self.params.run, self.params.method, self.params.selection, device)
 
     def scores(self, images, labels):
         from wsolctl.metrics import prepare_cams
