@@ -71,7 +71,8 @@ class RunCamsParams(_Common):
 
 class Annotator(Plugin):
     """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``.
-    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, masks)``)."""
+    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, truth)``;
+    None for the others)."""
 
     Params = _Common
     reads_masks: ClassVar[bool] = False
@@ -90,7 +91,7 @@ class Annotator(Plugin):
         """(N, H, W) float scores; foreground where above the threshold rule."""
         raise NotImplementedError
 
-    def masks(self, images, labels):
+    def masks(self, images, labels, truth=None):
         scores = self.scores(images, labels).float()
         masks = threshold_maps(scores, self.params.threshold)
         if self.params.empty_classes:
@@ -156,5 +157,5 @@ class ValpxMasks(Annotator):
     Params = NoParams
     reads_masks = True
 
-    def masks(self, images, labels, masks=None):
-        return masks.bool()
+    def masks(self, images, labels, truth=None):
+        return truth.bool()

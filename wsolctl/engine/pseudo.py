@@ -40,8 +40,8 @@ def pseudo_masks(annotator, loader, device: torch.device) -> list[torch.Tensor]:
     annotator.bind(device, load_explainer)
     out = []
     for images, labels, masks in loader:
-        truth = (masks,) if getattr(annotator, "reads_masks", False) else ()
-        out.append(annotator.masks(images.to(device), labels.to(device), *truth).bool().cpu())
+        truth = masks if annotator.reads_masks else None  # declared: only those that need them see them
+        out.append(annotator.masks(images.to(device), labels.to(device), truth).bool().cpu())
     return out
 
 
