@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
 from pydantic import BaseModel
 
@@ -40,7 +40,10 @@ class BackboneInfo:
     - ``cam_layer``: default layer of top-down methods (a module path in the built backbone).
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
-      ``"inception"``) that ADL and SPG insert layers into, or None.
+      ``"inception"``), or None.
+    - ``wsol_taps``: where ADL's layers and SPG's taps go in the built module, ``(module, info) ->``
+      :class:`~wsolctl.models.taps.Taps` (:mod:`wsolctl.models.taps`), or None: ADL and SPG do not
+      support the backbone.
     - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
       normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
       hub config.json for ``hf-hub:`` ones, the card for named models, ImageNet's by default.
@@ -51,6 +54,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
+    wsol_taps: Optional[Callable[..., Any]] = None  # (module, info) -> wsolctl.models.taps.Taps
     normalize: Normalize = IMAGENET
 
     @property
