@@ -43,7 +43,7 @@ def build(method_name: str, module: nn.Module, info) -> WSOLModel:
 
 def adl_positions(model) -> list[str]:
     """The modules each ADL layer follows."""
-    from wsolctl.methods.layout import sibling
+    from wsolctl.models.taps import sibling
 
     return [sibling(model.backbone, n, -1) for n, m in model.backbone.named_modules() if type(m).__name__ == "ADLLayer"]
 
@@ -111,3 +111,15 @@ def test_a_one_argument_adapt_backbone_still_works():
 
     module = plugins.load("backbones", "resnet18-wsol")().build(False)
     assert WSOLModel(module, OldStyle(), 2, backbone_info("resnet18-wsol")).backbone.seen
+
+
+def test_adl_and_spg_support_what_declares_their_positions():
+    """Support follows the declaration (``BackboneInfo.wsol_taps``), not a layout's name."""
+    from dataclasses import replace
+
+    info = backbone_info("resnet18-wsol")
+    for name in ("adl", "spg"):
+        method = plugins.load("methods", name)()
+        assert method.unsupported(info) is None
+        assert "declares no ADL / SPG positions" in method.unsupported(replace(info, wsol_taps=None))
+        assert method.unsupported(replace(info, layout=None)) is None  # the declared function is what counts

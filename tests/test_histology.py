@@ -1,4 +1,4 @@
-"""Behaviour of the procedural H&E renderer (wsolctl.data.histology)."""
+"""Behaviour of the procedural H&E renderer (wsolctl.data.histology: primitives, glas, camelyon)."""
 
 from __future__ import annotations
 

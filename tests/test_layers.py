@@ -16,7 +16,7 @@ LAYERS = [  # module prefixes, low to high
     ("wsolctl.wsi",),
     ("wsolctl.data",),
     ("wsolctl.models",),
-    ("wsolctl.methods", "wsolctl.topdown"),
+    ("wsolctl.methods", "wsolctl.topdown", "wsolctl.annotators"),
     ("wsolctl.engine",),
     ("wsolctl.results", "wsolctl.predict", "wsolctl.tracking"),
     ("wsolctl.pipeline",),

@@ -52,7 +52,7 @@ def _normalised(rgb: np.ndarray) -> torch.Tensor:
 
 
 def test_haematoxylin_annotator_finds_nuclei_dense_tissue():
-    from wsolctl.engine.annotators import Haematoxylin
+    from wsolctl.annotators import Haematoxylin
 
     rgb = np.full((64, 64, 3), (230, 170, 200), np.uint8)  # eosin-pink stroma
     yy, xx = np.mgrid[:64, :64]
@@ -78,7 +78,8 @@ def test_haematoxylin_annotator_finds_nuclei_dense_tissue():
 def test_otsu_matches_skimage_and_its_dice_is_pixel_counts():
     from skimage.filters import threshold_otsu
 
-    from wsolctl.engine.pseudo import OtsuMeter, otsu_thresholds
+    from wsolctl.annotators import otsu_thresholds
+    from wsolctl.engine.pseudo import OtsuMeter
 
     maps = torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(0)) ** 2
     assert torch.allclose(otsu_thresholds(maps), torch.tensor([threshold_otsu(m.numpy()) for m in maps]))
@@ -93,7 +94,7 @@ def test_otsu_matches_skimage_and_its_dice_is_pixel_counts():
 
 def test_b_pseudo_with_true_masks_as_pseudo_masks_selects_like_b_loc(tmp_path):
     """Two 'epochs' (two model states); pseudo-masks equal to the true masks: same epoch, same τ."""
-    from wsolctl.engine.annotators import ValpxMasks
+    from wsolctl.annotators import ValpxMasks
     from wsolctl.engine.build import build_data, build_model as engine_model
     from wsolctl.engine.plan import plan_runs
     from wsolctl.engine.pseudo import WithMasks, pseudo_masks
@@ -478,13 +479,14 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     assert meta["selection"] == "b-pseudo" and meta["threshold"] == pytest.approx(pseudo["threshold"])
 
     # that run, named in a later recipe, annotates images with its thresholded CAMs (run-cams)
-    from wsolctl.engine.annotators import RunCams
+    from wsolctl.annotators import RunCams
+    from wsolctl.engine.pseudo import load_explainer
     from wsolctl.engine.rundir import RunDir
     from wsolctl.metrics import prepare_cams
 
     run_dir = out / "runs" / pseudo["run_id"]
     annotator = RunCams(RunCams.Params(run=str(run_dir), selection="b-cl"))
-    annotator.bind(torch.device("cpu"))
+    annotator.bind(torch.device("cpu"), load_explainer)
     images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])
     masks = annotator.masks(images, labels)
     model, spec = RunDir(run_dir).load_model("cam", "b-cl")
@@ -495,7 +497,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
     expected = torch.stack([m > threshold_otsu(m.numpy()) for m in maps])
     assert masks.shape == (3, 32, 32) and torch.equal(masks, expected) and 0 < masks.float().mean() < 1
     # selecting CAM by b-pseudo against CAM's own maps is circular: refused at validation (issue 27)
-    annotated = _tiny(tmp_path) + f"  annotator: {{name: run-cams, params: {{run: {run_dir}}}}}\n"
+    annotated = _tiny(tmp_path) + f"  annotator: {{name: run-cams, params: {{run: {run_dir}, method: cam}}}}\n"
     with pytest.raises(RecipeError, match=r"selection: b-pseudo would select cam against pseudo-masks made by cam"):
         _load(tmp_path, annotated + "selection: [b-pseudo, b-cl]\n")
     assert _load(tmp_path, annotated + "selection: [b-loc, b-cl]\n").evaluation.annotator.name == "run-cams"

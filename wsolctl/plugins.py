@@ -18,7 +18,9 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict
 
 from wsolctl.errors import PluginWarning, UnknownPlugin
 
@@ -26,6 +28,22 @@ API_VERSION = 2  # of the method plugin interface (wsolctl.methods.base.Method);
 # the backbone's BackboneInfo instead of its name
 METRIC_API_VERSION = 1  # of the metric plugin interface (wsolctl.metrics.base.Metric)
 TRACKER_API_VERSION = 1  # of the tracker plugin interface (wsolctl.tracking.base.Tracker)
+
+
+class NoParams(BaseModel):
+    """The params of a plugin that has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin:
+    """What the plugins of every kind (methods, backbones, datasets, metrics, annotators) share; each
+    kind's base class adds its own members."""
+
+    api_version: ClassVar[Optional[int]] = None  # the plugin API version it targets (kinds that have one: KINDS)
+    name: ClassVar[str] = ""  # set by the registry: the entry point's name, used in recipes
+    Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
+    survey_rank: ClassVar[int] = 1000  # its order in the report (the survey's first); the others by name
 
 
 @dataclass(frozen=True)

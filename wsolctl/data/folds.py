@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.errors import FoldFormatError
+from wsolctl.plugins import Plugin
 
 SPLITS = ("train", "valcl", "valpx", "test")
 
@@ -165,12 +166,11 @@ class FoldParams(BaseModel):
     folds_dir: Optional[str] = Field(None, description="folder holding fold-K/ and encoding.yaml; default: the root")
 
 
-class FoldDataset:
+class FoldDataset(Plugin):
     """Real data already in the fold format (e.g. the survey's GlaS/CAMELYON16 folds)."""
 
     Params = FoldParams
     name = "folds"
-    survey_rank: ClassVar[int] = 1000  # order of the datasets in the report (the survey's); others follow by name
 
     def __init__(self, params: Optional[FoldParams] = None):
         self.params = params or FoldParams()

@@ -29,6 +29,7 @@ class WSOLModel(nn.Module):
         self.backbone = adapt(method, backbone, info)
         self.head = method.build_head(backbone.out_channels, num_classes)
         self.method = method
+        self.info = info  # the backbone's declaration (stages, CAM layer...), for whoever explains the model
         self.cam_layer = info.cam_layer
         self.classifier_prefixes = classifier_prefixes
         self.decoder_at_classifier_lr = decoder_at_classifier_lr

@@ -1,7 +1,7 @@
 """Selection and thresholds without pixel annotations (issue 19).
 
 * ``b-pseudo``: B-LOC's rule (the epoch with the best validation PxAP) with the valpx images'
-  pseudo-masks (:mod:`wsolctl.engine.annotators`) in place of the true masks. The pseudo-masks do
+  pseudo-masks (:mod:`wsolctl.annotators`) in place of the true masks. The pseudo-masks do
   not depend on the epoch: they are drawn once per run (:func:`pseudo_masks`).
 * Threshold rules (which rule set a row's ``threshold``: ``results.parquet`` column
   ``threshold_rule``):
@@ -16,30 +16,32 @@
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
+from wsolctl.annotators import otsu_thresholds
+from wsolctl.engine.rundir import RunDir
 from wsolctl.metrics.base import Column, MeterContext, Metric
 
 
-def otsu_thresholds(maps: torch.Tensor) -> torch.Tensor:
-    """(N,) Otsu threshold of each (H, W) map (``skimage.filters.threshold_otsu``, 256 bins over the
-    map's range); foreground = map > t, so a constant map gives an empty mask."""
-    from skimage.filters import threshold_otsu
-
-    values = maps.detach().float().cpu().numpy()
-    return torch.tensor([float(threshold_otsu(m)) for m in values], dtype=maps.dtype, device=maps.device)
+def load_explainer(run: str, method: Optional[str], selection: str, device) -> tuple[torch.nn.Module, object]:
+    """The trained model that ``selection`` picked for ``method`` (default: the run's first) in the
+    finished run directory ``run``, in eval mode on ``device``, and that method's plugin, which
+    explains it: the model loader the engine gives annotators (:meth:`Annotator.bind`)."""
+    model, spec = RunDir(run).load_model(method, selection, device=device)
+    label = method or spec.labels[0]
+    return model, spec.methods[spec.labels.index(label)].instantiate()
 
 
 def pseudo_masks(annotator, loader, device: torch.device) -> list[torch.Tensor]:
     """The annotator's masks of every batch of ``loader`` (unshuffled), on the CPU, once."""
-    annotator.bind(device)
+    annotator.bind(device, load_explainer)
     out = []
     for images, labels, masks in loader:
-        truth = (masks,) if getattr(annotator, "reads_masks", False) else ()
-        out.append(annotator.masks(images.to(device), labels.to(device), *truth).bool().cpu())
+        truth = masks if annotator.reads_masks else None  # declared: only those that need them see them
+        out.append(annotator.masks(images.to(device), labels.to(device), truth).bool().cpu())
     return out
 
 

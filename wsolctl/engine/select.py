@@ -24,8 +24,8 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
     recipe = spec.recipe
     settings = test_settings(recipe)
     cached = run.test_scores()
-    if cached is not None and same_test_settings(cached.settings, settings):  # else: scored with other test-time metrics or examples
-        return cached
+    if cached is not None and same_test_settings(cached.settings, settings):
+        return cached  # else: scored with other test-time metrics or examples
     best = run.done().best
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
     baseline = trivial_pxap(data, recipe.evaluation.thresholds)
@@ -60,8 +60,8 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
             columns = {**{c.name: getattr(result, c.name) for c in PxAP.columns}, **measured}
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
-                                   "threshold_rule": threshold_rule, **thresholds,
-                                   "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+                                "threshold_rule": threshold_rule, **thresholds,
+                                "cl_acc": scores.accuracy, "baseline_pxap": baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out.curves.append({"method": label, "selection": rule, **curves})
         for check in recipe.evaluation.checks:
@@ -77,7 +77,7 @@ def method_info(plugin) -> MethodInfo:
 
 
 def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[str, str]], data: Data, device,
-                   run: RunDir) -> list[dict]:
+                        run: RunDir) -> list[dict]:
     """The cascading randomisation check of each picked (method, rule) on a seeded test subset
     (rows for checks.parquet; the maps per depth in :meth:`RunDir.check_maps`)."""
     import numpy as np
@@ -92,7 +92,7 @@ def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[s
     if recipe.evaluation.cam_target == "predicted":
         with torch.no_grad():
             labels = model.eval()(images).logits.argmax(dim=1)
-    stages = [stage.module for stage in spec.backbone.instantiate().info().stages]
+    stages = [stage.module for stage in model.info.stages]
     rows = []
     for label, rule in picks:
         found, maps = model_randomisation(model, methods[label], images, labels, stages, recipe.seed)

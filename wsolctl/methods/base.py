@@ -50,11 +50,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
-from wsolctl.plugins import API_VERSION
+from wsolctl.plugins import API_VERSION, NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
 from wsolctl.recipe.schema import numbers
 
 if TYPE_CHECKING:
@@ -64,10 +64,6 @@ if TYPE_CHECKING:
 
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
 KINDS: tuple[str, ...] = get_args(Kind)
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -102,13 +98,10 @@ class Model(Protocol):
     def __call__(self, images: "Tensor", labels: Optional["Tensor"] = None) -> Output: ...
 
 
-class Method:
+class Method(Plugin):
     api_version: ClassVar[int] = API_VERSION
     kind: ClassVar[Kind] = "bottom-up"  # the report's method groups, in this order: KINDS
-    survey_rank: ClassVar[int] = 1000  # rank in the survey's tables within its kind; others follow by name
     in_survey: ClassVar[bool] = False  # one of the survey's methods: set on the class itself, never inherited
-    Params: ClassVar[type[BaseModel]] = NoParams
-    name: ClassVar[str] = ""  # set from the entry-point name when loaded
     needs_masks: ClassVar[bool] = False
     map_kind: ClassVar[Literal["cam", "probability"]] = "cam"  # how cams() maps are scored and drawn
     prerequisite_rule: ClassVar[str] = "b-loc"  # which selected checkpoint of the prerequisite

@@ -23,9 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
-from wsolctl.plugins import METRIC_API_VERSION as API_VERSION
+from wsolctl.plugins import METRIC_API_VERSION as API_VERSION, NoParams, Plugin
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,24 +87,15 @@ class MeterContext:
     params: Any = None  # the metric's validated ``Params`` (recipe: ``evaluation.metric_params.<name>``)
 
 
-class NoParams(BaseModel):
-    """The params of a metric that has none."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Metric:
+class Metric(Plugin):
     """Base class of metric plugins; a subclass sets the class attributes and implements ``meter``."""
 
     api_version: ClassVar[int] = API_VERSION
-    name: ClassVar[str] = ""  # set by the registry: the entry point's name, used in `evaluation.metrics`
     description: ClassVar[str] = ""  # one line, shown by `wsolctl metrics`
     columns: ClassVar[tuple[Column, ...]] = ()
     forward_passes: ClassVar[bool] = False  # the meter calls the model (e.g. deletion): it gets ``context.model``
     tables: ClassVar[tuple[ReportTable, ...]] = ()
     prominent: ClassVar[bool] = False  # its tables follow PxAP's Table 1 (else they follow Table 5)
-    survey_rank: ClassVar[int] = 1000  # order of its columns and tables in the report (then by name)
-    Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
     resampling: ClassVar[Literal["", "values", "sums"]] = ""  # how intervals resample it (module docstring)
     # former `evaluation` keys of its params (accepted in recipes with a deprecation warning): key -> param
     legacy_settings: ClassVar[dict[str, str]] = {}

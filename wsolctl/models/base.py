@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from wsolctl._lazy import nn, torch
+from wsolctl.plugins import NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
 from wsolctl.recipe.schema import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
 # timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.
 TORCHVISION = "tv_in1k"
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,10 @@ class BackboneInfo:
     - ``cam_layer``: default layer of top-down methods (a module path in the built backbone).
     - ``prefix_tokens``: class / register tokens ahead of the patch tokens (token models).
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
-      ``"inception"``) that ADL and SPG insert layers into, or None.
+      ``"inception"``), or None.
+    - ``wsol_taps``: where ADL's layers and SPG's taps go in the built module, ``(module, info) ->``
+      :class:`~wsolctl.models.taps.Taps` (:mod:`wsolctl.models.taps`), or None: ADL and SPG do not
+      support the backbone.
     - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
       normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
       hub config.json for ``hf-hub:`` ones, the card for named models, ImageNet's by default.
@@ -54,6 +54,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
+    wsol_taps: Optional[Callable[..., Any]] = None  # (module, info) -> wsolctl.models.taps.Taps
     normalize: Normalize = IMAGENET
 
     @property
@@ -65,7 +66,7 @@ class BackboneInfo:
         return self.stages[-1].reduction
 
 
-class Backbone:
+class Backbone(Plugin):
     """Builds a feature extractor mapping images (N, 3, H, W) to a map (N, C, h, w).
 
     - ``info()``: the declaration (:class:`BackboneInfo`); must not build weights or download.
@@ -79,10 +80,7 @@ class Backbone:
       InceptionV3 and at ``lr`` on ResNet50 (they name ResNet's classifier side, the others' feature side).
     """
 
-    Params: ClassVar[type[BaseModel]] = NoParams
-    name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # the report's column title (default: the name)
-    survey_rank: ClassVar[int] = 1000  # column order in the report (the survey's); others follow by name
     pretrained_name: ClassVar[str] = ""  # timm name (tag included) whose weights `pretrained: true` loads
     classifier_prefixes: ClassVar[tuple[str, ...]] = ()
     decoder_at_classifier_lr: ClassVar[bool] = True

@@ -4,8 +4,8 @@
 size through position-embedding interpolation; TS-CAM hooks the blocks' ``attn``."""
 from __future__ import annotations
 
-from wsolctl.models.base import NoParams
 from wsolctl.models.timm_any import TimmBackbone
+from wsolctl.plugins import NoParams
 
 
 class _DeiT(TimmBackbone):

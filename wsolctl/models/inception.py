@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from wsolctl._lazy import F, nn, torch
 from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
+from wsolctl.models.taps import inception_taps
 
 
 def _mixed_6a_stride_one(block: "nn.Module") -> "nn.Module":
@@ -55,7 +56,7 @@ class InceptionV3WSOL(Backbone):
         # Conv2d_3b, Conv2d_4a + Pool2 + Mixed_5b/5c, Mixed_5d..6e, the two SPG layers.
         stages = (Stage("Conv2d_2b_3x3", 64, 2), Stage("Conv2d_3b_1x1", 80, 4), Stage("Mixed_5c", 288, 8),
                   Stage("Mixed_6e", 768, 8), Stage("SPG_A3_2b", 1024, 8))
-        return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", layout="inception")
+        return BackboneInfo("cnn", stages, cam_layer="SPG_A3_2b.2", layout="inception", wsol_taps=inception_taps)
 
     def build(self, pretrained=False):
         net = timm_model(self.pretrained_name, pretrained, num_classes=0)

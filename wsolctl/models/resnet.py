@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
+from wsolctl.models.taps import resnet_taps
 
 _STEM = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -24,7 +25,7 @@ class _ResNetWSOL(Backbone):
         # The stem (act1) and the four layers, as timm's feature_info and the survey's U-Net encoder list them.
         channels = [self.width * 2 ** i for i in range(4)]
         stages = tuple(Stage(f"layer{i + 1}", c, r) for i, (c, r) in enumerate(zip(channels, (4, 8, 8, 8))))
-        return BackboneInfo("cnn", (Stage("act1", 64, 2), *stages), cam_layer="layer4", layout="resnet")
+        return BackboneInfo("cnn", (Stage("act1", 64, 2), *stages), cam_layer="layer4", layout="resnet", wsol_taps=resnet_taps)
 
     def build(self, pretrained=False):
         net = timm_model(self.pretrained_name, pretrained, num_classes=0, global_pool="")

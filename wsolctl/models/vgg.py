@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wsolctl._lazy import nn
 from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
+from wsolctl.models.taps import vgg_taps
 
 # One stage per resolution, split at the kept max-pools as timm's feature_info and the survey's U-Net
 # encoder split VGG: the ReLU ahead of pool1, pool2 and pool3, then everything after pool3 (conv4_*,
@@ -21,7 +22,7 @@ class VGG16WSOL(Backbone):
     classifier_prefixes = ("conv6",)
 
     def info(self) -> BackboneInfo:
-        return BackboneInfo("cnn", _STAGES, cam_layer="relu6", layout="vgg")
+        return BackboneInfo("cnn", _STAGES, cam_layer="relu6", layout="vgg", wsol_taps=vgg_taps)
 
     def build(self, pretrained=False):
         net = timm_model(self.pretrained_name, pretrained, num_classes=0)

@@ -348,9 +348,10 @@ class Evaluation(Strict):
         data = dict(data)
         legacy = {key: data.pop(key) for key in list(data) if key in moved}
         if legacy:
-            warnings.warn("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
-                                    f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
-                                    for key in legacy), FutureWarning, stacklevel=2)
+            # one line on stderr, about the recipe (no code line of this library under it)
+            warnings.warn_explicit("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
+                                             f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
+                                             for key in legacy), FutureWarning, "recipe", 0)
             data["metric_params"] = metric_plugins.legacy_params(
                 legacy, data.get("metrics", cls.model_fields["metrics"].default), data.get("metric_params") or {})
         return data

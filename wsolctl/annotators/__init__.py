@@ -12,8 +12,9 @@ are selected by PxAP against them, and the annotator is only as independent as i
 uses a trained model, so it must not be the method being selected (a validation error: selecting a
 method against its own maps favours the checkpoint closest to them).
 
-An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device)``
-(load what it needs once, e.g. a reference model) and ``masks(images, labels)`` → ``(N, H, W)`` bool
+An annotator is a small class: ``Params`` (its settings, validated in the recipe), ``bind(device,
+load_model)`` (load what it needs once, e.g. a reference model with the loader the engine hands it:
+``load_model(run, method, selection, device)`` → (model, method plugin)) and ``masks(images, labels)`` → ``(N, H, W)`` bool
 at the images' size, ``images`` normalised as fed to the model (the backbone's mean / std: ``Annotator.normalize``). Importing this
 module imports no torch (``wsolctl validate`` stays instant).
 
@@ -43,16 +44,19 @@ Built in:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
-from wsolctl.engine.rundir import RunDir
+from wsolctl.plugins import NoParams, Plugin
 from wsolctl.recipe.schema import NEW_DEFAULT
 from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
+# (run directory, method label or None, selection rule, device) -> (trained model in eval mode, method plugin)
+ModelLoader = Callable[[str, Optional[str], str, Any], tuple[Any, Any]]
 
 
 class _Common(BaseModel):
@@ -77,16 +81,17 @@ class RunCamsParams(_Common):
     @field_validator("run")
     @classmethod
     def _finished(cls, run: str) -> str:
-        if not RunDir(run).is_done:
-            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>, trained to the end)")
+        if not Path(run).is_dir():  # whether it finished: said by the model loader
+            raise ValueError(f"{run}: not a finished run directory (OUT/runs/<id>)")
         return run
 
 
-class Annotator:
+class Annotator(Plugin):
     """Base class: thresholds a per-image score map (``scores``) and empties ``empty_classes``.
-    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, masks)``)."""
+    ``reads_masks``: the annotator is handed the split's true masks (``masks(images, labels, truth)``;
+    None for the others)."""
 
-    Params: type[BaseModel] = _Common
+    Params = _Common
     reads_masks: ClassVar[bool] = False
 
     def __init__(self, params: Optional[BaseModel] = None, normalize=None):
@@ -97,12 +102,13 @@ class Annotator:
 
     @classmethod
     def source_method(cls, params: BaseModel) -> Optional[str]:
-        """The method whose maps the pseudo-masks come from (None: no model), so that validation can
-        refuse to select that method against its own maps."""
+        """The method whose maps the pseudo-masks come from (None: no model, or not named), so that
+        validation can refuse to select that method against its own maps."""
         return None
 
-    def bind(self, device) -> None:
-        """Load what the annotator needs (called once before :meth:`masks`)."""
+    def bind(self, device, load_model: ModelLoader) -> None:
+        """Load what the annotator needs (called once before :meth:`masks`); ``load_model``: how to
+        load a trained model, given by the engine."""
 
     def scores(self, images, labels):
         """(N, H, W) float scores; foreground where above the threshold rule."""
@@ -112,7 +118,7 @@ class Annotator:
         """(N, H, W) bool: where ``scores`` pass the threshold rule."""
         return threshold_maps(scores, self.params.threshold)
 
-    def masks(self, images, labels):
+    def masks(self, images, labels, truth=None):
         masks = self.foreground(self.scores(images, labels).float())
         if self.params.empty_classes:
             empty = torch.isin(labels.to(masks.device), torch.tensor(self.params.empty_classes, device=masks.device))
@@ -120,11 +126,18 @@ class Annotator:
         return masks
 
 
+def otsu_thresholds(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) Otsu threshold of each (H, W) map (``skimage.filters.threshold_otsu``, 256 bins over the
+    map's range); foreground = map > t, so a constant map gives an empty mask."""
+    from skimage.filters import threshold_otsu
+
+    values = maps.detach().float().cpu().numpy()
+    return torch.tensor([float(threshold_otsu(m)) for m in values], dtype=maps.dtype, device=maps.device)
+
+
 def threshold_maps(scores, rule: Threshold):
     """Binary masks ``scores > t``, ``t`` per image by Otsu (``rule="otsu"``) or fixed."""
     if rule == "otsu":
-        from wsolctl.engine.pseudo import otsu_thresholds
-
         return scores > otsu_thresholds(scores).view(-1, 1, 1)
     return scores > float(rule)
 
@@ -159,13 +172,12 @@ class RunCams(Annotator):
 
     @classmethod
     def source_method(cls, params: BaseModel) -> Optional[str]:
-        label = params.method or RunDir(params.run).spec().labels[0]
-        return label.split("[", 1)[0]
+        # only a named method: the run's default one is known once the engine loads it (no run file is
+        # read at validation, which stays below the engine)
+        return params.method.split("[", 1)[0] if params.method else None
 
-    def bind(self, device) -> None:
-        self.model, spec = RunDir(self.params.run).load_model(self.params.method, self.params.selection, device=device)
-        label = self.params.method or spec.labels[0]
-        self.method = spec.methods[spec.labels.index(label)].instantiate()
+    def bind(self, device, load_model: ModelLoader) -> None:
+        self.model, self.method = load_model(self.params.run, self.params.method, self.params.selection, device)
 
     def scores(self, images, labels):
         from wsolctl.metrics import prepare_cams
@@ -175,15 +187,11 @@ class RunCams(Annotator):
         return prepare_cams(cams, images.shape[-2:], self.method.map_kind)
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ValpxMasks(Annotator):
     """The true masks as pseudo-masks (a calibration of the pipeline, not annotation-free)."""
 
     Params = NoParams
     reads_masks = True
 
-    def masks(self, images, labels, masks=None):
-        return masks.bool()
+    def masks(self, images, labels, truth=None):
+        return truth.bool()
