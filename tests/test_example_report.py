@@ -71,6 +71,15 @@ def test_findings_name_only_differences_beyond_noise():
     assert make.findings(frame, comparisons=flipped) == text
 
 
+def test_targets_count_the_learned_models_and_compare_the_unet():
+    rows = [_row("glas", m, "b-cl", 50.0, acc) for m, acc in zip(["cam", "gradcam", "negev"], [80.0, 79.9, 100.0])]
+    rows += [_row("glas", "cam", "b-loc", 60.0, 50.0), _row("glas", "negev", "b-loc", 70.0, 50.0),
+             _row("glas", "unet", "b-loc", 69.0, 100.0), _row("glas", "scorecam", "b-loc", 99.0, 100.0)]
+    got = make.targets(pl.DataFrame(rows))["glas"]
+    assert (got["learned"], got["models"], got["best_wsol_pxap"], got["unet_pxap"]) == (2, 3, 70.0, 69.0)
+    assert not got["met"]  # 2 < 15 learned models, and the U-Net is below NEGEV (Score-CAM is in no target)
+
+
 def _generated(path: Path, begin: str, end: str) -> str:
     return make.between(path.read_text(), begin, end)
 
