@@ -117,8 +117,10 @@ def _dataset_findings(dataset: str, rows: pl.DataFrame) -> list[str]:
     tau = loc.filter(pl.col("threshold") <= 1)["threshold"]
     nothing = loc.filter(pl.col("threshold") > 1).height
     full = rows.filter((pl.col("kind") == "fully-supervised") & (pl.col("selection") == "b-loc"))
+    untrained = loc["untrained_pxap"].mean() if "untrained_pxap" in loc.columns else None
     out = [f"**`{dataset}`** (test; {n} WSOL models of the survey's tables; the all-foreground map scores "
-           f"{rows['baseline_pxap'].mean():.1f} PxAP):", "",
+           f"{rows['baseline_pxap'].mean():.1f} PxAP"
+           + (f", their untrained (epoch-0) models {untrained:.1f} on average" if untrained is not None else "") + "):", "",
            f"- Classification: {perfect} of {n} WSOL models reach 100 % accuracy with B-CL; {chance} of {n} "
            f"B-LOC models are at chance (≤ 50 %); B-LOC picks an epoch ≤ 2 for {early} of {n}.",
            f"- Under / over activation: highest FP* {over['fp']:.1f} ({over['method']}, TP* {over['tp']:.1f}); "
