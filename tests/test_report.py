@@ -358,8 +358,30 @@ def test_qualitative_grid_wraps_by_family(tmp_path):
                 "labels": np.array([0, 0, 1, 1]), "ids": np.array(["a", "b", "c", "d"])}
     path = figures.qualitative(examples, columns, 1, tmp_path / "q.png", "glas: class 1")
     width, height = Image.open(path).size
-    panel = figures.PANEL_INCHES * 90
+    panel = figures.PANEL_INCHES * figures.QUALITATIVE_DPI
     assert width <= 8.5 * panel and height >= 2 * 9 * panel  # 8 columns; 2 images × (1 + 8 rows)
+    assert width >= 8 * 180  # thumbnails of ≥ 160 px once titles and margins are taken
+
+
+def test_figures_fit_a_screen_and_tell_their_lines_apart(tmp_path):
+    """23 methods on two datasets: the training curves are one sheet of small multiples grouped by
+    family that fits a 1920 × 1080 screen; the threshold-sensitivity lines of a family each get their
+    own colour."""
+    from PIL import Image
+
+    from wsolctl.results import figures
+
+    methods = ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl", "cutmix",
+               "tscam", "maxmin", "negev", "gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "unet",
+               "scorecam", "ablationcam"]
+    epochs = pl.DataFrame([{"dataset": d, "backbone": "deit-tiny" if m == "tscam" else "resnet18-wsol", "method": m,
+                            "fold": 0, "seed": 0, "epoch": e, "valcl_acc": 50.0 + e, "valpx_pxap": 40.0 + i}
+                           for d in ("glas", "camelyon") for i, m in enumerate(methods) for e in range(4)])
+    results = epochs.filter(pl.col("epoch") == 2).with_columns(selection=pl.lit("b-loc"))
+    width, height = Image.open(figures.training_curves(epochs, results, tmp_path / "t.png")).size
+    assert width <= 1920 and height <= 1080
+    bottom_up = [m for family, ms in survey.families(methods) if family == "Bottom-up WSOL" for m in ms]
+    assert len(bottom_up) == 15 and len(set(figures._family_colours(bottom_up)[:15])) == 15
 
 
 def test_intervals_beside_single_run_values(tmp_path):
