@@ -61,11 +61,12 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
     """mIoU (%) against the CAM threshold, a row of panels per dataset and a panel per WSOL method
     family (survey Fig. 8), each with a labelled line per method (and backbone, when several; mean over
     folds and seeds); every panel repeats the dataset's WSOL average (black; the survey's methods, as
-    in the tables) and fully-supervised methods (grey, dashed) as references."""
+    in the tables) and fully-supervised methods (grey, dashed) as references. A family is a panel of
+    its own unless all its methods are fully supervised."""
     data = curves.filter(pl.col("selection") == selection)
     datasets = _datasets(data)
     families = [(family, names) for family, names in survey.families(data["method"].unique())
-                if all(survey.method_kind(m) in survey.WSOL_KINDS for m in names)]
+                if any(survey.method_kind(m) != "fully-supervised" for m in names)]  # the rest: in every panel
     several = data.group_by("method").agg(pl.col("backbone").n_unique())["backbone"].max() > 1
     fig, axes = _panels(len(datasets) * len(families), 6.4, 3.6, cols=len(families))
 
@@ -342,7 +343,7 @@ def randomisation_maps(rows: list[tuple[str, "object", list[str]]], path: Path) 
             ax = axes[r][d]
             ax.axis("off")
             if d < len(layers):
-                ax.imshow(maps[d], cmap="jet", vmin=0, vmax=255)
+                ax.imshow(maps[d], cmap=MAP_CMAP, vmin=0, vmax=255)
                 ax.set_title(layers[d] if r == 0 else "", fontsize=7)
         axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
     return _save(fig, path)
