@@ -13,10 +13,11 @@ import polars as pl
 from wsolctl.results import survey
 from wsolctl.selection import REFERENCE, RULES
 
-WSOL, MEAN, FULL = "tab:orange", "tab:blue", "tab:green"
+WSOL = "tab:orange"  # the ranking blobs
 # maps: perceptually uniform (dark purple → yellow); ground truth in a colour viridis never takes, the
 # map's contour at τ* in white (above viridis's brightest yellow)
 MAP_CMAP, TRUTH, CONTOUR = "viridis", "red", "white"
+REFERENCE_LINE = "grey"  # the fully-supervised methods, repeated in every threshold-sensitivity panel
 
 
 def _pyplot():
@@ -90,7 +91,7 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
             for (label, line), colour in zip(mine, _family_colours(names) * 2):
                 ax.plot(line["threshold"], line["miou"], color=colour, lw=1.3, label=label)
             for label, line in full:
-                ax.plot(line["threshold"], line["miou"], color="grey", lw=2, ls="--", label=label)
+                ax.plot(line["threshold"], line["miou"], color=REFERENCE_LINE, lw=2, ls="--", label=label)
             if len(wsol) > 1:
                 mean = pl.concat(wsol).group_by("threshold").agg(pl.col("miou").mean()).sort("threshold")
                 ax.plot(mean["threshold"], mean["miou"], color="black", lw=2.5, label="WSOL average")
