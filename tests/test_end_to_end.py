@@ -96,6 +96,30 @@ def test_a_trained_model_comes_back_from_its_run_directory(finished):
 
 
 @pytest.mark.slow
+def test_the_untrained_reference_is_the_runs_epoch_0_model(finished):
+    """Training keeps epoch 0's checkpoint; select scores each method's maps from it on test
+    (results.parquet ``untrained_pxap``) and the report shows their mean as a reference row."""
+    import torch
+
+    from wsolctl.engine.build import build_data
+    from wsolctl.engine.evaluate import evaluate
+    from wsolctl.engine.rundir import RunDir
+
+    _, out = finished
+    results = pl.read_parquet(out / "results.parquet")
+    run = RunDir.of(out, results["run_id"][0])
+    model, spec = run.load_model(epoch=0)
+    data = build_data(spec, torch.device("cpu"))
+    methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
+    scores = evaluate(model, methods, data.test, torch.device("cpu"), accuracy=False, localize=True,
+                      thresholds=spec.recipe.evaluation.thresholds)
+    for row in results.iter_rows(named=True):
+        assert row["untrained_pxap"] == pytest.approx(scores.localization[row["method"]].pxap)
+    mean = results.filter(pl.col("selection") == "b-loc")["untrained_pxap"].mean()
+    assert f"| *reference: untrained model (epoch 0)* | {mean:.1f} |" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_work(finished):
     recipe, out = finished
     state = next((out / "runs").glob("*/state.pt"))

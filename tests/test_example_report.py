@@ -78,6 +78,15 @@ def test_targets_count_the_learned_models_and_compare_the_unet():
     got = make.targets(pl.DataFrame(rows))["glas"]
     assert (got["learned"], got["models"], got["best_wsol_pxap"], got["unet_pxap"]) == (2, 3, 70.0, 69.0)
     assert not got["met"]  # 2 < 15 learned models, and the U-Net is below NEGEV (Score-CAM is in no target)
+    assert got["untrained_pxap"] is None  # not scored: that target is unmet
+    survey_wsol = ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl", "cutmix",
+                   "maxmin", "gradcam", "layercam"]
+    learned = [_row("glas", m, "b-cl", 50.0, 90.0) for m in survey_wsol]
+    frame = pl.DataFrame(learned + [_row("glas", "cam", "b-loc", 60.0, 50.0), _row("glas", "unet", "b-loc", 70.0, 100.0)])
+    assert not make.targets(frame)["glas"]["met"]
+    for untrained, met in ((59.0, True), (60.0, False)):
+        got = make.targets(frame.with_columns(untrained_pxap=pl.lit(untrained)))["glas"]
+        assert (got["untrained_pxap"], got["met"]) == (untrained, met)
 
 
 def _generated(path: Path, begin: str, end: str) -> str:

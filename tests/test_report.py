@@ -33,7 +33,7 @@ def _rows(dataset: str, methods=None) -> list[dict]:
                              "backbone": backbone, "method": method, "params": "{}", "seed": 0, "selection": rule,
                              "epoch": 3 if rule == "b-loc" else 9, "pxap": pxap + shift, "tp": tp, "fn": 100 - tp,
                              "fp": fp, "tn": 100 - fp, "threshold": 0.2, "miou": pxap / 2, "cl_acc": acc,
-                             "baseline_pxap": 40.0})
+                             "baseline_pxap": 40.0, "untrained_pxap": pxap / 2})
     return rows
 
 
@@ -142,7 +142,8 @@ def test_method_order_and_groups(full):
     section = report[report.index("survey Table 1"):report.index("survey Tables 2–3")]
     labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert labels == ["method", "*Bottom-up WSOL*", "gap", "cam", "tscam", "*Top-down WSOL*", "gradcam",
-                      "*WSOL average*", "*Fully supervised*", "unet"]
+                      "*WSOL average*", "*Fully supervised*", "unet", "*reference: all-foreground map*",
+                      "*reference: untrained model (epoch 0)*"]
     assert [m for _, ms in survey.grouped_methods(["unet", "iscam", "maxmin", "gap", "gradcam"]) for m in ms] == \
         ["gap", "maxmin", "gradcam", "iscam", "unet"]
 
@@ -155,7 +156,7 @@ def test_methods_beyond_the_survey_have_their_own_group(full):
     section = section[: section.index("\n\n", section.index("|"))]
     labels = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert labels == ["method", "*Top-down WSOL*", "scorecam", "*Other (kind unknown: plugin not installed)*",
-                      "thirdparty"]
+                      "thirdparty", "*reference: all-foreground map*", "*reference: untrained model (epoch 0)*"]
     assert _row(report, "scorecam", "Beyond the survey: PxAP, B-LOC selection") == ["**80.0 ± 0.0**", "**80.0**"]
     assert "Beyond the survey: Classification accuracy, B-LOC / B-CL selection, `glas`" in beyond
     # declared on the class itself: Score-CAM subclasses CAM (a survey method) and is not the survey's
@@ -165,6 +166,27 @@ def test_methods_beyond_the_survey_have_their_own_group(full):
         ("Bottom-up WSOL", ["gap"]), ("Top-down WSOL", ["gradcam"]), ("Fully supervised", ["unet"]),
         ("Beyond the survey: Top-down WSOL", ["scorecam"]),
         ("Beyond the survey: Other (kind unknown: plugin not installed)", ["thirdparty"])]
+
+
+def test_reference_rows_of_the_pxap_tables(full, tmp_path):
+    """The all-foreground map and the untrained models (mean over the WSOL methods of a column) follow
+    every method in both PxAP tables, in no average and never bold; without untrained scores: –."""
+    _, report = full
+    table1, table4 = "PxAP, B-LOC selection (survey Table 1)", "PxAP, B-LOC / B-CL selection (survey Table 4)"
+    foreground, untrained = "*reference: all-foreground map*", "*reference: untrained model (epoch 0)*"
+    assert _row(report, foreground, table1) == ["40.0"] * 4
+    # untrained = PxAP / 2 per fold: VGG16 cam 25; ResNet50 gap 26, cam 31, gradcam 35; DeiT-S tscam 21
+    expected = ["25.0", f"{(26 + 31 + 35) / 3:.1f}", "21.0", f"{(25 + 26 + 31 + 35 + 21) / 5:.1f}"]
+    assert _row(report, untrained, table1) == expected
+    assert _row(report, untrained, table4) == expected  # one value: they do not depend on the rule
+    assert _row(report, foreground, "Beyond the survey: PxAP, B-LOC selection") == ["40.0", "40.0"]
+    assert "Reference rows, in no average and no ranking" in report
+    assert "reference" not in report[report.index("Confusion components"):report.index("survey Table 4")]
+    out = tmp_path / "old"
+    out.mkdir()
+    pl.DataFrame(_rows("glas")).drop("untrained_pxap").write_parquet(out / "results.parquet")
+    pipeline.report(out)
+    assert _row((out / "report.md").read_text(), untrained, table1) == ["–"] * 4  # runs without epoch-0 checkpoints
 
 
 def test_confusion_bold_lower_is_better(full):
@@ -336,8 +358,30 @@ def test_qualitative_grid_wraps_by_family(tmp_path):
                 "labels": np.array([0, 0, 1, 1]), "ids": np.array(["a", "b", "c", "d"])}
     path = figures.qualitative(examples, columns, 1, tmp_path / "q.png", "glas: class 1")
     width, height = Image.open(path).size
-    panel = figures.PANEL_INCHES * 90
+    panel = figures.PANEL_INCHES * figures.QUALITATIVE_DPI
     assert width <= 8.5 * panel and height >= 2 * 9 * panel  # 8 columns; 2 images × (1 + 8 rows)
+    assert width >= 8 * 180  # thumbnails of ≥ 160 px once titles and margins are taken
+
+
+def test_figures_fit_a_screen_and_tell_their_lines_apart(tmp_path):
+    """23 methods on two datasets: the training curves are one sheet of small multiples grouped by
+    family that fits a 1920 × 1080 screen; the threshold-sensitivity lines of a family each get their
+    own colour."""
+    from PIL import Image
+
+    from wsolctl.results import figures
+
+    methods = ["gap", "maxpool", "lse", "cam", "has", "wildcat", "acol", "spg", "deepmil", "prm", "adl", "cutmix",
+               "tscam", "maxmin", "negev", "gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "unet",
+               "scorecam", "ablationcam"]
+    epochs = pl.DataFrame([{"dataset": d, "backbone": "deit-tiny" if m == "tscam" else "resnet18-wsol", "method": m,
+                            "fold": 0, "seed": 0, "epoch": e, "valcl_acc": 50.0 + e, "valpx_pxap": 40.0 + i}
+                           for d in ("glas", "camelyon") for i, m in enumerate(methods) for e in range(4)])
+    results = epochs.filter(pl.col("epoch") == 2).with_columns(selection=pl.lit("b-loc"))
+    width, height = Image.open(figures.training_curves(epochs, results, tmp_path / "t.png")).size
+    assert width <= 1920 and height <= 1080
+    bottom_up = [m for family, ms in survey.families(methods) if family == "Bottom-up WSOL" for m in ms]
+    assert len(bottom_up) == 15 and len(set(figures._family_colours(bottom_up)[:15])) == 15
 
 
 def test_intervals_beside_single_run_values(tmp_path):

@@ -66,8 +66,27 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
             out.curves.append({"method": label, "selection": rule, **curves})
         for check in recipe.evaluation.checks:
             out.checks.extend(CHECKS[check].run()(spec, model, methods, picks, data, device, run))
+    untrained = untrained_pxap(spec, model, data, run, device, progress)
+    for row in out.results:
+        row["untrained_pxap"] = untrained.get(row["method"])
     run.write_test_scores(out)
     return out
+
+
+def untrained_pxap(spec: RunSpec, model, data: Data, run: RunDir, device: torch.device,
+                   progress: Progress) -> dict[str, float]:
+    """Test PxAP of each method's maps from the run's epoch-0 checkpoint (the seeded, unfitted model:
+    the report's untrained reference row); empty for runs trained before that checkpoint was kept."""
+    if not run.checkpoint(0).is_file():
+        return {}
+    model.load_state_dict(run.state(0, device))
+    methods = {label: method.instantiate() for label, method in zip(spec.labels, spec.methods)}
+    for method in (model.method, *methods.values()):
+        method.set_epoch(0)
+    ev = spec.recipe.evaluation
+    scores = evaluate(model, methods, data.test, device, accuracy=False, localize=True, thresholds=ev.thresholds,
+                      cam_target=ev.cam_target, progress=progress, description=f"run {spec.run_id}: test @ epoch 0 (untrained)")
+    return {label: result.pxap for label, result in scores.localization.items()}
 
 
 def method_info(plugin) -> MethodInfo:

@@ -1,7 +1,8 @@
 """Train one run, evaluating every epoch (epoch 0 included, before any update).
 
 Per epoch: accuracy on ``valcl`` and, for every method of the run, PxAP on ``valpx``. The
-checkpoints that B-LOC / B-CL would pick so far are kept on disk (ties go to the later epoch) and
+checkpoints that B-LOC / B-CL would pick so far are kept on disk (ties go to the later epoch), with
+epoch 0's (the untrained reference of the final test), and
 its resume state holds what is needed to resume. A finished run is skipped (files:
 :class:`~wsolctl.engine.rundir.RunDir`).
 """
@@ -165,9 +166,10 @@ def _resume(run: RunDir, model, optimizer, scheduler, device) -> tuple[list[dict
 
 
 def _save(run: RunDir, model, optimizer, scheduler, history: list[dict], epoch: int, methods) -> None:
-    """Keep the checkpoints of the epochs currently selected by some rule, then the resume state,
+    """Keep the checkpoints of epoch 0 and of the epochs currently selected by some rule, then the resume state,
     then drop checkpoints no rule points at any more (in that order, so a crash loses nothing)."""
-    keep = {e for label in methods for e in best_epochs(history, label).values()}
+    # epoch 0 (the seeded, unfitted model) is kept too: select scores it as the untrained reference
+    keep = {0} | {e for label in methods for e in best_epochs(history, label).values()}
     if epoch in keep:
         run.save_checkpoint(epoch, model.state_dict())
     torch_save(run.state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -273,7 +273,7 @@ def _examples(sources: Sources, dataset: str):
     note = (f"Fold {first['fold']}, seed {first['seed']}, B-LOC models on "
             f"{', '.join(survey.backbone_title(b) for b in used)} (per method the first backbone of the tables it "
             "ran on), grouped by method family. Red: ground-truth contour; colour: the min-max normalised CAM "
-            "(jet, red = high), or for columns marked (p) the foreground probability as it is scored, not "
+            "(viridis, yellow = high; colour bar beside the first image), or for columns marked (p) the foreground probability as it is scored, not "
             "rescaled per image; white: the map's contour at τ*, the method's test threshold of best mIoU.")
     return reference, columns, note, names
 

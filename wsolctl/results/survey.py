@@ -32,6 +32,12 @@ BUILT_IN = [*(c.name for c in registry.PxAP.columns), registry.ACCURACY.name, "e
 BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
 EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
+# the reference rows of the PxAP tables: results.parquet column -> row label (in no average, never bold)
+REFERENCES = {"baseline_pxap": "reference: all-foreground map", "untrained_pxap": "reference: untrained model (epoch 0)"}
+REFERENCE_NOTE = ("Reference rows, in no average and no ranking: the all-foreground map (its PxAP is the fraction "
+                  "of ROI pixels) and the untrained model (each WSOL method's maps from the run's epoch-0 checkpoint, "
+                  "the seeded, unfitted backbone + head; mean over the table's WSOL methods; –: not scored, for "
+                  "runs trained before wsolctl kept that checkpoint).")
 
 
 def metric_tables() -> list[tuple[Any, ReportTable]]:
@@ -117,7 +123,7 @@ def backbone_title(name: str) -> str:
 # ----------------------------------------------------------------------------- statistics
 def summarise(results: pl.DataFrame) -> pl.DataFrame:
     """One row per dataset × backbone × method × selection: n, mean and std (over folds and seeds)."""
-    present = [m for m in BUILT_IN + [t.column for _, t in metric_tables()] if m in results.columns]
+    present = [m for m in BUILT_IN + list(REFERENCES) + [t.column for _, t in metric_tables()] if m in results.columns]
     bounds = [f"{m}_{end}" for m in present for end in ("ci_low", "ci_high") if f"{m}_{end}" in results.columns]
     return results.group_by(["dataset", "backbone", "method", "selection"]).agg(
         pl.len().alias("n"), *[pl.col(m).mean().alias(m) for m in present],
@@ -172,9 +178,11 @@ class Column:
         self.title, self.value, self.lower = title, value, lower
 
 
-def build(title: str, columns: list[Column], methods: list[str], caption: str) -> Table:
-    """Rows: group headers, methods, the WSOL average (before the fully-supervised group); the best
-    WSOL value of each column in bold."""
+def build(title: str, columns: list[Column], methods: list[str], caption: str,
+          references: Optional[dict[str, list[Callable[[list[str]], Optional[tuple]]]]] = None) -> Table:
+    """Rows: group headers, methods, the WSOL average (before the fully-supervised group), then the
+    ``references`` (label -> its columns' values, after every method, in no average); the best WSOL
+    value of each column in bold."""
     groups = grouped_methods(methods)
     wsol = [m for kind, ms in groups if kind in WSOL_KINDS for m in ms]
     values = {m: [c.value(m) for c in columns] for kind, ms in groups for m in ms}
@@ -189,7 +197,25 @@ def build(title: str, columns: list[Column], methods: list[str], caption: str) -
             rows.append(_row(m, values[m], bests if m in wsol else [None] * len(columns)))
     if len(wsol) > 1 and "fully-supervised" not in dict(groups):
         rows.append(_row(f"*{AVERAGE}*", average, [None] * len(columns)))
+    for label, cells in (references or {}).items():
+        rows.append(_row(f"*{label}*", [value(wsol or methods) for value in cells], [None] * len(columns)))
     return Table(title, ["method"] + [c.title for c in columns], rows, caption)
+
+
+def _reference(stats: "Stats", backbones: list[str], column: str):
+    """A reference row's value over ``methods`` (the table's WSOL methods): the mean of ``column``
+    (a per-run reference, e.g. ``untrained_pxap``) over them and the given backbones, for their B-LOC rows."""
+    def value(methods: list[str]) -> Optional[tuple]:
+        found = [v[0] for b in backbones for m in methods if (v := stats.get(b, m, "b-loc", column)) is not None]
+        return (_mean(found), None, len(found)) if found else None
+
+    return value
+
+
+def _references(stats: "Stats", per_column: list[list[str]]) -> dict[str, list[Callable]]:
+    """The reference rows (:data:`REFERENCES`) of a PxAP table whose columns cover ``per_column``
+    backbones each."""
+    return {label: [_reference(stats, bs, column) for bs in per_column] for column, label in REFERENCES.items()}
 
 
 def _average(values: list[Optional[tuple]]) -> Optional[tuple]:
@@ -217,8 +243,10 @@ def metric_table(stats: Stats, backbones: list[str], methods: list[str], metric:
     lower = metric in lower_is_better()
     columns = [Column(backbone_title(b), lambda m, b=b: stats.get(b, m, "b-loc", metric), lower) for b in backbones]
     columns.append(Column("mean over backbones", _backbone_mean(stats, backbones, "b-loc", metric), lower))
+    references = _references(stats, [[b] for b in backbones] + [backbones]) if metric == "pxap" else None
     return build(title, columns, methods, caption + "; mean ± std over folds/seeds where there are several; "
-                 f"best WSOL value per column in bold{' (lowest)' if lower else ''}.")
+                 f"best WSOL value per column in bold{' (lowest)' if lower else ''}."
+                 + (f" {REFERENCE_NOTE}" if references else ""), references)
 
 
 def table_title(name: str, dataset: str, survey_ref: str = "", beyond: bool = False) -> str:
@@ -269,17 +297,19 @@ def pair_table(stats: Stats, backbones: list[str], methods: list[str], dataset: 
     columns = [Column(f"{backbone_title(b)} {r.upper()}", lambda m, b=b, r=r: stats.get(b, m, r, metric))
                for b in backbones for r in rules]
     columns += [Column(f"mean {r.upper()}", _backbone_mean(stats, backbones, r, metric)) for r in rules]
-    table = build("", columns, methods, "")
+    per_column = [[b] for b in backbones for _ in rules] + [backbones for _ in rules]
+    references = _references(stats, per_column) if metric == "pxap" else None
+    table = build("", columns, methods, "", references)
     header = ["method"] + [f"{backbone_title(b)}" for b in backbones] + ["mean over backbones"]
-    rows = [[_extension_mark(row[0])] + [_pair(row[1 + 2 * j], row[2 + 2 * j]) for j in range(len(header) - 1)]
-            for row in table.rows]
+    rows = [[_extension_mark(row[0])] + [_pair(row[1 + 2 * j], row[2 + 2 * j], row[0] in _REFERENCE_LABELS)
+                                         for j in range(len(header) - 1)] for row in table.rows]
     name, number = ("PxAP", 4) if metric == "pxap" else ("Classification accuracy", 5)
     marked = any(row[0].endswith(EXTENSION) for row in rows)
     return Table(table_title(f"{name}, B-LOC / B-CL selection", dataset, f"Table {number}", beyond), header, rows,
                  f"Test {name.lower() if number == 5 else name} (%) of the model selected by B-LOC (best validation PxAP) / by B-CL (best "
                  "validation accuracy). Bold: best WSOL value per column and rule."
                  + (f" {EXTENSION}: B-CL is an extension of this tool; the survey selects that method by B-LOC only."
-                    if marked else ""))
+                    if marked else "") + (f" {REFERENCE_NOTE} They do not depend on the selection rule." if references else ""))
 
 
 def _extension_mark(label: str) -> str:
@@ -288,8 +318,11 @@ def _extension_mark(label: str) -> str:
     return label if plain or selected_in_survey(label, "b-cl") else f"{label} {EXTENSION}"
 
 
-def _pair(left: str, right: str) -> str:
-    if left == right and left in ("", "–"):  # a group header row, or no value under either rule
+_REFERENCE_LABELS = {f"*{label}*" for label in REFERENCES.values()}
+
+
+def _pair(left: str, right: str, reference: bool = False) -> str:
+    if (left == right and left in ("", "–")) or reference:  # a group header row, no value under either rule, a reference
         return left
     return f"{left} / {right}"
 
