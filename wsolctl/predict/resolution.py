@@ -12,9 +12,9 @@ from wsolctl.errors import InputError
 def study_mpp(run_dir: Path, run_id: str) -> Optional[float]:
     """The µm/px of the patches the run trained on, when its dataset root holds a sampler's stamp."""
     from wsolctl.data.cohort import STAMP
-    from wsolctl.engine.plan import RunSpec
+    from wsolctl.engine.rundir import RunDir
 
-    root = Path(RunSpec.load(Path(run_dir) / "runs" / run_id).recipe.dataset.root)
+    root = Path(RunDir.of(run_dir, run_id).spec().recipe.dataset.root)
     try:
         return json.loads((root / STAMP).read_text()).get("mpp")
     except (OSError, json.JSONDecodeError):
