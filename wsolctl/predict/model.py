@@ -99,12 +99,12 @@ def load_selected(run_dir: Path, method: Optional[str] = None, backbone: Optiona
 
 def _study_rule(run_dir: Path, table) -> str:
     """The first of the study's selection rules (its recipe's ``selection``) that chose a model."""
-    from wsolctl.engine.plan import RunSpec
+    from wsolctl.engine.rundir import RunDir
 
     present = set(table["selection"].to_list())
     if not present:
         raise InputError(f"{run_dir / 'results.parquet'}: no selected model; run `wsolctl select {run_dir}` first")
-    study = RunSpec.load(Path(run_dir) / "runs" / table["run_id"][0]).recipe.selection
+    study = RunDir.of(run_dir, table["run_id"][0]).spec().recipe.selection
     return next((rule for rule in study if rule in present), sorted(present)[0])
 
 
