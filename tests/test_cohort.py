@@ -215,15 +215,15 @@ def _die_on_bad(job, params, cache, progress):
 def test_a_worker_that_dies_fails_its_slide_not_the_run(tmp_path):
     from types import SimpleNamespace
 
+    from wsolctl.executors import WorkerPool
     from wsolctl.progress import Progress
-    from wsolctl.wsi.parallel import SlidePool
     from wsolctl.wsi.slidejobs import SlideRunner
 
     jobs = [(SimpleNamespace(name=n),) for n in ("a", "bad")]
-    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+    with WorkerPool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
         results = SlideRunner(tmp_path, None, progress, pool, deaths_fail_alone=True)(_die_on_bad, jobs)
     assert "worker process died" in results[1]["error"]
-    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+    with WorkerPool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
         with pytest.raises(RuntimeError, match="bad: worker died"):
             SlideRunner(tmp_path, None, progress, pool)(_die_on_bad, jobs)
 

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "wsolctl"
 PACKAGE_NAME = "wsolctl"  # in LAYERS: the package's own __init__ only (as a prefix it would match every module)
 LAYERS = [  # module prefixes, low to high
-    (PACKAGE_NAME, "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.plugins",
+    (PACKAGE_NAME, "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.executors", "wsolctl.plugins",
      "wsolctl.selection", "wsolctl.metrics"),
     ("wsolctl.recipe",),
     ("wsolctl.wsi",),

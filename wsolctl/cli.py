@@ -40,6 +40,13 @@ ExecOpt = typer.Option(None, "--executor", "-e", help="local | ray (overrides th
 WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="parallel local workers (executor.workers)")
 
 
+def _check_executor(name: str) -> None:
+    from wsolctl.executors import EXECUTORS
+
+    if name not in EXECUTORS:
+        _fail(f"error: --executor must be {' or '.join(EXECUTORS)}, not {name!r}")
+
+
 def _executor_overrides(executor: Optional[str], workers: Optional[int]) -> list[str]:
     return ([f"executor.name={executor}"] if executor else []) + ([f"executor.workers={workers}"] if workers else [])
 
@@ -285,8 +292,7 @@ def sample_camelyon16(
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
-    if executor not in ("local", "ray"):
-        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    _check_executor(executor)
     stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet, workers=workers,
                    executor=executor)
     for warning in stamp["warnings"]:
@@ -323,8 +329,7 @@ def sample_slides(
     params = _guard(CohortParams, patch_size=patch_size, mpp=mpp, min_roi=min_roi, unannotated=unannotated,
                     normal_class=normal_class, pt=pt, max_per_slide=max_per_slide, folds=folds,
                     test_fraction=test_fraction, valpx_per_class=valpx_per_class, seed=seed)
-    if executor not in ("local", "ray"):
-        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    _check_executor(executor)
     stamp = _guard(sample_cohort, manifest, out, params, quiet=quiet, workers=workers, executor=executor)
     for row in stamp["skipped"]:
         typer.echo(f"skipped {row['where']} ({row['slide']}): {row['reason']}", err=True)

@@ -26,12 +26,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl.errors import InputError
+from wsolctl.executors import ExecutorName
 from wsolctl.selection import RuleName
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.slide import SLIDE_SUFFIXES
@@ -66,7 +67,7 @@ class PredictOptions(BaseModel):
     tissue_downsample: float = Field(64, ge=1, description="overview downsample for Otsu tissue detection")
     readers: int = Field(4, ge=1, le=64, description="tile-reading threads per slide")
     workers: int = Field(1, ge=1, le=256, description="inputs predicted in parallel")
-    executor: Literal["local", "ray"] = "local"
+    executor: ExecutorName = "local"
     annotations: Optional[Path] = Field(None, description="folder of ASAP XML files named after the slides")
 
     def model_args(self) -> tuple:
@@ -472,9 +473,9 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
             quiet: bool = False) -> Predictions:
     """Predict every input into ``out``; writes ``out/predictions.parquet`` (and ``scores.md`` with
     annotations). Failing inputs are rows with status ``failed``; the others finish."""
+    from wsolctl.executors import WorkerDied, WorkerPool, backend, threads_per_worker
     from wsolctl.predict.resolution import with_study_mpp
     from wsolctl.progress import Progress
-    from wsolctl.wsi.parallel import SlidePool, WorkerDied, threads_per_worker
 
     options = options or PredictOptions()
     run_dir, out = Path(run_dir), Path(out)
@@ -498,8 +499,8 @@ def predict(run_dir: Path, inputs: list[Path], out: Path, options: Optional[Pred
             rows[index] = previous
         else:
             todo.append(index)
-    threads = threads_per_worker(options.workers) if options.workers > 1 or options.executor == "ray" else None
-    pool = SlidePool(options.workers, options.executor, _init_worker, (run_dir, options.model_args(), threads))
+    threads = None if backend(options.executor).in_process(options.workers) else threads_per_worker(options.workers)
+    pool = WorkerPool(options.workers, options.executor, _init_worker, (run_dir, options.model_args(), threads))
     with Progress(quiet=quiet) as progress, pool:
         bar = progress.task("inputs", len(jobs))
         bar.advance(len(jobs) - len(todo))

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wsolctl import metrics as metric_plugins, plugins
 from wsolctl.errors import InputError, NotCached, UnknownPlugin
+from wsolctl.executors import ExecutorName
 from wsolctl.selection import DEFAULT_RULES, RULES, CheckName, RuleName
 
 
@@ -436,7 +437,7 @@ def _module_problems(method: MethodSpec, index: int, backbone_name: str, backbon
 class Executor(Strict):
     """Where runs execute; the engine code is the same for every executor."""
 
-    name: Literal["local", "ray"] = "local"
+    name: ExecutorName = "local"
     workers: int = Field(1, ge=1, description="local: parallel worker processes")
     devices: list[str] = Field(default_factory=list, description="local: one device per worker, e.g. [cuda:0, cuda:1]")
     address: Optional[str] = Field(None, description="ray: 'auto', 'host:port' or none to start a local Ray")
