@@ -245,9 +245,9 @@ def _images(n=4, side=32):
 
 
 def test_weight_free_map_stays_identical_and_cam_does_not(redness):
+    from wsolctl.backbones.resnet import ResNet18WSOL
     from wsolctl.engine.checks import model_randomisation
     from wsolctl.methods.cam import CAM
-    from wsolctl.models.resnet import ResNet18WSOL
 
     stages = [s.module for s in ResNet18WSOL().info().stages]
     images, targets = _images()

@@ -347,7 +347,7 @@ app.add_typer(weights_app, name="weights")
 def weights_fetch(recipe: Path, set_: List[str] = SetOpt) -> None:
     """Download every weight (and hf-hub: config) the recipe needs into the cache (HF_HOME), e.g. on a
     login node for offline compute nodes."""
-    from wsolctl.models import weights
+    from wsolctl.backbones import weights
 
     for row in _guard(weights.fetch, _load(recipe, set_)):
         typer.echo(weights.describe_row(row))
@@ -359,7 +359,7 @@ def weights_list(recipe: Path, set_: List[str] = SetOpt,
     """Say, per backbone, what the recipe needs from the hub and whether it is cached (no network)."""
     import json
 
-    from wsolctl.models import weights
+    from wsolctl.backbones import weights
 
     rows = _guard(weights.status, _load(recipe, set_))
     typer.echo(json.dumps(rows, indent=2) if json_ else "\n".join(map(weights.describe_row, rows)) or "nothing")

@@ -42,7 +42,7 @@ class BackboneInfo:
     - ``layout``: the named-stage layout of the survey's WSOL code (``"resnet"``, ``"vgg"``,
       ``"inception"``), or None.
     - ``wsol_taps``: where ADL's layers and SPG's taps go in the built module, ``(module, info) ->``
-      :class:`~wsolctl.models.taps.Taps` (:mod:`wsolctl.models.taps`), or None: ADL and SPG do not
+      :class:`~wsolctl.backbones.taps.Taps` (:mod:`wsolctl.backbones.taps`), or None: ADL and SPG do not
       support the backbone.
     - ``normalize``: the mean and std the backbone's weights were trained with (what its images are
       normalised with unless a recipe overrides it): timm's pretrained config for timm models, the
@@ -54,7 +54,7 @@ class BackboneInfo:
     cam_layer: str
     prefix_tokens: int = 0
     layout: Optional[str] = None
-    wsol_taps: Optional[Callable[..., Any]] = None  # (module, info) -> wsolctl.models.taps.Taps
+    wsol_taps: Optional[Callable[..., Any]] = None  # (module, info) -> wsolctl.backbones.taps.Taps
     normalize: Normalize = IMAGENET
 
     @property
@@ -124,7 +124,7 @@ class Backbone(Plugin):
 def timm_model(arch: str, pretrained: Union[bool, str], **kwargs) -> "nn.Module":
     """A timm model: random weights, the default pretrained weights of ``arch`` (True: read from the
     Hugging Face cache, downloaded there first when allowed), or a local weights file (a path)."""
-    from wsolctl.models.weights import create_model
+    from wsolctl.backbones.weights import create_model
 
     model = create_model(arch, pretrained is True, **kwargs)
     if pretrained and pretrained is not True:

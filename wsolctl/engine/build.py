@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from wsolctl.backbones.freeze import freeze
 from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import RunSpec
-from wsolctl.models.freeze import freeze
 from wsolctl.recipe.schema import Recipe, Train
 
 

@@ -32,7 +32,7 @@ from wsolctl.methods.decoder import WIDTHS, build_decoder, stage_features
 from wsolctl.recipe.schema import NEW_DEFAULT
 
 if TYPE_CHECKING:
-    from wsolctl.models.base import BackboneInfo
+    from wsolctl.backbones.base import BackboneInfo
 
 
 class UNetParams(BaseModel):
