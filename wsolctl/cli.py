@@ -247,7 +247,7 @@ def predict(
         executor: str = typer.Option("local", "--executor", "-e", help="local | ray"),
         quiet: bool = QuietOpt) -> None:
     """Apply a trained model to whole slides or images: heatmaps, regions, slide scores (docs/predict.md)."""
-    from wsolctl.predict.run import PredictOptions, predict as run_predict
+    from wsolctl.predict import PredictOptions, predict as run_predict
 
     options = _guard(PredictOptions, method=method, backbone=backbone, selection=selection, run=run, target=target,
                      tile_size=tile_size, level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device,
