@@ -9,7 +9,7 @@ import torch
 from tests.hubcache import seed_file
 from wsolctl import plugins
 from wsolctl.errors import InputError
-from wsolctl.recipe.schema import IMAGENET
+from wsolctl.recipe.base import IMAGENET
 
 IMAGENET_CFG = {"mean": list(IMAGENET.mean), "std": list(IMAGENET.std)}
 # What each model's config.json declares (architecture, model_args, pretrained_cfg), as on its hub page.

@@ -160,7 +160,7 @@ def print_backbones(rows: list[dict]) -> None:
 
 
 def _norm_text(norm: dict | None) -> str:
-    from wsolctl.recipe.schema import IMAGENET
+    from wsolctl.recipe.base import IMAGENET
 
     if norm is None:
         return "from config.json"

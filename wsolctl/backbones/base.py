@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from wsolctl._lazy import nn, torch
 from wsolctl.plugins import NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
-from wsolctl.recipe.schema import IMAGENET, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
 
 Kind = Literal["cnn", "tokens"]
 # timm's tag of torchvision's ImageNet weights, which the survey's WSOL backbones start from.

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Optional
 from wsolctl.backbones.base import BackboneInfo
 from wsolctl.backbones.timm_any import HF_HUB, TimmBackbone, check_model_args
 from wsolctl.errors import InputError
-from wsolctl.recipe.schema import IMAGENET, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
 
 HALF = Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 H_OPTIMUS = Normalize(mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517))

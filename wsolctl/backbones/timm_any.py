@@ -36,7 +36,7 @@ from wsolctl._lazy import nn, torch
 from wsolctl.backbones.base import Backbone, BackboneInfo, Stage, timm_model
 from wsolctl.backbones.weights import HF_HUB
 from wsolctl.errors import InputError, NotCached
-from wsolctl.recipe.schema import IMAGENET, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
 
 TOKEN_KWARGS = {"dynamic_img_size": True, "dynamic_img_pad": True}
 # The layers a recipe may name, and the module each comes from (the only imports model_args cause).

@@ -15,7 +15,8 @@ from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import RunSpec
-from wsolctl.recipe.schema import Recipe, Train
+from wsolctl.recipe.schema import Recipe
+from wsolctl.recipe.training import Train
 
 
 def resolve_device(name: str) -> torch.device:

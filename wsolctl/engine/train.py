@@ -25,7 +25,7 @@ from wsolctl.errors import NonFiniteLoss
 from wsolctl.io import torch_save
 from wsolctl.methods.base import Batch
 from wsolctl.progress import Progress
-from wsolctl.recipe.schema import Evaluation
+from wsolctl.recipe.evaluation import Evaluation
 from wsolctl.selection import RULES
 
 

@@ -55,7 +55,7 @@ from pydantic import BaseModel
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
 from wsolctl.plugins import API_VERSION, NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
-from wsolctl.recipe.schema import numbers
+from wsolctl.recipe.base import numbers
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
