@@ -1,4 +1,4 @@
-"""wsolctl.topdown vs pytorch-grad-cam 1.5.7 (``pip install grad-cam==1.5.7``, the ``bench`` extra) on
+"""wsolctl.explain vs pytorch-grad-cam 1.5.7 (``pip install grad-cam==1.5.7``, the ``bench`` extra) on
 the same model, layer, inputs and targets, in the same process.
 
     python benchmarks/bench_topdown.py                       # gradient family, resnet50 @ 224
@@ -65,7 +65,7 @@ def main() -> None:
     from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from wsolctl.topdown import cams
+    from wsolctl.explain import cams
 
     torch.set_num_threads(args.threads)
     score = args.family == "score"

@@ -56,8 +56,8 @@ def pgc_call(name, model, layer, x, targets):
 
 
 def ours_call(name, model, layer, x, targets, sign=1):
+    from wsolctl.explain import cams
     from wsolctl.methods import eigencam
-    from wsolctl.topdown import cams
 
     params = {"variant": "pytorch-grad-cam"} if name == "fullgrad" else {}
     original = eigencam.oriented
@@ -124,7 +124,7 @@ def small_cnn() -> "torch.nn.Module":
 def memory(args) -> None:
     import timm
 
-    from wsolctl.topdown import cams
+    from wsolctl.explain import cams
 
     cnn = small_cnn()
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""wsolctl.topdown on a vision transformer vs pytorch-grad-cam 1.5.7 with its ``reshape_transform``
+"""wsolctl.explain on a vision transformer vs pytorch-grad-cam 1.5.7 with its ``reshape_transform``
 (the ``bench`` extra), on the same timm ViT, layer, inputs and targets, in the same process.
 
     python benchmarks/bench_vit_topdown.py                    # ViT-S/16 @ 224, blocks.11.norm1
@@ -36,7 +36,7 @@ def main() -> None:
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from wsolctl.topdown import cams
+    from wsolctl.explain import cams
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -47,8 +47,8 @@ def build_model(method, backbone="resnet18-wsol", num_classes: int = 2, seed: in
     import torch
 
     from wsolctl import plugins
+    from wsolctl.backbones.base import BackboneInfo, Stage
     from wsolctl.engine.model import WSOLModel
-    from wsolctl.models.base import BackboneInfo, Stage
 
     torch.manual_seed(seed)
     if not isinstance(backbone, str):  # one stage: the module's output

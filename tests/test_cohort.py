@@ -215,15 +215,15 @@ def _die_on_bad(job, params, cache, progress):
 def test_a_worker_that_dies_fails_its_slide_not_the_run(tmp_path):
     from types import SimpleNamespace
 
+    from wsolctl.executors import WorkerPool
     from wsolctl.progress import Progress
-    from wsolctl.wsi.parallel import SlidePool
     from wsolctl.wsi.slidejobs import SlideRunner
 
     jobs = [(SimpleNamespace(name=n),) for n in ("a", "bad")]
-    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+    with WorkerPool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
         results = SlideRunner(tmp_path, None, progress, pool, deaths_fail_alone=True)(_die_on_bad, jobs)
     assert "worker process died" in results[1]["error"]
-    with SlidePool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
+    with WorkerPool(2, start_method="fork") as pool, Progress(quiet=True) as progress:
         with pytest.raises(RuntimeError, match="bad: worker died"):
             SlideRunner(tmp_path, None, progress, pool)(_die_on_bad, jobs)
 
@@ -272,8 +272,8 @@ def test_a_study_runs_on_the_sampled_cohort(cohort, tmp_path):
     results = pl.read_parquet(tmp_path / "run" / "results.parquet")
     assert results.height > 0 and results["pxap"].is_not_null().all()
     # predict defaults to the resolution the study's data were sampled at
+    from wsolctl.predict import PredictOptions
     from wsolctl.predict.resolution import with_study_mpp
-    from wsolctl.predict.run import PredictOptions
 
     assert with_study_mpp(PredictOptions(), tmp_path / "run", results["run_id"][0]).mpp == 0.5
     assert with_study_mpp(PredictOptions(level=1), tmp_path / "run", results["run_id"][0]).mpp is None
@@ -281,8 +281,8 @@ def test_a_study_runs_on_the_sampled_cohort(cohort, tmp_path):
 
 def test_predict_tiles_at_a_physical_resolution(cohort, tmp_path):
     from wsolctl.errors import InputError
+    from wsolctl.predict import PredictOptions
     from wsolctl.predict.resolution import tile_grid
-    from wsolctl.predict.run import PredictOptions
     from wsolctl.wsi.slide import Slide
 
     options = PredictOptions(tile_size=32, mpp=0.5)

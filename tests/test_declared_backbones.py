@@ -11,8 +11,8 @@ from torch import nn
 
 from tests.conftest import backbone_info
 from wsolctl import plugins
+from wsolctl.backbones.base import Stage
 from wsolctl.engine.model import WSOLModel
-from wsolctl.models.base import Stage
 
 PREFIX = "odd_"
 
@@ -43,7 +43,7 @@ def build(method_name: str, module: nn.Module, info) -> WSOLModel:
 
 def adl_positions(model) -> list[str]:
     """The modules each ADL layer follows."""
-    from wsolctl.models.taps import sibling
+    from wsolctl.backbones.taps import sibling
 
     return [sibling(model.backbone, n, -1) for n, m in model.backbone.named_modules() if type(m).__name__ == "ADLLayer"]
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from tests.conftest import backbone_info, build_model
 from wsolctl import plugins
+from wsolctl.backbones.base import BackboneInfo, Stage
 from wsolctl.methods.decoder import UNetDecoder, build_decoder, decoder_stages, stage_features
-from wsolctl.models.base import BackboneInfo, Stage
 
 # (in + skip → out) per block, as the reference builds them (encoder out_channels of its
 # resnet50 / vgg16 (WSOL16, depth 3) / inceptionv3 encoders, decoder_channels (256, 128, 64, 32, 16)

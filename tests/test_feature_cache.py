@@ -42,7 +42,7 @@ def test_methods_that_alter_their_input_or_backbone_refuse_the_cache(tmp_path):
 
 def test_cache_off_by_default_keeps_run_ids():
     from wsolctl.engine.plan import numbers
-    from wsolctl.recipe.schema import Train
+    from wsolctl.recipe.training import Train
 
     assert "feature_cache" not in numbers(Train()) and "feature_copies" not in numbers(Train())
     assert numbers(Train(feature_cache=True))["feature_cache"] is True

@@ -103,7 +103,8 @@ def test_training_augmentation_keeps_masks_aligned(tmp_path):
     import torch
 
     from wsolctl.data.images import FoldImages, unnormalize
-    from wsolctl.recipe.schema import IMAGENET, Augment
+    from wsolctl.recipe.base import IMAGENET
+    from wsolctl.recipe.training import Augment
 
     (tmp_path / "img").mkdir()
     rgb = np.zeros((40, 40, 3), np.uint8)

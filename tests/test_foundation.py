@@ -1,4 +1,4 @@
-"""Named foundation models (wsolctl/models/foundation.py) built on the ``meta`` device from a
+"""Named foundation models (wsolctl/backbones/foundation.py) built on the ``meta`` device from a
 config.json written here as the hub publishes it (shapes only, no weights); backbone normalisation;
 timm create_model arguments from a recipe (layers by name only)."""
 import json
@@ -9,7 +9,7 @@ import torch
 from tests.hubcache import seed_file
 from wsolctl import plugins
 from wsolctl.errors import InputError
-from wsolctl.recipe.schema import IMAGENET
+from wsolctl.recipe.base import IMAGENET
 
 IMAGENET_CFG = {"mean": list(IMAGENET.mean), "std": list(IMAGENET.std)}
 # What each model's config.json declares (architecture, model_args, pretrained_cfg), as on its hub page.
@@ -43,7 +43,7 @@ SHAPES = {"uni": (16, 1, 1024), "uni2-h": (14, 9, 1536), "virchow2": (14, 5, 128
 def hub(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from wsolctl.models.timm_any import describe
+    from wsolctl.backbones.timm_any import describe
 
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
@@ -65,7 +65,7 @@ def write_config(cache, hub_id: str, architecture: str, model_args: dict, pretra
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_the_table_alone_describes_the_network(hub, name):
     """A config.json that names only the architecture builds the same network as the full one."""
-    from wsolctl.models.foundation import CARDS
+    from wsolctl.backbones.foundation import CARDS
 
     arch, model_args, cfg = CONFIGS[name]
     write_config(hub, CARDS[name].hub_id, arch, {}, cfg)
@@ -78,9 +78,9 @@ def test_the_table_alone_describes_the_network(hub, name):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_named_model_builds_on_meta_with_its_patch_grid_and_prefix_tokens(hub, name):
-    from wsolctl.models.featuremap import FeatureMap
-    from wsolctl.models.foundation import CARDS
-    from wsolctl.models.timm_any import TOKEN_KWARGS, resolve_layers
+    from wsolctl.backbones.featuremap import FeatureMap
+    from wsolctl.backbones.foundation import CARDS
+    from wsolctl.backbones.timm_any import TOKEN_KWARGS, resolve_layers
 
     card = CARDS[name]
     write_config(hub, card.hub_id, *CONFIGS[name])
@@ -103,7 +103,7 @@ def test_named_model_builds_on_meta_with_its_patch_grid_and_prefix_tokens(hub, n
 
 
 def test_card_layout_is_checked_against_the_config(hub):
-    from wsolctl.models.foundation import CARDS
+    from wsolctl.backbones.foundation import CARDS
 
     arch, model_args, cfg = CONFIGS["uni2-h"]
     write_config(hub, CARDS["uni2-h"].hub_id, arch, {**model_args, "reg_tokens": 4}, cfg)
@@ -240,7 +240,7 @@ def test_named_model_runs_end_to_end_offline_with_the_feature_cache(hub, tmp_pat
 
     from tests.test_feature_cache import recipe_text
     from wsolctl import pipeline
-    from wsolctl.models.foundation import CARDS
+    from wsolctl.backbones.foundation import CARDS
 
     torch.manual_seed(0)
     net = timm.create_model("vit_small_patch16_224", pretrained=False)
@@ -266,8 +266,8 @@ def test_named_model_runs_end_to_end_offline_with_the_feature_cache(hub, tmp_pat
 def test_backbones_command_lists_named_models_with_gated_and_cached_state(hub, tmp_path):
     from typer.testing import CliRunner
 
+    from wsolctl.backbones.foundation import CARDS
     from wsolctl.cli import app
-    from wsolctl.models.foundation import CARDS
 
     write_config(hub, CARDS["kaiko-vits16"].hub_id, *CONFIGS["kaiko-vits16"])
     result = CliRunner().invoke(app, ["backbones", "--json"])
@@ -296,8 +296,8 @@ def test_a_named_model_loads_a_local_file_with_no_hub_access(hub, tmp_path, monk
     and built from the card alone, the file's weights loaded exactly; the hub cache is never read."""
     import timm
 
-    from wsolctl.models import weights
-    from wsolctl.models.foundation import HALF
+    from wsolctl.backbones import weights
+    from wsolctl.backbones.foundation import HALF
     from wsolctl.recipe import load_recipe
 
     torch.manual_seed(0)
@@ -348,7 +348,7 @@ def test_an_unreachable_hub_fails_at_once_with_the_real_cause(hub, monkeypatch):
     (huggingface_hub alone retries, then blames a missing config.json)."""
     from huggingface_hub import constants
 
-    from wsolctl.models.weights import HubWeights, ensure_cached
+    from wsolctl.backbones.weights import HubWeights, ensure_cached
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port

@@ -10,13 +10,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "wsolctl"
 PACKAGE_NAME = "wsolctl"  # in LAYERS: the package's own __init__ only (as a prefix it would match every module)
 LAYERS = [  # module prefixes, low to high
-    (PACKAGE_NAME, "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.plugins",
+    (PACKAGE_NAME, "wsolctl.errors", "wsolctl.io", "wsolctl.progress", "wsolctl._lazy", "wsolctl.executors", "wsolctl.plugins",
      "wsolctl.selection", "wsolctl.metrics"),
     ("wsolctl.recipe",),
     ("wsolctl.wsi",),
     ("wsolctl.data",),
-    ("wsolctl.models",),
-    ("wsolctl.methods", "wsolctl.topdown", "wsolctl.annotators"),
+    ("wsolctl.backbones", "wsolctl.models"),
+    ("wsolctl.methods", "wsolctl.explain", "wsolctl.annotators"),
     ("wsolctl.engine",),
     ("wsolctl.results", "wsolctl.predict", "wsolctl.tracking"),
     ("wsolctl.pipeline",),

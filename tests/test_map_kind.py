@@ -69,8 +69,8 @@ def test_map_kind_is_declared_by_the_plugin():
 
 
 def test_stored_examples_keep_the_kind(tmp_path):
+    from wsolctl.engine.final_test import _save_example_cams
     from wsolctl.engine.rundir import RunDir
-    from wsolctl.engine.select import _save_example_cams
 
     maps, masks = two_image_split()
     examples = (torch.zeros(2, 3, 4, 4), torch.tensor([1, 0]), masks)

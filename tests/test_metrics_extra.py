@@ -12,7 +12,7 @@ from wsolctl.metrics import LocalizationMeter
 from wsolctl.metrics.boxes import MaxBoxAccV2Meter, box_iou, contour_boxes, mask_boxes
 from wsolctl.metrics.faithfulness import FaithfulnessMeter, blurred
 from wsolctl.metrics.pointing import PointingGameMeter
-from wsolctl.recipe.schema import Evaluation
+from wsolctl.recipe.evaluation import Evaluation
 
 ALL = ["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
 

@@ -64,7 +64,7 @@ def test_pretrained_true_and_hf_hub_load_exactly_the_seeded_weights(hub):
 def test_wsol_backbones_start_from_the_surveys_torchvision_weights(backbone, repo):
     """The survey's WSOL backbones start from torchvision's ImageNet weights (timm's tv_in1k tags),
     not timm's default tags (e.g. resnet50.a1_in1k, timm's own training recipe)."""
-    from wsolctl.models.weights import HubWeights
+    from wsolctl.backbones.weights import HubWeights
 
     assert HubWeights.of(plugins.load("backbones", backbone)().pretrained_name).repo_id == repo
 
@@ -141,7 +141,7 @@ def test_gated_model_says_where_to_ask_for_access(monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError
 
-    from wsolctl.models import weights
+    from wsolctl.backbones import weights
 
     class Response:  # what the hub answers a token without access (only what the error reads)
         status_code, headers, request = 403, {"X-Error-Code": "GatedRepo"}, None
@@ -209,9 +209,9 @@ def test_wsol_backbones_declare_their_stages(name):
 
 
 def test_freeze_true_and_n_stages():
+    from wsolctl.backbones.freeze import freeze
     from wsolctl.engine.model import WSOLModel
     from wsolctl.methods.cam import CAM
-    from wsolctl.models.freeze import freeze
 
     backbone = plugins.load("backbones", "resnet18-wsol")()
     module = backbone.build(False)
@@ -238,9 +238,9 @@ def test_freeze_true_and_n_stages():
 
 def test_gradcam_on_a_frozen_vit_backbone():
     """Top-down methods need gradients at a layer of the frozen part; the frozen part gets none."""
+    from wsolctl.backbones.freeze import freeze
     from wsolctl.engine.model import WSOLModel
     from wsolctl.methods.gradcam import GradCAM
-    from wsolctl.models.freeze import freeze
 
     vit = plugins.load("backbones", VIT)()
     module = vit.build(False)
@@ -254,12 +254,12 @@ def test_gradcam_on_a_frozen_vit_backbone():
 
 
 def test_topdown_cams_on_a_plain_timm_vit_match_a_reshape_oracle():
-    """wsolctl.topdown.cams on a timm ViT classifier = Grad-CAM / LayerCAM computed by hand on the
+    """wsolctl.explain.cams on a timm ViT classifier = Grad-CAM / LayerCAM computed by hand on the
     last block's norm1 tokens reshaped to a 14×14 map (pytorch-grad-cam's reshape_transform recipe;
     benchmarks/bench_vit_topdown.py compares with pytorch-grad-cam itself)."""
     import timm
 
-    from wsolctl.topdown import cams
+    from wsolctl.explain import cams
 
     torch.manual_seed(0)
     net = timm.create_model(VIT, num_classes=3).eval()

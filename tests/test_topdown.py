@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.conftest import backbone_info as info
-from wsolctl.topdown import cams, methods
+from wsolctl.explain import cams, methods
 
 GRADIENT = ["gradcam", "gradcampp", "xgradcam", "layercam"]
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from tests.test_topdown import oracle_g_a, small_net
 from wsolctl import plugins
+from wsolctl.explain import cams
 from wsolctl.methods import eigencam
-from wsolctl.topdown import cams
 
 SIZE = 32
 PGC = {"hirescam": HiResCAM, "gradcamelementwise": GradCAMElementWise, "eigencam": EigenCAM,

@@ -45,7 +45,7 @@ def test_recipe_selection_rules_need_what_they_read(tmp_path):
 
 # ----------------------------------------------------------------------------- annotators and Otsu
 def _normalised(rgb: np.ndarray) -> torch.Tensor:
-    from wsolctl.recipe.schema import IMAGENET
+    from wsolctl.recipe.base import IMAGENET
 
     x = torch.from_numpy(rgb).float().permute(2, 0, 1)[None] / 255
     return (x - torch.tensor(IMAGENET.mean).view(1, 3, 1, 1)) / torch.tensor(IMAGENET.std).view(1, 3, 1, 1)
@@ -245,9 +245,9 @@ def _images(n=4, side=32):
 
 
 def test_weight_free_map_stays_identical_and_cam_does_not(redness):
+    from wsolctl.backbones.resnet import ResNet18WSOL
     from wsolctl.engine.checks import model_randomisation
     from wsolctl.methods.cam import CAM
-    from wsolctl.models.resnet import ResNet18WSOL
 
     stages = [s.module for s in ResNet18WSOL().info().stages]
     images, targets = _images()
@@ -506,7 +506,7 @@ def test_study_without_any_mask_trains_selects_and_predicts_a_slide(tmp_path):
 def test_region_threshold_falls_back_to_otsu_per_input():
     from skimage.filters import threshold_otsu
 
-    from wsolctl.predict.run import region_threshold
+    from wsolctl.predict.scores import region_threshold
 
     values = np.random.default_rng(0).random(500) ** 3
     assert region_threshold(0.4, values) == 0.4

@@ -108,9 +108,9 @@ def backbone_catalog() -> list[dict]:
     """One dict per registered backbone: where its weights come from, the normalisation it declares,
     and, for the named foundation models, the card's facts; whether the hub cache holds its files
     (no network)."""
+    from wsolctl.backbones.foundation import NamedModel
+    from wsolctl.backbones.weights import HubWeights
     from wsolctl.errors import InputError
-    from wsolctl.models.foundation import NamedModel
-    from wsolctl.models.weights import HubWeights
 
     rows = []
     for name in sorted(plugins.registered("backbones")):
@@ -135,7 +135,7 @@ def backbone_catalog() -> list[dict]:
 
 def _cached_state(weights) -> str:
     """yes (every file it needs), config only (an hf-hub: model's architecture, not its weights), no, - (none)."""
-    from wsolctl.models.weights import cached_file
+    from wsolctl.backbones.weights import cached_file
 
     if weights is None:
         return "-"
@@ -160,7 +160,7 @@ def print_backbones(rows: list[dict]) -> None:
 
 
 def _norm_text(norm: dict | None) -> str:
-    from wsolctl.recipe.schema import IMAGENET
+    from wsolctl.recipe.base import IMAGENET
 
     if norm is None:
         return "from config.json"

@@ -40,6 +40,13 @@ ExecOpt = typer.Option(None, "--executor", "-e", help="local | ray (overrides th
 WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="parallel local workers (executor.workers)")
 
 
+def _check_executor(name: str) -> None:
+    from wsolctl.executors import EXECUTORS
+
+    if name not in EXECUTORS:
+        _fail(f"error: --executor must be {' or '.join(EXECUTORS)}, not {name!r}")
+
+
 def _executor_overrides(executor: Optional[str], workers: Optional[int]) -> list[str]:
     return ([f"executor.name={executor}"] if executor else []) + ([f"executor.workers={workers}"] if workers else [])
 
@@ -240,7 +247,7 @@ def predict(
         executor: str = typer.Option("local", "--executor", "-e", help="local | ray"),
         quiet: bool = QuietOpt) -> None:
     """Apply a trained model to whole slides or images: heatmaps, regions, slide scores (docs/predict.md)."""
-    from wsolctl.predict.run import PredictOptions, predict as run_predict
+    from wsolctl.predict import PredictOptions, predict as run_predict
 
     options = _guard(PredictOptions, method=method, backbone=backbone, selection=selection, run=run, target=target,
                      tile_size=tile_size, level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device,
@@ -285,8 +292,7 @@ def sample_camelyon16(
 
     params = _guard(SamplingParams, patch_size=patch_size, p0=p0, p1=p1, pt=pt, pn=pn, seed=seed, folds=folds,
                     valpx_per_class=valpx_per_class, reference_calibration=reference_calibration)
-    if executor not in ("local", "ray"):
-        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    _check_executor(executor)
     stamp = _guard(run_sampling, slides, annotations, out, reference, params, quiet=quiet, workers=workers,
                    executor=executor)
     for warning in stamp["warnings"]:
@@ -323,8 +329,7 @@ def sample_slides(
     params = _guard(CohortParams, patch_size=patch_size, mpp=mpp, min_roi=min_roi, unannotated=unannotated,
                     normal_class=normal_class, pt=pt, max_per_slide=max_per_slide, folds=folds,
                     test_fraction=test_fraction, valpx_per_class=valpx_per_class, seed=seed)
-    if executor not in ("local", "ray"):
-        _fail(f"error: --executor must be local or ray, not {executor!r}")
+    _check_executor(executor)
     stamp = _guard(sample_cohort, manifest, out, params, quiet=quiet, workers=workers, executor=executor)
     for row in stamp["skipped"]:
         typer.echo(f"skipped {row['where']} ({row['slide']}): {row['reason']}", err=True)
@@ -342,7 +347,7 @@ app.add_typer(weights_app, name="weights")
 def weights_fetch(recipe: Path, set_: List[str] = SetOpt) -> None:
     """Download every weight (and hf-hub: config) the recipe needs into the cache (HF_HOME), e.g. on a
     login node for offline compute nodes."""
-    from wsolctl.models import weights
+    from wsolctl.backbones import weights
 
     for row in _guard(weights.fetch, _load(recipe, set_)):
         typer.echo(weights.describe_row(row))
@@ -354,7 +359,7 @@ def weights_list(recipe: Path, set_: List[str] = SetOpt,
     """Say, per backbone, what the recipe needs from the hub and whether it is cached (no network)."""
     import json
 
-    from wsolctl.models import weights
+    from wsolctl.backbones import weights
 
     rows = _guard(weights.status, _load(recipe, set_))
     typer.echo(json.dumps(rows, indent=2) if json_ else "\n".join(map(weights.describe_row, rows)) or "nothing")

@@ -109,8 +109,8 @@ def _raise_failures(out: Path, study: Study) -> None:
 def _weights_ready(recipe: Recipe) -> None:
     """Hub weights and configs are cached (downloaded now if allowed), and the backbones they
     describe support the methods, before any run starts: a one-line error otherwise."""
+    from wsolctl.backbones import weights
     from wsolctl.errors import InputError
-    from wsolctl.models import weights
 
     weights.ensure(recipe)
     for path, message in recipe.support_problems():  # hf-hub: backbones are known only now
@@ -129,9 +129,9 @@ def _select(out: Path, recipe: Recipe, quiet: bool, known: Mapping[str, RunSpec]
     the others are read from their spec.json)."""
     from wsolctl import metrics as metric_plugins
     from wsolctl.engine.build import build_data, resolve_device
+    from wsolctl.engine.final_test import select_run
     from wsolctl.engine.plan import test_settings, with_test_settings
     from wsolctl.engine.rundir import RunDir
-    from wsolctl.engine.select import select_run
     from wsolctl.engine.study import Record
     from wsolctl.progress import Progress
     from wsolctl.results.tables import write_tables

@@ -8,7 +8,7 @@ A plugin that fails to import is skipped with a warning; the others keep working
 The registry knows no kind's special case. What differs per kind is declared: the plugin API
 version a kind's plugins must target (:data:`KINDS`), and an optional *fallback* for names no
 plugin registers, itself an entry point of the ``wsolctl.fallbacks`` group named after the kind
-(e.g. ``backbones = "wsolctl.models.timm_any:timm_backbone"``: any timm model or ``hf-hub:`` name). A fallback is called
+(e.g. ``backbones = "wsolctl.backbones.timm_any:timm_backbone"``: any timm model or ``hf-hub:`` name). A fallback is called
 with the name and returns a plugin class, or raises :class:`~wsolctl.errors.UnknownPlugin`.
 """
 from __future__ import annotations

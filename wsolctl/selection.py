@@ -103,7 +103,7 @@ class Check:
 
 CHECKS: dict[str, Check] = {check.name: check for check in (
     Check("model-randomisation", "cascading model-parameter randomisation (Adebayo et al. 2018)",
-          "wsolctl.engine.select:randomisation_check"),
+          "wsolctl.engine.final_test:randomisation_check"),
 )}
 
 

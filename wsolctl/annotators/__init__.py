@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import torch
 from wsolctl.plugins import NoParams, Plugin
-from wsolctl.recipe.schema import NEW_DEFAULT
+from wsolctl.recipe.base import NEW_DEFAULT
 from wsolctl.selection import RuleName
 
 Threshold = Union[Literal["otsu"], float]
@@ -95,7 +95,7 @@ class Annotator(Plugin):
     reads_masks: ClassVar[bool] = False
 
     def __init__(self, params: Optional[BaseModel] = None, normalize=None):
-        from wsolctl.recipe.schema import IMAGENET
+        from wsolctl.recipe.base import IMAGENET
 
         self.params = params if params is not None else self.Params()
         self.normalize = IMAGENET if normalize is None else normalize  # of the images it is handed

@@ -81,8 +81,8 @@ def _classes(slides: list[ManifestSlide], p: CohortParams) -> tuple[str, ...]:
 
 def _sample(slides: list[ManifestSlide], classes: tuple[str, ...], out: Path, p: CohortParams, quiet: bool,
             workers: int, executor: str) -> list[dict]:
+    from wsolctl.executors import WorkerPool, fork_is_safe
     from wsolctl.progress import Progress
-    from wsolctl.wsi.parallel import SlidePool, fork_is_safe
     from wsolctl.wsi.slidejobs import SlideRunner
 
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def _sample(slides: list[ManifestSlide], classes: tuple[str, ...], out: Path, p:
         for stale in patches.iterdir():  # slides of an earlier manifest
             if stale.is_dir() and stale.name not in {s.name for s in slides}:
                 shutil.rmtree(stale)
-    pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
+    pool = WorkerPool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
     with pool.start(), Progress(quiet=quiet) as progress:
         run = SlideRunner(out, p, progress, pool, deaths_fail_alone=True)
         return run(sample_slide, [(s, classes) for s in slides], progress.task("slides", len(slides)))

@@ -11,7 +11,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from wsolctl.data.folds import Sample, safe_join
-from wsolctl.recipe.schema import IMAGENET, Augment, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
+from wsolctl.recipe.training import Augment
 
 
 class FoldImages(Dataset):

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from wsolctl.backbones.freeze import freeze
 from wsolctl.data.folds import read_encoding, read_split
 from wsolctl.data.images import FoldImages
 from wsolctl.engine.model import WSOLModel
 from wsolctl.engine.plan import RunSpec
-from wsolctl.models.freeze import freeze
-from wsolctl.recipe.schema import Recipe, Train
+from wsolctl.recipe.schema import Recipe
+from wsolctl.recipe.training import Train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,7 +46,19 @@ class Data:
     valcl: DataLoader
     valpx: DataLoader
     test: DataLoader
-    baseline_pxap: dict[int, float] = field(default_factory=dict)  # per threshold count, filled by select
+    _baselines: dict[int, float] = field(default_factory=dict, repr=False)  # all_foreground_pxap, per thresholds
+
+    def all_foreground_pxap(self, thresholds: int) -> float:
+        """PxAP of an all-foreground (constant) map on the test set: the fraction of ROI pixels, in %.
+        Computed once per data set (the runs sharing it share the value)."""
+        if thresholds not in self._baselines:
+            from wsolctl.metrics import LocalizationMeter
+
+            meter = LocalizationMeter(thresholds)
+            for _, _, masks in self.test:
+                meter.update(torch.zeros(masks.shape), masks)
+            self._baselines[thresholds] = meter.compute().pxap
+        return self._baselines[thresholds]
 
 
 def prepare_dataset(recipe: Recipe) -> object:

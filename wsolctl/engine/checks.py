@@ -3,7 +3,7 @@
 Cascading model-parameter randomisation (Adebayo et al., NeurIPS 2018, "Sanity checks for saliency
 maps", §3.1): starting from the trained model, every module that owns parameters is re-initialised,
 from the output back to the input — the method's head first, then the backbone's declared stages
-(:class:`~wsolctl.models.base.BackboneInfo`) from the last to the first, each stage with every
+(:class:`~wsolctl.backbones.base.BackboneInfo`) from the last to the first, each stage with every
 module a forward calls during it (stem, patch embedding, class token, position embedding and final
 norm included: :func:`cascade_steps`) — and after each step the maps of the same images are
 compared with the trained model's. At the last step the whole model is random

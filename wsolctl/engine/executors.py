@@ -1,18 +1,18 @@
-"""Executors schedule training runs; the work itself is always :func:`run_task` (same code for
-every executor), given a run directory whose ``spec.json`` says what to train. ``local`` runs in this process (workers = 1) or in a pool of spawned processes,
-one device per worker; ``ray`` submits one task per run to a Ray cluster (optional dependency)."""
+"""Training runs on the executor stack (:mod:`wsolctl.executors`): the work itself is always
+:func:`run_task` (same code for every executor), given a run directory whose ``spec.json`` says what
+to train. Runs in this process share its progress display; worker processes are handed one device
+each; a scheduler that places devices (Ray) gets runs that ask for ``cuda`` when they ask for GPUs."""
 from __future__ import annotations
 
 import os
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from wsolctl.engine.rundir import RunDir
-from wsolctl.errors import InputError
+from wsolctl.executors import Resources, WorkerDied, WorkerPool, backend, threads_per_worker
 from wsolctl.progress import Progress
 from wsolctl.recipe.schema import Executor
 
@@ -53,11 +53,33 @@ def execute(tasks: list[Path], config: Executor, default_device: str, progress: 
     """Run every task (a run directory holding its spec.json); returns one status dict per task (in order)."""
     if not tasks:
         return []
-    if config.name == "ray":
-        return _ray(tasks, config, default_device, progress)
-    if config.workers == 1:
-        return _sequential(tasks, config.devices[0] if config.devices else default_device, progress, config.threads)
-    return _pool(tasks, config, default_device, progress)
+    import torch
+
+    kind = backend(config.name)
+    initializer, initargs = None, ()
+    if kind.in_process(config.workers):
+        work = partial(run_task, device_name=config.devices[0] if config.devices else default_device,
+                       progress=progress, threads=config.threads)
+    elif kind.schedules_devices:
+        device = "cuda" if config.gpus_per_run > 0 else ("cpu" if default_device == "auto" else default_device)
+        work = partial(run_task, device_name=device, threads=config.threads or max(1, int(config.cpus_per_run)))
+    else:  # one device per worker process
+        initializer, initargs = _init_worker, (_device_queue(config, default_device),
+                                               config.threads or threads_per_worker(config.workers))
+        work = _pool_task
+    resources = Resources(cpus=config.cpus_per_run, gpus=config.gpus_per_run, retries=config.retries,
+                          address=config.address, local_cpus=os.cpu_count())
+    pool = WorkerPool(config.workers, config.name, initializer, initargs, resources=resources)
+    board, results, before = _Board(progress, len(tasks)), {}, torch.get_num_threads()
+    board.update(started=pool.running_at_once(len(tasks)))
+    try:
+        with pool:
+            for index, result in pool.map(work, tasks):
+                results[index] = _failed(tasks[index], result) if isinstance(result, WorkerDied) else result
+                board.update(started=1 if board.counts["queued"] else 0, finished=results[index]["status"])
+    finally:
+        torch.set_num_threads(before)
+    return [results[i] for i in range(len(tasks))]
 
 
 class _Board:
@@ -77,21 +99,17 @@ class _Board:
         self.task.describe("runs: " + " · ".join(f"{k} {v}" for k, v in self.counts.items()))
 
 
-def _sequential(tasks: list[Path], device: str, progress: Progress, threads: Optional[int]) -> list[dict]:
-    import torch
-
-    board, out, before = _Board(progress, len(tasks)), [], torch.get_num_threads()
-    try:
-        for task in tasks:
-            board.update(started=1)
-            out.append(run_task(task, device, progress, threads))
-            board.update(finished=out[-1]["status"])
-    finally:
-        torch.set_num_threads(before)
-    return out
-
-
 _WORKER_DEVICE = "cpu"
+
+
+def _device_queue(config: Executor, default_device: str):
+    """One device per worker process, each taken once by :func:`_init_worker`."""
+    from multiprocessing import get_context
+
+    devices = get_context("spawn").Manager().Queue()
+    for i in range(config.workers):
+        devices.put(config.devices[i % len(config.devices)] if config.devices else default_device)
+    return devices
 
 
 def _init_worker(devices, threads: int) -> None:
@@ -106,59 +124,8 @@ def _pool_task(task: Path) -> dict:
     return run_task(task, _WORKER_DEVICE)
 
 
-def _pool(tasks: list[Path], config: Executor, default_device: str, progress: Progress) -> list[dict]:
-    ctx = get_context("spawn")  # fork is unsafe with torch threads and CUDA
-    devices = ctx.Manager().Queue()
-    for i in range(config.workers):
-        devices.put(config.devices[i % len(config.devices)] if config.devices else default_device)
-    threads = config.threads or max(1, (os.cpu_count() or 1) // config.workers)
-    board = _Board(progress, len(tasks))
-    results: dict[str, dict] = {}
-    with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(devices, threads)) as pool:
-        pending = {}
-        for task in tasks:
-            pending[pool.submit(_pool_task, task)] = task
-        board.update(started=min(config.workers, len(tasks)))
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = pending.pop(future)
-                results[task.name] = _result_or_crash(future.result, task)
-                board.update(started=1 if board.counts["queued"] else 0, finished=results[task.name]["status"])
-    return [results[t.name] for t in tasks]
-
-
-def _result_or_crash(get: Callable[[], dict], task: Path) -> dict:
-    """A worker process that died (OOM killer, segfault) is a failed run, not a failed sweep."""
-    try:
-        return get()
-    except Exception as exc:
-        error = f"worker died: {type(exc).__name__}: {exc}"
-        RunDir(task).write_failure(error)
-        return {"run_id": task.name, "status": "failed", "error": error, "duration_s": None}
-
-
-def _ray(tasks: list[Path], config: Executor, default_device: str, progress: Progress) -> list[dict]:
-    try:
-        import ray
-    except ImportError:
-        raise InputError("executor 'ray' needs Ray: pip install 'wsolctl[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                 **({} if config.address else {"num_cpus": os.cpu_count()}))
-    device = "cuda" if config.gpus_per_run > 0 else ("cpu" if default_device == "auto" else default_device)
-    remote = ray.remote(num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run,
-                        max_retries=config.retries)(run_task)
-    board = _Board(progress, len(tasks))
-    threads = config.threads or max(1, int(config.cpus_per_run))
-    refs = {remote.remote(task, device, None, threads): task for task in tasks}
-    board.update(started=len(tasks))  # Ray queues internally; "running" here means submitted
-    results: dict[str, dict] = {}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        task = refs[ready[0]]
-        results[task.name] = _result_or_crash(lambda ref=ready[0]: ray.get(ref), task)
-        board.update(finished=results[task.name]["status"])
-    return [results[t.name] for t in tasks]
+def _failed(task: Path, died: WorkerDied) -> dict:
+    """A worker that died (OOM killer, segfault) is a failed run, not a failed sweep."""
+    error = str(died)
+    RunDir(task).write_failure(error)
+    return {"run_id": task.name, "status": "failed", "error": error, "duration_s": None}

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from wsolctl.backbones.base import BackboneInfo
 from wsolctl.methods.base import Method, Output
-from wsolctl.models.base import BackboneInfo
 
 
 def adapt(method: Method, backbone: nn.Module, info: BackboneInfo) -> nn.Module:
@@ -24,7 +24,7 @@ class WSOLModel(nn.Module):
                  classifier_prefixes: tuple[str, ...] = (), frozen: Sequence[nn.Module] = (),
                  decoder_at_classifier_lr: bool = True):
         """``info``: the backbone's declaration; ``frozen``: the backbone's frozen modules
-        (``wsolctl.models.freeze``), kept in eval mode; the last two: the backbone's lr groups."""
+        (``wsolctl.backbones.freeze``), kept in eval mode; the last two: the backbone's lr groups."""
         super().__init__()
         self.backbone = adapt(method, backbone, info)
         self.head = method.build_head(backbone.out_channels, num_classes)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from wsolctl.errors import InputError
-from wsolctl.recipe.schema import IMAGENET, BackboneSpec, MethodSpec, Recipe, Train, numbers
+from wsolctl.recipe.base import IMAGENET, numbers
+from wsolctl.recipe.schema import BackboneSpec, MethodSpec, Recipe
 from wsolctl.recipe.sweep import Variant, shared_key
+from wsolctl.recipe.training import Train
 
 
 @dataclass(frozen=True)

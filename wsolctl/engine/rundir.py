@@ -248,13 +248,13 @@ class RunDir:
             if int(path.stem.split("-")[1]) not in keep:
                 path.unlink()
 
-    def epoch_of(self, method: Optional[str] = None, rule: str = "b-loc") -> int:
-        """The epoch that selection ``rule`` picked for ``method`` (a label of the run; default its first)."""
+    def epoch_of(self, method: Optional[str] = None, selection: str = "b-loc") -> int:
+        """The epoch that selection rule ``selection`` picked for ``method`` (a label of the run; default its first)."""
         best = self.done().best
         method = method or next(iter(best), "")
-        if method not in best or rule not in best[method]:
-            raise InputError(f"{self.path}: no {rule} checkpoint of method {method!r}; the run has {sorted(best)}")
-        return best[method][rule]
+        if method not in best or selection not in best[method]:
+            raise InputError(f"{self.path}: no {selection} checkpoint of method {method!r}; the run has {sorted(best)}")
+        return best[method][selection]
 
     def state(self, epoch: int, device: Union[str, torch.device] = "cpu") -> dict:
         """The state dict saved at ``epoch`` (``weights_only``)."""
@@ -266,16 +266,16 @@ class RunDir:
                              "`wsolctl train RECIPE --out OUT` must run first (then `wsolctl select OUT`)")
         return torch.load(checkpoint, map_location=device, weights_only=True)
 
-    def load_model(self, method: Optional[str] = None, rule: str = "b-loc", epoch: Optional[int] = None,
+    def load_model(self, method: Optional[str] = None, selection: str = "b-loc", epoch: Optional[int] = None,
                    device: Union[str, torch.device] = "cpu") -> tuple[WSOLModel, RunSpec]:
         """The trained model of this finished run, in eval mode on ``device``: the checkpoint of
-        ``epoch``, or else the one ``rule`` selected for ``method`` (default: the run's first
+        ``epoch``, or else the one selection rule ``selection`` chose for ``method`` (default: the run's first
         method). ``spec.methods`` / ``spec.labels`` give the methods whose maps it explains."""
         from wsolctl.engine.build import build_model
 
         spec = self.spec()
         if epoch is None:
-            epoch = self.epoch_of(method or spec.labels[0], rule)
+            epoch = self.epoch_of(method or spec.labels[0], selection)
         model = build_model(spec, len(self.classes()), pretrained=False)  # the checkpoint holds every weight
         model.load_state_dict(self.state(epoch))
         return model.to(device).eval(), spec

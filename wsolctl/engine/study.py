@@ -91,9 +91,9 @@ class Record:
         configs = set(self.chosen.values())
         return [o for o in self.outcomes if o.status == "done" and o.config_id in configs]
 
-    def chose(self, outcome: Outcome, method: str, rule: str) -> bool:
-        """Whether ``outcome``'s configuration is the one chosen for ``method`` under ``rule``."""
-        return self.chosen.get(Choice(outcome.backbone, method, rule)) == outcome.config_id
+    def chose(self, outcome: Outcome, method: str, selection: str) -> bool:
+        """Whether ``outcome``'s configuration is the one chosen for ``method`` under ``selection``."""
+        return self.chosen.get(Choice(outcome.backbone, method, selection)) == outcome.config_id
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from wsolctl.errors import NonFiniteLoss
 from wsolctl.io import torch_save
 from wsolctl.methods.base import Batch
 from wsolctl.progress import Progress
-from wsolctl.recipe.schema import Evaluation
+from wsolctl.recipe.evaluation import Evaluation
 from wsolctl.selection import RULES
 
 
@@ -42,12 +42,12 @@ def best_epochs(history: list[dict], label: str) -> dict[str, int]:
     return {name: max(rows, key=lambda r: key(r, rule.metric))["epoch"] for name, rule in measured.items()}
 
 
-def selected_state(run: RunDir, rule: str, device: torch.device) -> dict:
-    """State dict of a finished run's checkpoint chosen by ``rule`` (its only method's)."""
+def selected_state(run: RunDir, selection: str, device: torch.device) -> dict:
+    """State dict of a finished run's checkpoint chosen by ``selection`` (its only method's)."""
     if not run.is_done:
         raise RuntimeError(f"prerequisite run {run.run_id} has not finished")
     (label,) = run.spec().labels
-    return run.state(run.epoch_of(label, rule), device)
+    return run.state(run.epoch_of(label, selection), device)
 
 
 def train_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, progress: Progress) -> None:

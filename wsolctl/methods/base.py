@@ -31,7 +31,7 @@ training loop, evaluation, selection and outputs. A method says only what differ
 - ``training_key()``: what identifies the classifier it trains. Methods with equal keys on the same
   backbone and data share a single training run ("train once, explain many").
 - ``unsupported(backbone)``: a reason string when it cannot run on a backbone, decided from what
-  the backbone declares (:class:`wsolctl.models.base.BackboneInfo`: CNN or token model, stages,
+  the backbone declares (:class:`wsolctl.backbones.base.BackboneInfo`: CNN or token model, stages,
   prefix tokens, stage layout), never from its name.
 - ``trains_on_features``: True when the head learns from the backbone's output map alone
   (``forward`` passes the images through ``model.backbone`` once and uses nothing else of them): with
@@ -55,12 +55,12 @@ from pydantic import BaseModel
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
 from wsolctl.plugins import API_VERSION, NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
-from wsolctl.recipe.schema import numbers
+from wsolctl.recipe.base import numbers
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from wsolctl.models.base import BackboneInfo
+    from wsolctl.backbones.base import BackboneInfo
 
 Kind = Literal["bottom-up", "top-down", "fully-supervised"]
 KINDS: tuple[str, ...] = get_args(Kind)

@@ -1,5 +1,5 @@
 """The survey's U-Net decoder (reference ``dlib/unet/decoder.py`` and ``model.py``), built on any
-backbone from the stages it declares (:class:`wsolctl.models.base.BackboneInfo`). NEGEV, the U-Net
+backbone from the stages it declares (:class:`wsolctl.backbones.base.BackboneInfo`). NEGEV, the U-Net
 upper bound and other decoder methods share it.
 
 Layout, as the reference builds it from its encoder's stages:
@@ -39,7 +39,7 @@ from wsolctl._lazy import F, nn, torch
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from wsolctl.models.base import BackboneInfo, Stage
+    from wsolctl.backbones.base import BackboneInfo, Stage
 
 WIDTHS = (256, 128, 64, 32, 16)  # the reference's decoder_channels (VGG16 uses the first three)
 CENTRE_LAYOUTS = ("vgg",)  # the reference adds a centre block to VGG encoders only
@@ -47,7 +47,7 @@ CENTRE_LAYOUTS = ("vgg",)  # the reference adds a centre block to VGG encoders o
 
 def decoder_stages(info: "BackboneInfo") -> tuple["Stage", ...]:
     """The declared stages the decoder uses, in forward order (see the module's docstring)."""
-    from wsolctl.models.base import Stage
+    from wsolctl.backbones.base import Stage
 
     if info.kind != "cnn":  # token blocks are no maps: the backbone's output map only
         return (Stage("", info.out_channels, info.reduction),)

@@ -43,7 +43,7 @@ from wsolctl.methods.topdown import (
     gradients_and_activations,
     weighted_sum,
 )
-from wsolctl.recipe.schema import NEW_DEFAULT
+from wsolctl.recipe.base import NEW_DEFAULT
 
 
 def centred_positions(x: "torch.Tensor") -> "torch.Tensor":

@@ -1,5 +1,5 @@
 """Where the survey's WSOL methods reach into a backbone (ADL's layers, SPG's taps): what the backbone
-declares (:class:`wsolctl.models.base.BackboneInfo`'s ``wsol_taps``, :mod:`wsolctl.models.taps`),
+declares (:class:`wsolctl.backbones.base.BackboneInfo`'s ``wsol_taps``, :mod:`wsolctl.backbones.taps`),
 never its modules' names.
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from wsolctl._lazy import nn
-    from wsolctl.models.base import BackboneInfo
-    from wsolctl.models.taps import Taps
+    from wsolctl.backbones.base import BackboneInfo
+    from wsolctl.backbones.taps import Taps
 
 
 def wsol_layout_only(info: "BackboneInfo", why: str) -> Optional[str]:

@@ -82,7 +82,7 @@ class AttentionRollout(TopDownMethod):
     def explain(self, forward_func, layers, images, targets, tokens=None):
         if tokens is None:
             raise ValueError("attention rollout needs a timm token model (ViT / DeiT)")
-        from wsolctl.models.featuremap import token_grid
+        from wsolctl.backbones.featuremap import token_grid
 
         with torch.no_grad(), recorded_attention(tokens) as found:
             forward_func(images)

@@ -3,7 +3,7 @@ at a backbone layer with Captum primitives. A subclass only says how it turns th
 (and gradients, or confidence scores) into maps, in :meth:`TopDownMethod.compute`.
 
 The same ``compute`` serves the plugin (``TopDownMethod.cams``, called by the engine) and the public
-API :func:`wsolctl.topdown.cams` (any torch classifier), so there is one implementation.
+API :func:`wsolctl.explain.cams` (any torch classifier), so there is one implementation.
 
 This module is torch-free at import (``wsolctl._lazy``); Captum is imported inside functions.
 """
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Optional, S
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import nn, torch
+from wsolctl.backbones.timm_any import token_model
 from wsolctl.methods.cam import CAM
-from wsolctl.models.timm_any import token_model
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -30,7 +30,7 @@ class LayerParams(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers shared by every top-down method and by wsolctl.topdown
+# helpers shared by every top-down method and by wsolctl.explain
 # --------------------------------------------------------------------------------------------------
 def logits_of(output: Any) -> "Tensor":
     """Logits from a model output: a tensor, an object with ``.logits`` (WSOLModel's Output, HF
@@ -125,7 +125,7 @@ def token_layers_as_maps(tokens: Optional["nn.Module"], layers: Sequence["nn.Mod
     if tokens is None:
         yield list(layers)
         return
-    from wsolctl.models.featuremap import token_grid, tokens_to_map
+    from wsolctl.backbones.featuremap import token_grid, tokens_to_map
 
     prefix, grid = int(tokens.num_prefix_tokens), token_grid(tokens, images.shape[-2:])
     views = [nn.Identity() for _ in layers]

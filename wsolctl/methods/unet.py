@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from wsolctl._lazy import F, nn, torch
 from wsolctl.methods.base import Method, Output
 from wsolctl.methods.decoder import WIDTHS, build_decoder, stage_features
-from wsolctl.recipe.schema import NEW_DEFAULT
+from wsolctl.recipe.base import NEW_DEFAULT
 
 if TYPE_CHECKING:
-    from wsolctl.models.base import BackboneInfo
+    from wsolctl.backbones.base import BackboneInfo
 
 
 class UNetParams(BaseModel):

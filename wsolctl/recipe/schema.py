@@ -8,113 +8,25 @@ decay, resize 256 → random crop 224 with flips and colour jitter, evaluation a
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    SerializeAsAny,
     ValidationError,
     ValidationInfo,
-    create_model,
     field_validator,
-    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from wsolctl import metrics as metric_plugins, plugins
-from wsolctl.errors import InputError, NotCached, UnknownPlugin
-from wsolctl.selection import DEFAULT_RULES, RULES, CheckName, RuleName
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Channel = Annotated[float, Field(allow_inf_nan=False)]
-Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-# A setting added after run ids existed, whose default reproduces the former behaviour: left out of
-# run ids while at its default (see :func:`numbers`), so adding it changes no id.
-NEW_DEFAULT = {"omit_default": True}
-
-
-def numbers(model: BaseModel, exclude: set[str] = frozenset()) -> Any:
-    """``model`` as JSON data without its display-only and test-only fields, nor its ``omit_default``
-    fields at their default, at any depth."""
-    dump = model.model_dump(mode="json", exclude=set(exclude))
-    _drop_display_only(model, dump)
-    return dump
-
-
-def _drop_display_only(value: Any, dump: Any) -> None:
-    if isinstance(value, BaseModel) and isinstance(dump, dict):
-        for name, field in type(value).model_fields.items():
-            extra = field.json_schema_extra
-            if isinstance(extra, dict) and (extra.get("display_only") or extra.get("test_only") or extra.get("results_only") or (
-                    extra.get("omit_default") and getattr(value, name) == field.default)):
-                dump.pop(name, None)
-            elif name in dump:
-                _drop_display_only(getattr(value, name), dump[name])
-    elif isinstance(value, (list, tuple)) and isinstance(dump, list):
-        for item, item_dump in zip(value, dump):
-            _drop_display_only(item, item_dump)
-
-
-class Normalize(Strict):
-    """Per-channel (RGB) normalisation of images in [0, 1]: ``(x - mean) / std``."""
-
-    mean: tuple[Channel, Channel, Channel]
-    std: tuple[Spread, Spread, Spread]
-
-
-IMAGENET = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the survey's, timm's default
-
-
-class _Unresolved(BaseModel):
-    """Stands for the params of a plugin that could not be found (the validation fails anyway)."""
-
-
-class PluginSpec(Strict):
-    """A plugin reference: ``name`` (an entry point of the ``wsolctl.<kind>`` group) and ``params``,
-    validated by the plugin's own ``Params`` model: ``params`` *is* that model once validated."""
-
-    kind: ClassVar[str]  # the plugin kind, e.g. "methods"
-    name: str = Field(min_length=1)
-    params: SerializeAsAny[BaseModel] = Field(default_factory=dict, validate_default=True)
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        try:
-            cls.plugin_class(name)
-        except UnknownPlugin as exc:
-            raise PydanticCustomError("unknown_plugin", str(exc)) from None
-        return name
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _plugin_params(cls, params: Any, info: ValidationInfo) -> Any:
-        if "name" not in info.data:  # unknown plugin: reported on `name`, the spec is invalid anyway
-            return _Unresolved()
-        return cls.plugin_class(info.data["name"]).Params.model_validate(params or {}, context=info.context)
-
-    @classmethod
-    def plugin_class(cls, name: str) -> Any:
-        return plugins.load(cls.kind, name)
-
-    @property
-    def plugin(self) -> Any:
-        """The plugin class this spec names (imported on first use)."""
-        return self.plugin_class(self.name)
-
-    def instantiate(self) -> Any:
-        """The plugin, built with its validated params."""
-        return self.plugin(self.params)
+from wsolctl import plugins
+from wsolctl.errors import InputError, NotCached
+from wsolctl.executors import ExecutorName
+from wsolctl.recipe.base import NEW_DEFAULT, Normalize, PluginSpec, Strict, merged
+from wsolctl.recipe.evaluation import Evaluation
+from wsolctl.recipe.training import Train, TrainOverride
+from wsolctl.selection import DEFAULT_RULES, RULES, RuleName
 
 
 class DatasetSpec(PluginSpec):
@@ -167,92 +79,6 @@ class BackboneSpec(PluginSpec):
         return value
 
 
-class Optimizer(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(1e-4, ge=0)
-    lr_classifier_ratio: float = Field(10.0, gt=0, description="lr multiplier of the classifier part (survey: 10).")
-
-
-class Scheduler(Strict):
-    name: Literal["step", "cosine", "constant"] = "step"
-    step_size: int = Field(40, ge=1, description="epochs between decays (step)")
-    gamma: float = Field(0.1, gt=0, le=1)
-    min_lr: float = Field(1e-6, ge=0)
-
-
-class Augment(Strict):
-    resize: Optional[int] = Field(None, ge=8, description="resize side before the random crop; default image_size·256/224")
-    crop: bool = True
-    hflip: float = Field(0.5, ge=0, le=1)
-    vflip: float = Field(0.5, ge=0, le=1)
-    color_jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.05)
-
-
-class Train(Strict):
-    epochs: int = Field(150, ge=0)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    optimizer: Optimizer = Field(default_factory=Optimizer)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
-    augment: Augment = Field(default_factory=Augment)
-    amp: Literal["auto", True, False] = Field("auto", description="mixed precision; auto = on for CUDA only")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    feature_cache: bool = Field(
-        False, json_schema_extra=NEW_DEFAULT,
-        description="frozen backbones (freeze: true): encode the training set and valcl once, store the output maps "
-        "on disk next to the data, train the heads and score valcl accuracy on them (valpx maps, test and predict "
-        "still run the whole model)")
-    feature_cache_dir: Optional[str] = Field(
-        None, json_schema_extra={"display_only": True},
-        description="feature_cache: the folder caches are kept in (default: $WSOLCTL_FEATURE_CACHE, else "
-        "<dataset root>/features, which fails on read-only shared storage); not part of run ids")
-    feature_copies: int = Field(
-        1, ge=1, json_schema_extra=NEW_DEFAULT,
-        description="feature_cache: augmented copies of the training set encoded once; epoch e trains on copy "
-        "(e-1) mod feature_copies. With a deterministic augment (crop: false, no flips, no colour jitter) one "
-        "copy gives exactly the uncached training inputs")
-
-
-class _Partial(Strict):
-    """Base of :func:`partial` models: only the fields a recipe sets are dumped."""
-
-    @model_serializer(mode="wrap")
-    def _only_set(self, handler: Any) -> dict:
-        return {key: value for key, value in handler(self).items() if value is not None}
-
-
-def partial(model: type[BaseModel]) -> type[BaseModel]:
-    """``model`` with every field optional (default None) and nested models partial in turn: the
-    shape of an override that is deep-merged over a complete ``model`` (see :func:`merged`)."""
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            annotation = partial(annotation)
-        else:
-            annotation = Annotated[(annotation, *info.metadata)] if info.metadata else annotation
-        fields[name] = (Optional[annotation], Field(None, description=info.description))
-    return create_model(f"Partial{model.__name__}", __base__=_Partial, __doc__=model.__doc__, **fields)
-
-
-def merged(base: BaseModel, override: Optional[BaseModel]) -> BaseModel:
-    """``base`` with the fields ``override`` (a :func:`partial` model) sets, recursively."""
-    if override is None:
-        return base
-    update = {}
-    for name in type(override).model_fields:
-        value = getattr(override, name)
-        if value is not None:
-            current = getattr(base, name)
-            update[name] = merged(current, value) if isinstance(current, BaseModel) else value
-    return base.model_copy(update=update)
-
-
-TrainOverride = partial(Train)
-
-
 class MethodSpec(PluginSpec):
     kind: ClassVar[str] = "methods"
     backbones: Optional[list[str]] = Field(
@@ -266,116 +92,11 @@ class MethodSpec(PluginSpec):
         return None if needed is None else MethodSpec.model_validate(needed)
 
 
-class AnnotatorSpec(PluginSpec):
-    """A pseudo-annotator (entry point group ``wsolctl.annotators``): maps a validation image (and, for
-    some, a reference model) to a pseudo-mask, for selection and thresholds without pixel annotations."""
-
-    kind: ClassVar[str] = "annotators"
-
-
 class TrackerSpec(PluginSpec):
     """An experiment tracker (entry point group ``wsolctl.trackers``, e.g. mlflow, tensorboard): logs each
     finished training run and the study's result files. Never part of a run id."""
 
     kind: ClassVar[str] = "trackers"
-
-
-def _known_metric(name: str) -> str:
-    """``pxap`` (always on) or a ``wsolctl.metrics`` plugin (loaded: its declaration is checked)."""
-    if name != metric_plugins.BUILT_IN:
-        try:
-            metric_plugins.load(name)
-        except UnknownPlugin as exc:
-            raise PydanticCustomError("unknown_plugin", str(exc)) from None
-    return name
-
-
-MetricName = Annotated[str, AfterValidator(_known_metric)]
-# Settings that only the final test reads: left out of run ids (see wsolctl.engine.plan.numbers).
-TEST_ONLY = {"test_only": True}
-# Settings that only the tables written from the test scores read (neither run ids nor test.json).
-RESULTS_ONLY = {"results_only": True}
-
-
-class Bootstrap(Strict):
-    """Confidence intervals: the test images resampled within class (docs/results.md)."""
-
-    samples: int = Field(2000, ge=0, le=100000, description="bootstrap resamples; 0 turns intervals off")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the percentile intervals")
-
-
-class Evaluation(Strict):
-    batch_size: int = Field(32, ge=1)
-    thresholds: int = Field(1000, ge=2, le=100000, description="number of CAM thresholds in [0, 1)")
-    cam_target: Literal["ground-truth", "predicted"] = Field(
-        "ground-truth", description="class whose map is scored (survey: ground truth, also for negatives)")
-    # Test-time only (validation keeps PxAP for B-LOC, so they are not in run ids; `select` applies the
-    # study's current values to finished runs). Metrics are plugins (wsolctl/metrics/).
-    examples_per_class: int = Field(4, ge=0, description="test images per class whose CAMs are kept for figures",
-                                    json_schema_extra=TEST_ONLY)
-    metrics: list[MetricName] = Field(
-        ["pxap", "dice"], min_length=1, json_schema_extra=TEST_ONLY,
-        description="localization metrics scored on test: pxap (always on) and installed metric plugins "
-                    "(`wsolctl metrics`); those that call the model (deletion, insertion) cost k+1 forward "
-                    "passes per image")
-    annotator: Optional[AnnotatorSpec] = Field(
-        None, json_schema_extra=NEW_DEFAULT, description="pseudo-annotator of the valpx images, for `b-pseudo` selection and the `val-pseudo` "
-        "threshold (no pixel annotation needed; docs/results.md)")
-    pseudo_threshold: Literal["val-pseudo", "otsu"] = Field(
-        "val-pseudo", json_schema_extra=TEST_ONLY,
-        description="threshold of the b-pseudo models: τ* on the validation pseudo-masks, or Otsu on each map")
-    checks: list[CheckName] = Field(
-        [], json_schema_extra=TEST_ONLY,
-        description="sanity checks of the selected models' maps (opt-in; model-randomisation: Adebayo et al. 2018)")
-    check_images: int = Field(8, ge=1, le=1024, json_schema_extra=TEST_ONLY,
-                              description="test images (a seeded subset) of the sanity checks")
-
-    bootstrap: Bootstrap = Field(default_factory=Bootstrap, json_schema_extra=RESULTS_ONLY,
-                                 description="confidence intervals and paired comparisons over resampled test images")
-    metric_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, json_schema_extra=TEST_ONLY,
-        description="per metric plugin of `metrics`: its params, validated by the metric's Params model")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_metric_settings(cls, data: Any) -> Any:
-        """Settings of metrics that were evaluation keys before they moved into the metrics' params
-        (``Metric.legacy_settings``, e.g. ``box_thresholds``): accepted with a deprecation warning and
-        mapped for the metrics the recipe lists."""
-        if not isinstance(data, dict) or not data.keys() - cls.model_fields.keys():
-            return data
-        moved = metric_plugins.legacy_settings()
-        data = dict(data)
-        legacy = {key: data.pop(key) for key in list(data) if key in moved}
-        if legacy:
-            # one line on stderr, about the recipe (no code line of this library under it)
-            warnings.warn_explicit("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
-                                             f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
-                                             for key in legacy), FutureWarning, "recipe", 0)
-            data["metric_params"] = metric_plugins.legacy_params(
-                legacy, data.get("metrics", cls.model_fields["metrics"].default), data.get("metric_params") or {})
-        return data
-
-    @field_validator("metrics")
-    @classmethod
-    def _unique_metrics(cls, metrics: list[str]) -> list[str]:
-        if len(set(metrics)) != len(metrics):
-            raise ValueError("a metric is listed twice")
-        return metrics
-
-    @field_validator("metric_params")
-    @classmethod
-    def _metric_params(cls, given: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
-        """Each entry names a metric of ``metrics`` and validates against that metric's ``Params``."""
-        for name, params in given.items():
-            if name not in info.data.get("metrics", [name]):
-                raise ValueError(f"{name!r} is not in evaluation.metrics")
-            try:
-                metric_plugins.load(name).Params.model_validate(params)
-            except ValidationError as exc:  # named here: pydantic would drop the metric from the path
-                raise ValueError("; ".join(f"{'.'.join(map(str, [name, *e['loc']]))}: {e['msg']}"
-                                           for e in exc.errors())) from None
-        return given
 
 
 class RandomSearch(Strict):
@@ -436,7 +157,7 @@ def _module_problems(method: MethodSpec, index: int, backbone_name: str, backbon
 class Executor(Strict):
     """Where runs execute; the engine code is the same for every executor."""
 
-    name: Literal["local", "ray"] = "local"
+    name: ExecutorName = "local"
     workers: int = Field(1, ge=1, description="local: parallel worker processes")
     devices: list[str] = Field(default_factory=list, description="local: one device per worker, e.g. [cuda:0, cuda:1]")
     address: Optional[str] = Field(None, description="ray: 'auto', 'host:port' or none to start a local Ray")

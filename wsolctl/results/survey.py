@@ -76,10 +76,10 @@ def method_kind(method: str) -> str:
     return getattr(_plugin("methods", base_name(method)), "kind", "other")
 
 
-def selected_in_survey(method: str, rule: str) -> bool:
-    """Whether the survey selects ``method`` by ``rule`` (the plugin's ``survey_selection``); other
+def selected_in_survey(method: str, selection: str) -> bool:
+    """Whether the survey selects ``method`` by ``selection`` (the plugin's ``survey_selection``); other
     rules are this tool's extensions (NEGEV and U-Net: B-LOC only in the survey)."""
-    return rule in getattr(_plugin("methods", base_name(method)), "survey_selection", (rule,))
+    return selection in getattr(_plugin("methods", base_name(method)), "survey_selection", (selection,))
 
 
 def in_survey(method: str) -> bool:

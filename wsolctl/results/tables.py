@@ -11,7 +11,8 @@ from wsolctl.engine.plan import RunSpec
 from wsolctl.engine.rundir import RunDir, TestScores
 from wsolctl.io import write_parquet
 from wsolctl.metrics import ACCURACY, Metric, PxAP
-from wsolctl.recipe.schema import Bootstrap, numbers
+from wsolctl.recipe.base import numbers
+from wsolctl.recipe.evaluation import Bootstrap
 
 # the leading columns: the run, then PxAP's titled columns and accuracy; the others follow sorted
 RESULT_COLUMNS = ["run_id", "dataset", "fold", "backbone", "method", "params", "seed", "selection", "epoch",

@@ -22,11 +22,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsolctl.errors import DataError
+from wsolctl.executors import WorkerPool, fork_is_safe
 from wsolctl.io import atomic_directory
 from wsolctl.wsi.camelyon16_inputs import SETS, Findings, set_of
 from wsolctl.wsi.fingerprint import fingerprint, stable_key
 from wsolctl.wsi.manifest import ManifestSlide
-from wsolctl.wsi.parallel import SlidePool, fork_is_safe
 from wsolctl.wsi.slidejobs import SlideCache, SlideRunner
 
 
@@ -71,7 +71,7 @@ def sample_slides(entries: list[ManifestSlide], out: Path, p: SamplingParams, fi
     out.mkdir(parents=True, exist_ok=True)
     import large_image  # noqa: F401  (imported once here, inherited by forked workers)
 
-    pool = SlidePool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
+    pool = WorkerPool(workers, executor, start_method="fork" if fork_is_safe() else "spawn")
     with pool.start(), Progress(quiet=quiet) as progress:  # workers start before the progress thread
         run = SlideRunner(out, p, progress, pool)
         bar = progress.task("slides", len(entries))

@@ -1,5 +1,5 @@
 """Per-slide jobs shared by the slide samplers (any cohort, CAMELYON16): a cache of each slide's
-result under ``out/.cache`` and a runner that maps a per-slide function over a :class:`SlidePool`,
+result under ``out/.cache`` and a runner that maps a per-slide function over a :class:`~wsolctl.executors.WorkerPool`,
 results in input order. A rerun finds finished slides in the cache, so sampling resumes per slide."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
-from wsolctl.wsi.parallel import SlidePool, WorkerDied
+from wsolctl.executors import WorkerDied, WorkerPool
 
 
 class SlideCache:
@@ -41,7 +41,7 @@ class SlideRunner:
     slide (the job's first element's ``.name``), or with ``deaths_fail_alone`` gives that slide the
     result ``{"error": ...}`` and the others go on."""
 
-    def __init__(self, out: Path, params: Any, progress, pool: SlidePool, deaths_fail_alone: bool = False):
+    def __init__(self, out: Path, params: Any, progress, pool: WorkerPool, deaths_fail_alone: bool = False):
         self.out, self.p, self.progress, self.pool = out, params, progress, pool
         self.deaths_fail_alone = deaths_fail_alone
 

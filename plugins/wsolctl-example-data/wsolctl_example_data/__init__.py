@@ -13,8 +13,8 @@ from typing import Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsolctl._lazy import nn
+from wsolctl.backbones.base import Backbone, BackboneInfo, Stage, load_local_weights, sequential
 from wsolctl.data.folds import SPLITS, Sample, write_encoding, write_split
-from wsolctl.models.base import Backbone, BackboneInfo, Stage, load_local_weights, sequential
 
 
 class SquaresParams(BaseModel):

@@ -1,6 +1,6 @@
 """Where the survey's WSOL methods reach into a backbone (ADL's layers, SPG's taps), relative to its
 declared stages: a backbone of the survey's WSOL family declares its function here in its
-:class:`~wsolctl.models.base.BackboneInfo` (``wsol_taps``); ADL and SPG call it on the built module
+:class:`~wsolctl.backbones.base.BackboneInfo` (``wsol_taps``); ADL and SPG call it on the built module
 (:func:`wsolctl.methods.layout.wsol_taps`), never reading its modules' names. The positions are the
 reference's.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 from wsolctl._lazy import nn
 
 if TYPE_CHECKING:
-    from wsolctl.models.base import BackboneInfo
+    from wsolctl.backbones.base import BackboneInfo
 
 
 @dataclass(frozen=True)

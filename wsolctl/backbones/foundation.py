@@ -2,7 +2,7 @@
 what its model card says it needs, so that a recipe names one (``name: uni2-h``).
 
 Each entry gives the hub id, the timm architecture and the ``timm.create_model`` arguments of the card
-and of its config.json (layers by name, from :data:`wsolctl.models.timm_any.LAYERS`), the normalisation
+and of its config.json (layers by name, from :data:`wsolctl.backbones.timm_any.LAYERS`), the normalisation
 the card prescribes, the tokens ahead of the patch tokens (class + register), whether the hub gates it
 and a licence note. So the table alone builds the network: validating a recipe, and ``pretrained:
 PATH`` (a file downloaded once: safetensors or a torch state dict, loaded with ``weights_only``), need
@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Optional
 
+from wsolctl.backbones.base import BackboneInfo
+from wsolctl.backbones.timm_any import HF_HUB, TimmBackbone, check_model_args
 from wsolctl.errors import InputError
-from wsolctl.models.base import BackboneInfo
-from wsolctl.models.timm_any import HF_HUB, TimmBackbone, check_model_args
-from wsolctl.recipe.schema import IMAGENET, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
 
 HALF = Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 H_OPTIMUS = Normalize(mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517))

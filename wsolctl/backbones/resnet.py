@@ -2,8 +2,8 @@
 28×28 CAM for a 224 input), no dilation (shared/reference/methods-and-protocol.md §3)."""
 from __future__ import annotations
 
-from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
-from wsolctl.models.taps import resnet_taps
+from wsolctl.backbones.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, set_stride_one, timm_model
+from wsolctl.backbones.taps import resnet_taps
 
 _STEM = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 

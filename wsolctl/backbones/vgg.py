@@ -3,8 +3,8 @@ max-pools, output stride 8), then conv6 (3×3, 512→1024) + ReLU. CAM layer: th
 from __future__ import annotations
 
 from wsolctl._lazy import nn
-from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
-from wsolctl.models.taps import vgg_taps
+from wsolctl.backbones.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
+from wsolctl.backbones.taps import vgg_taps
 
 # One stage per resolution, split at the kept max-pools as timm's feature_info and the survey's U-Net
 # encoder split VGG: the ReLU ahead of pool1, pool2 and pool3, then everything after pool3 (conv4_*,

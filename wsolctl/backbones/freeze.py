@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
-from wsolctl.models.base import BackboneInfo
+from wsolctl.backbones.base import BackboneInfo
 
 if TYPE_CHECKING:
     from torch import nn

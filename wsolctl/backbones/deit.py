@@ -1,10 +1,10 @@
 """DeiT backbones (Touvron et al., 2021) for TS-CAM and any CAM-style method: timm's
 ``deit_{tiny,small,base}_patch16_224`` through the same path as any timm vision transformer
-(:mod:`wsolctl.models.timm_any`): patch tokens as a (N, D, h, w) map, class token dropped, any input
+(:mod:`wsolctl.backbones.timm_any`): patch tokens as a (N, D, h, w) map, class token dropped, any input
 size through position-embedding interpolation; TS-CAM hooks the blocks' ``attn``."""
 from __future__ import annotations
 
-from wsolctl.models.timm_any import TimmBackbone
+from wsolctl.backbones.timm_any import TimmBackbone
 from wsolctl.plugins import NoParams
 
 

@@ -1,10 +1,10 @@
-"""The module of a :class:`~wsolctl.models.timm_any.TimmBackbone` (imports torch, unlike timm_any)."""
+"""The module of a :class:`~wsolctl.backbones.timm_any.TimmBackbone` (imports torch, unlike timm_any)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from wsolctl.models.base import BackboneInfo
+from wsolctl.backbones.base import BackboneInfo
 
 
 def token_grid(model: "nn.Module", size) -> tuple[int, int]:

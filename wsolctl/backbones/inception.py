@@ -9,8 +9,8 @@ shape changes, so ImageNet weights load as before."""
 from __future__ import annotations
 
 from wsolctl._lazy import F, nn, torch
-from wsolctl.models.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
-from wsolctl.models.taps import inception_taps
+from wsolctl.backbones.base import TORCHVISION, Backbone, BackboneInfo, Stage, sequential, timm_model
+from wsolctl.backbones.taps import inception_taps
 
 
 def _mixed_6a_stride_one(block: "nn.Module") -> "nn.Module":

@@ -14,7 +14,7 @@ from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, same_test_settings, test_settings
 from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, threshold_columns
 from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
-from wsolctl.metrics import LocalizationMeter, PxAP
+from wsolctl.metrics import PxAP
 from wsolctl.progress import Progress
 from wsolctl.selection import CHECKS, RULES
 
@@ -28,7 +28,7 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
         return cached  # else: scored with other test-time metrics or examples
     best = run.done().best
     model = build_model(spec, len(data.classes), pretrained=False).to(device)  # checkpoints replace every weight
-    baseline = trivial_pxap(data, recipe.evaluation.thresholds)
+    baseline = data.all_foreground_pxap(recipe.evaluation.thresholds)
     out = TestScores(settings=settings, methods={label: method_info(method.plugin)
                                                  for label, method in zip(spec.labels, spec.methods)})
     by_epoch: dict[int, list[tuple[str, str]]] = {}
@@ -121,17 +121,6 @@ def randomisation_check(spec: RunSpec, model, methods: dict, picks: list[tuple[s
         np.savez_compressed(path, maps=maps, layers=np.array([r["layer"] for r in found]),
                             kind=methods[label].map_kind)
     return rows
-
-
-def trivial_pxap(data: Data, thresholds: int) -> float:
-    """PxAP of an all-foreground (constant) map on the test set: the fraction of ROI pixels, in %.
-    Computed once per data set (runs sharing it share the value)."""
-    if thresholds not in data.baseline_pxap:
-        meter = LocalizationMeter(thresholds)
-        for _, _, masks in data.test:
-            meter.update(torch.zeros(masks.shape), masks)
-        data.baseline_pxap[thresholds] = meter.compute().pxap
-    return data.baseline_pxap[thresholds]
 
 
 def _example_batch(data: Data, per_class: int, path: Path):

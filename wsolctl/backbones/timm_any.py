@@ -33,10 +33,10 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wsolctl._lazy import nn, torch
+from wsolctl.backbones.base import Backbone, BackboneInfo, Stage, timm_model
+from wsolctl.backbones.weights import HF_HUB
 from wsolctl.errors import InputError, NotCached
-from wsolctl.models.base import Backbone, BackboneInfo, Stage, timm_model
-from wsolctl.models.weights import HF_HUB
-from wsolctl.recipe.schema import IMAGENET, Normalize
+from wsolctl.recipe.base import IMAGENET, Normalize
 
 TOKEN_KWARGS = {"dynamic_img_size": True, "dynamic_img_pad": True}
 # The layers a recipe may name, and the module each comes from (the only imports model_args cause).
@@ -101,14 +101,14 @@ class TimmBackbone(Backbone):
     def build(self, pretrained=False):
         name = self.model_name if pretrained is True else self.architecture  # a local file: no hub at all
         if name.startswith(HF_HUB):
-            from wsolctl.models.weights import HubWeights, ensure_cached
+            from wsolctl.backbones.weights import HubWeights, ensure_cached
 
             ensure_cached(HubWeights.of(name, weights=False))  # the config says what to build
         info = self.info()
         kwargs = TOKEN_KWARGS if info.kind == "tokens" else _cnn_kwargs(self._output_stride())
         args = resolve_layers(self.model_args())
         net = timm_model(name, pretrained, num_classes=0, global_pool="", **args, **kwargs)
-        from wsolctl.models.featuremap import FeatureMap
+        from wsolctl.backbones.featuremap import FeatureMap
 
         return FeatureMap(net, info)
 
@@ -190,7 +190,7 @@ def _input_size(net) -> tuple[int, int]:
 def _architecture(name: str) -> tuple[str, dict, Optional[dict]]:
     """(timm architecture, its model args, the hub's pretrained config) of a timm name (no hub
     config), or of an ``hf-hub:`` model from its cached ``config.json`` (never downloaded here)."""
-    from wsolctl.models.weights import HubWeights, cached_file
+    from wsolctl.backbones.weights import HubWeights, cached_file
 
     if not name.startswith(HF_HUB):
         return name, {}, None

@@ -3,7 +3,7 @@
 Example::
 
     import timm, torch
-    from wsolctl.topdown import cams
+    from wsolctl.explain import cams
 
     model = timm.create_model("resnet18", num_classes=2).eval()
     images = torch.randn(8, 3, 224, 224)
@@ -46,8 +46,8 @@ import torch
 from torch import nn
 
 from wsolctl import plugins
+from wsolctl.backbones.timm_any import token_cam_layer, token_model
 from wsolctl.methods.topdown import TopDownMethod, forward_func_of, resolve_layer
-from wsolctl.models.timm_any import token_cam_layer, token_model
 
 Layer = Union[str, nn.Module]
 
