@@ -70,3 +70,23 @@ def test_plugin_api_version_is_checked(monkeypatch):
         assert plugins.load("methods", "cam") is cls
     finally:
         plugins.load.cache_clear()
+
+
+def test_the_registry_keeps_names_in_its_own_map():
+    cam = plugins.load("methods", "cam")
+    assert "name" not in vars(cam)  # the class is left as imported
+    assert plugins.name_of(cam) == cam.name == "cam"  # the plugin's own code may still say cls.name
+
+    class Variant(cam):  # an unregistered subclass inherits the name, as a class attribute would
+        pass
+
+    class Declared(cam):  # a plugin that declares its name keeps it
+        name = "declared"
+
+    assert plugins.name_of(Variant) == Variant.name == "cam"
+    assert plugins.name_of(Declared) == Declared.name == "declared"
+    method = cam(cam.Params())
+    assert plugins.name_of(method) == method.name == "cam"
+    method.name = "renamed"  # an instance's own attribute comes first
+    assert plugins.name_of(method) == "renamed" and plugins.name_of(cam) == "cam"
+    assert plugins.name_of(object()) == ""

@@ -52,8 +52,8 @@ def metric_catalog() -> list[dict]:
     rows = [{"name": metrics.PxAP.name, "package": "wsolctl (built in, always on)", "forward_passes": False,
              "columns": {c.name: c.unit for c in metrics.PxAP.columns}, "description": metrics.PxAP.description}]
     for metric in _loaded(metrics.installed):
-        info = plugins.info("metrics", metric.name)
-        rows.append({"name": metric.name, "package": f"{info.package} {info.version}",
+        info = plugins.info("metrics", plugins.name_of(metric))
+        rows.append({"name": info.name, "package": f"{info.package} {info.version}",
                      "forward_passes": metric.forward_passes, "columns": {c.name: c.unit for c in metric.columns},
                      "description": metric.description})
     return rows

@@ -36,12 +36,40 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_NAMES: dict[type, str] = {}  # plugin class -> the name :func:`load` found it under (the classes are left alone)
+
+
+def name_of(plugin: Any) -> str:
+    """The name ``plugin`` (a class or an instance) is used under in recipes: the entry point's name
+    it was loaded by (:func:`load`), inherited by unregistered subclasses, else the ``name`` a class
+    declares itself (the fallbacks' classes, internal metrics), else ``""``. An instance's own
+    ``name`` attribute comes first."""
+    own = None if isinstance(plugin, type) else getattr(plugin, "__dict__", {}).get("name")
+    if isinstance(own, str):
+        return own
+    for cls in (plugin if isinstance(plugin, type) else type(plugin)).__mro__:
+        if cls in _NAMES:
+            return _NAMES[cls]
+        declared = vars(cls).get("name")
+        if isinstance(declared, str):
+            return declared
+    return ""
+
+
+class RegisteredName:
+    """A plugin base's ``name``: reads :func:`name_of`, so a plugin's own code may say ``cls.name`` /
+    ``self.name``; a class that declares ``name`` itself shadows it."""
+
+    def __get__(self, obj: Any, owner: type) -> str:
+        return name_of(owner if obj is None else obj)
+
+
 class Plugin:
     """What the plugins of every kind (methods, backbones, datasets, metrics, annotators) share; each
     kind's base class adds its own members."""
 
     api_version: ClassVar[Optional[int]] = None  # the plugin API version it targets (kinds that have one: KINDS)
-    name: ClassVar[str] = ""  # set by the registry: the entry point's name, used in recipes
+    name: ClassVar[str] = RegisteredName()  # type: ignore[assignment]  # the entry point's name, used in recipes
     Params: ClassVar[type[BaseModel]] = NoParams  # its settings (pydantic, extra="forbid"), with defaults
     survey_rank: ClassVar[int] = 1000  # its order in the report (the survey's first); the others by name
 
@@ -117,7 +145,7 @@ def load(kind: str, name: str) -> Any:
     except Exception as exc:  # a broken third-party plugin must not take the others down
         raise UnknownPlugin(f"{kind[:-1]} {name!r} failed to import: {type(exc).__name__}: {exc}") from None
     _check_api(kind, name, plugin)
-    plugin.name = name
+    _NAMES[plugin] = name
     return plugin
 
 

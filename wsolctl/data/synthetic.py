@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wsolctl.data.folds import FoldDataset, Sample, write_encoding, write_split
 from wsolctl.errors import DataError
 from wsolctl.io import atomic_directory
+from wsolctl.plugins import name_of
 
 STAMP = "wsolctl-dataset.json"
 
@@ -56,7 +57,7 @@ class _Synthetic(FoldDataset):
     def prepare(self, root: Path, fold: int) -> None:
         """Generate the dataset into ``root`` unless an identical one is already there."""
         root = Path(root)
-        stamp = {"dataset": self.name, "params": self.params.model_dump(mode="json"), "format": 1}
+        stamp = {"dataset": name_of(self), "params": self.params.model_dump(mode="json"), "format": 1}
         if (root / STAMP).is_file():
             found = json.loads((root / STAMP).read_text())
             if found != stamp:

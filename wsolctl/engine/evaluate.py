@@ -13,6 +13,7 @@ from wsolctl.engine.model import WSOLModel
 from wsolctl.errors import UnknownPlugin
 from wsolctl.methods.base import Method
 from wsolctl.metrics import LocalizationMeter, LocalizationResult, MapMeter, MeterContext, Metric, PxAP, prepare_cams
+from wsolctl.plugins import name_of
 from wsolctl.progress import Progress
 
 
@@ -75,7 +76,7 @@ def evaluate(model: WSOLModel, methods: dict[str, Method], loader: DataLoader, d
 
 def _statistics(meters: dict[type[Metric], MapMeter]) -> dict[str, np.ndarray]:
     """The per-image statistics of the meters whose metric declares a resampling and keeps them."""
-    return {metric.name: np.asarray(meter.per_image()) for metric, meter in meters.items()
+    return {name_of(metric): np.asarray(meter.per_image()) for metric, meter in meters.items()
             if metric.resampling and hasattr(meter, "per_image")}
 
 
@@ -84,7 +85,7 @@ def _meters(metrics: Sequence[type[Metric]], settings: Any, model: WSOLModel,
     """Fresh meters of one method's maps; only metrics that declare forward passes see the model."""
     given = getattr(settings, "metric_params", {})
     return {metric: metric.meter(MeterContext(settings, model if metric.forward_passes else None, localization,
-                                              metric.Params.model_validate(given.get(metric.name, {}))))
+                                              metric.Params.model_validate(given.get(name_of(metric), {}))))
             for metric in metrics}
 
 
@@ -93,5 +94,5 @@ def _computed(metric: type[Metric], meter: MapMeter) -> dict[str, float]:
     values = meter.compute()
     declared = [c.name for c in metric.columns]
     if sorted(values) != sorted(declared):
-        raise UnknownPlugin(f"metric {metric.name!r} computed columns {sorted(values)}, but declares {declared}")
+        raise UnknownPlugin(f"metric {name_of(metric)!r} computed columns {sorted(values)}, but declares {declared}")
     return {name: float(values[name]) for name in declared}

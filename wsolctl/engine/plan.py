@@ -130,10 +130,11 @@ def same_test_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bo
 def _full_params(settings: dict[str, Any]) -> dict[str, dict]:
     from wsolctl import metrics as registry
     from wsolctl.errors import UnknownPlugin
+    from wsolctl.plugins import name_of
 
     given = settings.get("metric_params", {})
     try:
-        return {metric.name: metric.Params.model_validate(given.get(metric.name, {})).model_dump(mode="json")
+        return {name_of(metric): metric.Params.model_validate(given.get(name_of(metric), {})).model_dump(mode="json")
                 for metric in registry.chosen(settings.get("metrics", []))}
     except UnknownPlugin:  # scored with a metric not installed here: as recorded
         return given

@@ -54,7 +54,7 @@ from pydantic import BaseModel
 
 from wsolctl._lazy import F
 from wsolctl.methods.ops import select
-from wsolctl.plugins import API_VERSION, NoParams, Plugin  # noqa: F401  (NoParams: for plugins)
+from wsolctl.plugins import API_VERSION, NoParams, Plugin, name_of  # noqa: F401  (NoParams: for plugins)
 from wsolctl.recipe.base import numbers
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Method(Plugin):
         return None
 
     def training_key(self) -> dict:
-        return {"method": self.name, "params": numbers(self.params)}  # new defaults left out, as in run ids
+        return {"method": name_of(self), "params": numbers(self.params)}  # new defaults left out, as in run ids
 
     def prerequisite(self) -> Optional[dict]:
         """A method spec (``{"name": ..., "params": {...}}``) whose trained model this method needs,

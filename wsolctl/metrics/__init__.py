@@ -58,8 +58,8 @@ def chosen(recipe_names: Iterable[str]) -> list[type[Metric]]:
     seen: dict[str, str] = {}
     for metric in metrics:
         for column in metric.columns:
-            if seen.setdefault(column.name, metric.name) != metric.name:
-                raise UnknownPlugin(f"metrics {seen[column.name]!r} and {metric.name!r} both declare column "
+            if seen.setdefault(column.name, plugins.name_of(metric)) != plugins.name_of(metric):
+                raise UnknownPlugin(f"metrics {seen[column.name]!r} and {plugins.name_of(metric)!r} both declare column "
                                     f"{column.name!r}")
     return metrics
 
@@ -73,7 +73,7 @@ def installed() -> list[type[Metric]]:
             out.append(load(name))
         except UnknownPlugin as exc:
             warnings.warn(str(exc), PluginWarning, stacklevel=2)
-    return sorted(out, key=lambda m: (m.survey_rank, m.name))
+    return sorted(out, key=lambda m: (m.survey_rank, plugins.name_of(m)))
 
 
 def legacy_settings() -> dict[str, list[tuple[str, str]]]:
@@ -82,7 +82,7 @@ def legacy_settings() -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
     for metric in installed():
         for key, param in metric.legacy_settings.items():
-            out.setdefault(key, []).append((metric.name, param))
+            out.setdefault(key, []).append((plugins.name_of(metric), param))
     return out
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Optional, Protocol
 
-from wsolctl.plugins import METRIC_API_VERSION as API_VERSION, NoParams, Plugin
+from wsolctl.plugins import METRIC_API_VERSION as API_VERSION, NoParams, Plugin, name_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,11 +102,11 @@ class Metric(Plugin):
 
     @classmethod
     def meter(cls, context: MeterContext) -> MapMeter:
-        raise NotImplementedError(f"metric {cls.name!r} does not implement meter()")
+        raise NotImplementedError(f"metric {name_of(cls)!r} does not implement meter()")
 
     @classmethod
     def resampled(cls, sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``resampling = "sums"``: the columns, ``(B,)`` each, from ``sums[name]`` ``(B, ...)``, the
-        per-image statistics of each metric (its own under ``cls.name``; ``"pxap"``: the always-on
+        per-image statistics of each metric (its own under its name, ``wsolctl.plugins.name_of(cls)``; ``"pxap"``: the always-on
         meter's (background, foreground) histograms) summed over each of B resamples."""
-        raise NotImplementedError(f"metric {cls.name!r} declares resampling {cls.resampling!r} without resampled()")
+        raise NotImplementedError(f"metric {name_of(cls)!r} declares resampling {cls.resampling!r} without resampled()")

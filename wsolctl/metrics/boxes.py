@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from wsolctl._lazy import torch
 from wsolctl.metrics.base import Column, MeterContext, Metric, NoParams, ReportTable
+from wsolctl.plugins import name_of
 
 __all__ = ["MaxBoxAccV2", "MaxBoxAccV2Meter", "contour_boxes", "mask_boxes", "box_iou"]
 
@@ -68,7 +69,7 @@ class MaxBoxAccV2(Metric):
     @classmethod
     def resampled(cls, sums):
         """From per-image ``[counted, correct(δ, τ)...]`` summed: the best τ per δ of the resample."""
-        stats = sums[cls.name]
+        stats = sums[name_of(cls)]
         count = stats[..., 0]
         correct = stats[..., 1:].reshape(*stats.shape[:-1], len(IOU_THRESHOLDS), -1)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -15,6 +15,7 @@ import polars as pl
 from wsolctl.engine.pseudo import AT_THRESHOLD, Otsu
 from wsolctl.engine.rundir import RunDir
 from wsolctl.metrics import ACCURACY, Metric, PxAP
+from wsolctl.plugins import name_of
 from wsolctl.results import bootstrap
 
 COMPARED = (PxAP.name, ACCURACY.name)  # the columns of comparisons.parquet and ranks.parquet (higher is better)
@@ -28,7 +29,7 @@ def resamplers(metrics: Sequence[type[Metric]]) -> dict[str, Resampler]:
     out: dict[str, Resampler] = {CORRECT: ("values", (ACCURACY.name,), None)}
     for metric in (PxAP, *metrics, Otsu):
         if metric.resampling:
-            out[metric.name] = (metric.resampling, tuple(c.name for c in metric.columns), metric.resampled)
+            out[name_of(metric)] = (metric.resampling, tuple(c.name for c in metric.columns), metric.resampled)
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from wsolctl.errors import TrackerWarning
+from wsolctl.plugins import name_of
 from wsolctl.tracking.base import TrackedRun, Tracker
 
 log = logging.getLogger("wsolctl")
@@ -36,11 +37,11 @@ class Trackers:
             message = f"tracker {name!r} failed ({type(exc).__name__}: {cause}); the study goes on without it"
             log.warning(message)
             warnings.warn(message, TrackerWarning, stacklevel=3)
-            self.active = [t for t in self.active if t.name != name]
+            self.active = [t for t in self.active if name_of(t) != name]
 
     def each(self, method: str, *args: Any) -> None:
         for tracker in list(self.active):
-            self._guard(tracker.name, lambda tracker=tracker: getattr(tracker, method)(*args))
+            self._guard(name_of(tracker), lambda tracker=tracker: getattr(tracker, method)(*args))
 
     def close(self) -> None:
         self.each("close")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from wsolctl.plugins import TRACKER_API_VERSION as API_VERSION
+from wsolctl.plugins import TRACKER_API_VERSION as API_VERSION, RegisteredName
 
 __all__ = ["API_VERSION", "TrackedRun", "Tracker", "NoParams"]
 
@@ -39,7 +39,7 @@ class Tracker:
     logged (a resumed study): the tracker then logs nothing new."""
 
     api_version: ClassVar[int] = API_VERSION
-    name: ClassVar[str] = ""  # set from the entry-point name when loaded
+    name: ClassVar[str] = RegisteredName()  # type: ignore[assignment]  # the entry point's name (wsolctl.plugins.name_of)
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(self, params: BaseModel, out: Path, study: str):
