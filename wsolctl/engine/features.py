@@ -29,9 +29,8 @@ import hashlib
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -178,12 +177,16 @@ def _encode(model: nn.Module, loader: DataLoader, folder: Path, device: torch.de
     return shape
 
 
-@contextmanager
-def on_features(model: nn.Module) -> Iterator[None]:
-    """The model with its (frozen) backbone taken out: its input is the backbone's output."""
-    backbone = model.backbone
-    model.backbone = nn.Identity()
-    try:
-        yield
-    finally:
-        model.backbone = backbone
+class OnFeatures(nn.Module):
+    """``model`` as its heads see stored encoder outputs: the same head and method (shared, not
+    copied) behind an identity backbone, used in ``model``'s place while the heads train and are
+    checked on the cache; ``model`` itself is left whole."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone = nn.Identity()
+        self.head = model.head
+        self.method = model.method
+
+    def forward(self, features: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        return self.method.forward(self, features, labels)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -66,6 +65,7 @@ def train_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, prog
     history, start = _resume(run, model, optimizer, scheduler, device)
     pseudo = _pseudo_valpx(recipe.evaluation, data, device, spec.backbone.normalization())
     cache = features.prepare(spec, data, model, device, progress)  # None unless train.feature_cache
+    trainee = features.OnFeatures(model) if cache else model  # heads learn on stored outputs
     use_amp = device.type == "cuda" if train.amp == "auto" else bool(train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
 
@@ -78,9 +78,8 @@ def train_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, prog
         loss = float("nan")
         if epoch > 0:
             seed_everything(recipe.seed, epoch)  # shuffling and augmentation depend on (seed, epoch) only
-            with features.on_features(model) if cache else nullcontext():  # heads learn on stored outputs
-                loss = _train_epoch(model, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
-                                    use_amp, progress)
+            loss = _train_epoch(trainee, cache.loader(epoch) if cache else data.train, optimizer, scaler, device,
+                                use_amp, progress)
             scheduler.step()
         rows = _evaluate_epoch(recipe.evaluation, model, methods, data, device, progress, epoch, pseudo, cache)
         for row in rows:
@@ -139,9 +138,8 @@ def _evaluate_epoch(ev: Evaluation, model, methods, data: Data, device, progress
     split with masks a selection rule reads, PxAP and τ* (``<split>_pxap``, ``<split>_threshold``):
     valpx against its true masks and, with ``pseudo`` (valpx with pseudo-masks), against the
     pseudo-masks (``valpx_pseudo_*``: ``b-pseudo``, ``val-pseudo``)."""
-    with features.on_features(model) if cache else nullcontext():
-        valcl = evaluate(model, {}, cache.valcl() if cache else data.valcl, device, accuracy=True, localize=False,
-                         progress=progress, description=f"epoch {epoch}: valcl")
+    valcl = evaluate(features.OnFeatures(model) if cache else model, {}, cache.valcl() if cache else data.valcl,
+                     device, accuracy=True, localize=False, progress=progress, description=f"epoch {epoch}: valcl")
     splits = {rule.scores: pseudo if rule.needs == "annotator" else getattr(data, rule.split)
               for rule in RULES.values() if rule.needs == "masks" or (rule.needs == "annotator" and pseudo is not None)}
     rows = {label: {"method": label, "epoch": epoch, "valcl_acc": valcl.accuracy} for label in methods}
