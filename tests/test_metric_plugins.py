@@ -246,6 +246,12 @@ def test_built_in_metric_settings_are_their_params_and_the_old_keys_still_load(t
                                            "evaluation.metric_params.maxboxacc-v2.thresholds"):
         old = load_recipe(tiny_recipe, [listed, "evaluation.box_thresholds=20", "evaluation.faithfulness_steps=16"])
     assert old.evaluation.metric_params == {"maxboxacc-v2": {"thresholds": 20}, "deletion": {"steps": 16}}
+    import warnings
+
+    with warnings.catch_warnings():  # the old keys at their defaults (an earlier recipe.resolved.yaml): no warning
+        warnings.simplefilter("error", FutureWarning)
+        assert load_recipe(tiny_recipe, [listed, "evaluation.box_thresholds=100"]).evaluation.metric_params == {
+            "maxboxacc-v2": {"thresholds": 100}}
     assert old == new.model_copy(update={"evaluation": old.evaluation})
     # a test.json of an earlier version (the old keys, every one at its value) is the same test
     recorded = {**test_settings(new), "metric_params": {}, "box_thresholds": 20, "faithfulness_steps": 16,

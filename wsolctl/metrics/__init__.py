@@ -86,6 +86,19 @@ def legacy_settings() -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+def legacy_is_default(key: str, value: Any) -> bool:
+    """Whether a former ``evaluation`` key holds the default of the setting it moved to (as every
+    ``recipe.resolved.yaml`` written before the move does: loading one needs no warning)."""
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    for metric in installed():
+        if key in metric.legacy_settings:
+            field = metric.Params.model_fields[metric.legacy_settings[key]]
+            return plain(field.default) == plain(value)
+    return False
+
+
 def legacy_params(legacy: dict[str, Any], metrics: Iterable[str], params: dict[str, dict]) -> dict[str, dict]:
     """``params`` (``evaluation.metric_params``) with the ``legacy`` settings (former key -> value)
     given to the listed ``metrics`` that read them; a value the params set already wins."""

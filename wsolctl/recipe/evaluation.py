@@ -100,11 +100,13 @@ class Evaluation(Strict):
         moved = metric_plugins.legacy_settings()
         data = dict(data)
         legacy = {key: data.pop(key) for key in list(data) if key in moved}
-        if legacy:
+        changed = [key for key, value in legacy.items() if not metric_plugins.legacy_is_default(key, value)]
+        if changed:  # (at their defaults: a recipe.resolved.yaml written before the move, nothing to say)
             # one line on stderr, about the recipe (no code line of this library under it)
             warnings.warn_explicit("; ".join(f"evaluation.{key} is deprecated: use evaluation.metric_params."
                                              f"{' / '.join(name for name, _ in moved[key])}.{moved[key][0][1]}"
-                                             for key in legacy), FutureWarning, "recipe", 0)
+                                             for key in changed), FutureWarning, "recipe", 0)
+        if legacy:
             data["metric_params"] = metric_plugins.legacy_params(
                 legacy, data.get("metrics", cls.model_fields["metrics"].default), data.get("metric_params") or {})
         return data

@@ -64,6 +64,9 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
     folds and seeds); every panel repeats the dataset's WSOL average (black; the survey's methods, as
     in the tables) and fully-supervised methods (grey, dashed) as references. A family is a panel of
     its own unless all its methods are fully supervised."""
+    present = [rule for rule in RULES if rule in set(curves["selection"])]
+    if selection not in present:  # e.g. no masks, so no B-LOC: the first rule that selected models
+        selection = present[0]
     data = curves.filter(pl.col("selection") == selection)
     datasets = _datasets(data)
     families = [(family, names) for family, names in survey.families(data["method"].unique())
@@ -96,7 +99,7 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
                 mean = pl.concat(wsol).group_by("threshold").agg(pl.col("miou").mean()).sort("threshold")
                 ax.plot(mean["threshold"], mean["miou"], color="black", lw=2.5, label="WSOL average")
             ax.set(xlabel="threshold τ", ylabel="mIoU (%)", xlim=(0, 1), ylim=(0, 100))
-            ax.set_title(f"{dataset or ''}: {family} ({selection.upper()})", fontsize=10)
+            ax.set_title(f"{dataset or ''}: {family} ({RULES[selection].title})", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(mine) // 14)
     return _save(fig, path)
@@ -173,7 +176,7 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
                 chosen = _of(results.filter(match), dataset)
                 for rule in rules:
                     picked = history.filter(pl.col("epoch").is_in(chosen.filter(pl.col("selection") == rule.name)["epoch"].implode()))
-                    ax.plot(picked["epoch"], picked[rule.metric], ls="none", marker="o", ms=5, color=rule.color, mec="black")
+                    ax.plot(picked["epoch"], picked[rule.metric], ls="none", marker="o", ms=7, color=rule.color, mec="black")
             title = panel.method if panel.backbone == usual else f"{panel.method} ({survey.backbone_title(panel.backbone)})"
             ax.set_title(title, fontsize=8)
             ax.set_ylim(0, 100)
