@@ -13,7 +13,6 @@ import polars as pl
 from wsolctl.results import survey
 from wsolctl.selection import REFERENCE, RULES
 
-WSOL = "tab:orange"  # the ranking blobs
 # maps: perceptually uniform (dark purple → yellow); ground truth in a colour viridis never takes, the
 # map's contour at τ* in white (above viridis's brightest yellow)
 MAP_CMAP, TRUTH, CONTOUR = "viridis", "red", "white"
@@ -29,7 +28,7 @@ def _pyplot():
     return plt
 
 
-def _panels(n: int, width: float, height: float, cols: int = 1):
+def panels(n: int, width: float, height: float, cols: int = 1):
     """A figure with ``n`` axes in a grid of ``cols`` columns; the unused ones are hidden."""
     plt = _pyplot()
     rows = max(1, math.ceil(n / cols))
@@ -72,7 +71,7 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
     families = [(family, names) for family, names in survey.families(data["method"].unique())
                 if any(survey.method_kind(m) != "fully-supervised" for m in names)]  # the rest: in every panel
     several = data.group_by("method").agg(pl.col("backbone").n_unique())["backbone"].max() > 1
-    fig, axes = _panels(len(datasets) * len(families), 6.4, 3.6, cols=len(families))
+    fig, axes = panels(len(datasets) * len(families), 6.4, 3.6, cols=len(families))
 
     def lines(rows: pl.DataFrame, methods: list[str]) -> list[tuple[str, pl.DataFrame]]:
         out = []
@@ -102,7 +101,7 @@ def threshold_sensitivity(curves: pl.DataFrame, path: Path, selection: str = REF
             ax.set_title(f"{dataset or ''}: {family} ({RULES[selection].title})", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(mine) // 14)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def model_selection(results: pl.DataFrame, path: Path) -> Path:
@@ -111,7 +110,7 @@ def model_selection(results: pl.DataFrame, path: Path) -> Path:
     wsol = results.filter(pl.col("method").map_elements(lambda m: survey.method_kind(m) in survey.WSOL_KINDS,
                                                         return_dtype=pl.Boolean))
     datasets = _datasets(results)
-    fig, axes = _panels(len(datasets), 7, 3.6)
+    fig, axes = panels(len(datasets), 7, 3.6)
     for ax, dataset in zip(axes, datasets):
         rows = _of(wsol, dataset)
         for rule in RULES.values():
@@ -124,7 +123,7 @@ def model_selection(results: pl.DataFrame, path: Path) -> Path:
         ax.set(xlabel="selected epoch", ylabel="test PxAP (%)", title=f"{dataset or ''} — model selection")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 @dataclass
@@ -192,7 +191,7 @@ def training_curves(epochs: pl.DataFrame, results: pl.DataFrame, path: Path) -> 
                 for rule in rules]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8,
                title="x: epoch; y: validation metric (%)", title_fontsize=8)
-    return _save(fig, path, dpi=80, rect=(0, 0, 1, height / (height + 0.5)))
+    return save(fig, path, dpi=80, rect=(0, 0, 1, height / (height + 0.5)))
 
 
 @dataclass
@@ -263,7 +262,7 @@ def qualitative(examples: dict, columns: list[MapColumn], label: int, path: Path
                              ha="right", va="center", fontsize=9, fontweight="bold")
     legend = f"{title} — red: ground truth; white: each map's contour at its threshold τ*"
     fig.suptitle(textwrap.fill(legend, int(PANEL_INCHES * width * 9)), fontsize=11)
-    return _save(fig, path, dpi=QUALITATIVE_DPI, rect=(0, 0, 1, height / (height + 0.6)))
+    return save(fig, path, dpi=QUALITATIVE_DPI, rect=(0, 0, 1, height / (height + 0.6)))
 
 
 def _colour_bar(fig, ax) -> None:
@@ -294,7 +293,7 @@ def _panel(ax, image, mask, cam, threshold: Optional[float], name: str) -> None:
     ax.set_title(name, fontsize=9)
 
 
-def _save(fig, path: Path, dpi: int = 100, rect=(0, 0, 1, 1)) -> Path:
+def save(fig, path: Path, dpi: int = 100, rect=(0, 0, 1, 1)) -> Path:
     """PNG with a 256-colour palette: several times smaller than RGB for CAM overlays, same look;
     ``rect``: the part of the figure the axes fill (the rest: the title's)."""
     import io
@@ -319,7 +318,7 @@ def randomisation_curves(checks: pl.DataFrame, path: Path) -> Path:
     backbone / selection when several), a panel per similarity (sanity check, Adebayo et al.)."""
     names = [(column, title) for column, title in (("spearman_abs", "Spearman (abs)"), ("spearman_signed", "Spearman (signed)"),
                                                    ("ssim", "SSIM"), ("hog", "HOG similarity")) if column in checks.columns]
-    fig, axes = _panels(len(names), 4.2, 3.2, cols=len(names))
+    fig, axes = panels(len(names), 4.2, 3.2, cols=len(names))
     keys = checks.select("backbone", "method", "selection").unique(maintain_order=True).rows()
     for ax, (column, title) in zip(axes, names):
         for backbone, method, selection in keys:
@@ -333,7 +332,7 @@ def randomisation_curves(checks: pl.DataFrame, path: Path) -> Path:
         ax.set(title=title, xlabel="randomised down to", ylim=(-1.05, 1.05))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def randomisation_maps(rows: list[tuple[str, "object", list[str]]], path: Path) -> Path:
@@ -350,67 +349,4 @@ def randomisation_maps(rows: list[tuple[str, "object", list[str]]], path: Path) 
                 ax.imshow(maps[d], cmap=MAP_CMAP, vmin=0, vmax=255)
                 ax.set_title(layers[d] if r == 0 else "", fontsize=7)
         axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
-    return _save(fig, path)
-
-
-def _ranked_methods(ranks: pl.DataFrame) -> list[str]:
-    """Methods by mean bootstrap rank (best first), then name."""
-    mean = ranks.group_by("method").agg((pl.col("rank") * pl.col("share")).sum().alias("mean")).sort(["mean", "method"])
-    return mean["method"].to_list()
-
-
-def significance_map(comparisons: pl.DataFrame, ranks: pl.DataFrame, path: Path, title: str) -> Path:
-    """challengeR-style significance map of one dataset, a panel per backbone: cell (row A, column B)
-    = the probability that A beats B over paired bootstrap replicates (blue: A better, red: worse);
-    ● where the interval of A − B excludes 0 in A's favour. Methods by mean bootstrap rank."""
-    import numpy as np
-
-    backbones = survey.ordered(comparisons["backbone"].unique(), "backbones")
-    size = max(3.0, 0.42 * comparisons.select(pl.concat_list("method_a", "method_b").explode().n_unique()).item() + 1.8)
-    fig, axes = _panels(len(backbones), size + 0.8, size, cols=min(2, len(backbones)))
-    for ax, backbone in zip(axes, backbones):
-        pairs = comparisons.filter(pl.col("backbone") == backbone)
-        methods = _ranked_methods(ranks.filter(pl.col("backbone") == backbone))
-        where = {m: i for i, m in enumerate(methods)}
-        odds = np.full((len(methods), len(methods)), np.nan)
-        for r in pairs.iter_rows(named=True):
-            a, b = where[r["method_a"]], where[r["method_b"]]
-            odds[a, b], odds[b, a] = r["p_improvement"], 1 - r["p_improvement"]
-            if r["difference_ci_low"] > 0:
-                ax.scatter(b, a, s=28, color="black")
-            elif r["difference_ci_high"] < 0:
-                ax.scatter(a, b, s=28, color="black")
-        image = ax.imshow(odds, cmap="RdBu", vmin=0, vmax=1)
-        ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(methods)), methods, fontsize=7)
-        ax.set(xlabel="… beats this method", ylabel="this method …", title=survey.backbone_title(backbone))
-        ax.title.set_fontsize(9)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(row beats column)")
-    width = fig.get_size_inches()[0]
-    fig.suptitle(textwrap.fill(f"{title} — ●: the interval of row − column excludes 0", int(width * 11)), fontsize=9)
-    return _save(fig, path)
-
-
-def ranking_stability(ranks: pl.DataFrame, path: Path, title: str) -> Path:
-    """Blob plot (challengeR): each method's rank distribution over bootstrap replicates, a panel per
-    dataset × backbone; blob area ∝ share of replicates, ✕ the median rank. Methods by mean rank."""
-    keys = ranks.select("dataset", "backbone").unique().sort(["dataset", "backbone"]).rows()
-    methods_max = ranks["method"].n_unique()
-    fig, axes = _panels(len(keys), max(3.5, 0.45 * methods_max + 1.5), max(3.4, 0.22 * methods_max + 1.8),
-                        cols=min(2, len(keys)))
-    for ax, (dataset, backbone) in zip(axes, keys):
-        rows = ranks.filter((pl.col("dataset") == dataset) & (pl.col("backbone") == backbone))
-        methods = _ranked_methods(rows)
-        for x, method in enumerate(methods):
-            mine = rows.filter(pl.col("method") == method).sort("rank")
-            ax.scatter([x] * len(mine), mine["rank"], s=300 * mine["share"].to_numpy(), color=WSOL, alpha=0.7)
-            median = mine["rank"][int((mine["share"].cum_sum() >= 0.5).arg_max())]
-            ax.scatter([x], [median], marker="x", color="black", s=30)
-        ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=7)
-        ax.set(ylabel="rank (1 = best)", ylim=(len(methods) + 0.5, 0.5), title=f"{dataset} / {survey.backbone_title(backbone)}")
-        ax.set_yticks(range(1, len(methods) + 1))
-        ax.set_xlim(-0.6, len(methods) - 0.4)
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
-    fig.suptitle(textwrap.fill(title, int(fig.get_size_inches()[0] * 11)), fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)

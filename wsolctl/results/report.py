@@ -17,7 +17,7 @@ import yaml
 from wsolctl import metrics as metric_plugins
 from wsolctl.engine.rundir import RunDir
 from wsolctl.io import write_text
-from wsolctl.results import figures, survey, trust
+from wsolctl.results import figures, rank_figures, survey, trust
 from wsolctl.results.blocks import Block, Bullets, Heading, Image, Table, Text
 from wsolctl.selection import REFERENCE, RULES
 
@@ -203,9 +203,9 @@ def _uncertainty(sources: Sources, out: Path, rule: str = "b-loc", metric: str =
         pairs, ranked = (frame.filter(pl.col("dataset") == dataset) for frame in picked)
         blocks += _figure(out, f"significance-{dataset}.png", f"Which method beats which: test PxAP, B-LOC, `{dataset}`",
                           "significance map", lambda p, pairs=pairs, ranked=ranked, dataset=dataset:
-                          figures.significance_map(pairs, ranked, p, f"{dataset}: test PxAP, B-LOC"), "", missing)
+                          rank_figures.significance_map(pairs, ranked, p, f"{dataset}: test PxAP, B-LOC"), "", missing)
     blocks += _figure(out, "ranking-stability.png", "Ranking stability: bootstrap rank of each method, test PxAP, B-LOC",
-                      "ranking stability", lambda p: figures.ranking_stability(picked[1], p, "bootstrap ranks, test PxAP, B-LOC"),
+                      "ranking stability", lambda p: rank_figures.ranking_stability(picked[1], p, "bootstrap ranks, test PxAP, B-LOC"),
                       "", missing)
     return blocks + [Text("Both resample the test images within class (`evaluation.bootstrap`, docs/results.md), "
                           "the same images for every method; with several folds or seeds, the runs first. "
