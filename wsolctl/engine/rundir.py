@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from wsolctl.errors import InputError
 from wsolctl.io import atomic_path, torch_save, write_json
+from wsolctl.selection import REFERENCE
 
 if TYPE_CHECKING:
     import torch
@@ -248,7 +249,7 @@ class RunDir:
             if int(path.stem.split("-")[1]) not in keep:
                 path.unlink()
 
-    def epoch_of(self, method: Optional[str] = None, selection: str = "b-loc") -> int:
+    def epoch_of(self, method: Optional[str] = None, selection: str = REFERENCE) -> int:
         """The epoch that selection rule ``selection`` picked for ``method`` (a label of the run; default its first)."""
         best = self.done().best
         method = method or next(iter(best), "")
@@ -266,7 +267,7 @@ class RunDir:
                              "`wsolctl train RECIPE --out OUT` must run first (then `wsolctl select OUT`)")
         return torch.load(checkpoint, map_location=device, weights_only=True)
 
-    def load_model(self, method: Optional[str] = None, selection: str = "b-loc", epoch: Optional[int] = None,
+    def load_model(self, method: Optional[str] = None, selection: str = REFERENCE, epoch: Optional[int] = None,
                    device: Union[str, torch.device] = "cpu") -> tuple[WSOLModel, RunSpec]:
         """The trained model of this finished run, in eval mode on ``device``: the checkpoint of
         ``epoch``, or else the one selection rule ``selection`` chose for ``method`` (default: the run's first

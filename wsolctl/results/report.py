@@ -189,7 +189,7 @@ def _figures(sources: Sources, out: Path) -> list[Block]:
     return blocks + _uncertainty(sources, out) + _qualitative(sources, out)
 
 
-def _uncertainty(sources: Sources, out: Path, rule: str = "b-loc", metric: str = "pxap") -> list[Block]:
+def _uncertainty(sources: Sources, out: Path, rule: str = REFERENCE, metric: str = "pxap") -> list[Block]:
     """Per dataset the significance map, and the ranking stability, of B-LOC PxAP (comparisons.parquet,
     ranks.parquet)."""
     comparisons, missing = sources.table("comparisons.parquet")

@@ -22,6 +22,7 @@ from wsolctl import metrics as registry, plugins
 from wsolctl.errors import UnknownPlugin
 from wsolctl.metrics import ReportTable
 from wsolctl.results.blocks import Table
+from wsolctl.selection import REFERENCE
 
 UNRANKED = 1000  # the default survey_rank of plugins
 
@@ -206,7 +207,7 @@ def _reference(stats: "Stats", backbones: list[str], column: str):
     """A reference row's value over ``methods`` (the table's WSOL methods): the mean of ``column``
     (a per-run reference, e.g. ``untrained_pxap``) over them and the given backbones, for their B-LOC rows."""
     def value(methods: list[str]) -> Optional[tuple]:
-        found = [v[0] for b in backbones for m in methods if (v := stats.get(b, m, "b-loc", column)) is not None]
+        found = [v[0] for b in backbones for m in methods if (v := stats.get(b, m, REFERENCE, column)) is not None]
         return (_mean(found), None, len(found)) if found else None
 
     return value

@@ -69,10 +69,12 @@ def track_files(recipe, out: Path, paths: Sequence[Path]) -> None:
 
 def tracked_run(out: Path, spec, phase: str) -> Optional[TrackedRun]:
     """``spec``'s run as trackers see it, or None when it has not finished."""
-    directory = Path(out) / "runs" / spec.run_id
-    if not (directory / "done.json").is_file():
+    from wsolctl.engine.rundir import RunDir
+
+    run = RunDir.of(out, spec.run_id)
+    if not run.is_done:
         return None
-    epochs = json.loads((directory / "epochs.json").read_text(encoding="utf-8"))
+    epochs = run.epochs()
     name = (f"{spec.backbone.name} {','.join(spec.labels)} fold {spec.recipe.dataset.fold} "
             f"seed {spec.recipe.seed}")
     params = {"run_id": spec.run_id, "phase": phase, "methods": ",".join(spec.labels),
