@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import polars as pl
 
+from wsolctl.metrics import UNTRAINED
 from wsolctl.results import survey
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,7 @@ def _dataset_findings(dataset: str, rows: pl.DataFrame) -> list[str]:
     tau = loc.filter(pl.col("threshold") <= 1)["threshold"]
     nothing = loc.filter(pl.col("threshold") > 1).height
     full = rows.filter((pl.col("kind") == "fully-supervised") & (pl.col("selection") == "b-loc"))
-    untrained = loc["untrained_pxap"].mean() if "untrained_pxap" in loc.columns else None
+    untrained = loc[UNTRAINED.name].mean() if UNTRAINED.name in loc.columns else None
     out = [f"**`{dataset}`** (test; {n} WSOL models of the survey's tables; the all-foreground map scores "
            f"{rows['baseline_pxap'].mean():.1f} PxAP"
            + (f", their untrained (epoch-0) models {untrained:.1f} on average" if untrained is not None else "") + "):", "",
@@ -215,7 +216,7 @@ def targets(frame: pl.DataFrame) -> dict[str, dict[str, float]]:
         cl, loc = (wsol.filter(pl.col("selection") == r) for r in ("b-cl", "b-loc"))
         learned = cl.filter(pl.col("cl_acc") >= TARGET_ACCURACY).height
         best, unet = loc["pxap"].max(), _pxap(rows, "unet", "b-loc")
-        untrained = loc["untrained_pxap"].mean() if "untrained_pxap" in loc.columns else None
+        untrained = loc[UNTRAINED.name].mean() if UNTRAINED.name in loc.columns else None
         out[dataset] = {"learned": learned, "models": cl.height, "best_wsol_pxap": best, "unet_pxap": unet,
                         "untrained_pxap": untrained, "met": learned >= TARGET_MODELS and unet >= best
                         and untrained is not None and best > untrained}

@@ -14,7 +14,7 @@ from wsolctl.engine.evaluate import evaluate
 from wsolctl.engine.plan import RunSpec, same_test_settings, test_settings
 from wsolctl.engine.pseudo import OTSU_COLUMNS, Otsu, at_rule, threshold_columns
 from wsolctl.engine.rundir import MethodInfo, RunDir, TestScores
-from wsolctl.metrics import PxAP
+from wsolctl.metrics import ACCURACY, BASELINE, UNTRAINED, PxAP
 from wsolctl.progress import Progress
 from wsolctl.selection import CHECKS, RULES
 
@@ -61,14 +61,14 @@ def select_run(spec: RunSpec, data: Data, run: RunDir, device: torch.device, pro
             columns.update({k: v for k, v in at_rule(result, threshold_rule, thresholds).items() if k in columns})
             out.results.append({"method": label, "selection": rule, "epoch": epoch, **columns,
                                 "threshold_rule": threshold_rule, **thresholds,
-                                "cl_acc": scores.accuracy, "baseline_pxap": baseline})
+                                ACCURACY.name: scores.accuracy, BASELINE.name: baseline})
             curves = {k: [float(x) for x in v] for k, v in result.curves.items()}
             out.curves.append({"method": label, "selection": rule, **curves})
         for check in recipe.evaluation.checks:
             out.checks.extend(CHECKS[check].run()(spec, model, methods, picks, data, device, run))
     untrained = untrained_pxap(spec, model, data, run, device, progress)
     for row in out.results:
-        row["untrained_pxap"] = untrained.get(row["method"])
+        row[UNTRAINED.name] = untrained.get(row["method"])
     run.write_test_scores(out)
     return out
 

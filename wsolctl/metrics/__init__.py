@@ -15,11 +15,11 @@ from typing import Any, Iterable
 from wsolctl import plugins
 from wsolctl.errors import PluginWarning, UnknownPlugin
 from wsolctl.metrics.base import Column, MapMeter, MeterContext, Metric, ReportTable
-from wsolctl.metrics.pxap import ACCURACY, PxAP
+from wsolctl.metrics.pxap import ACCURACY, BASELINE, REFERENCE_COLUMNS, UNTRAINED, PxAP
 
-__all__ = ["ACCURACY", "BUILT_IN", "BUILT_IN_COLUMNS", "COMPARED", "Column", "LocalizationMeter",
+__all__ = ["ACCURACY", "BASELINE", "BUILT_IN", "BUILT_IN_COLUMNS", "COMPARED", "Column", "LocalizationMeter",
            "LocalizationResult", "MapMeter", "MeterContext", "Metric", "PxAP", "ReportTable", "chosen", "declared",
-           "installed", "load", "names", "prepare_cams", "prepare_masks"]
+           "installed", "load", "names", "prepare_cams", "prepare_masks", "REFERENCE_COLUMNS", "UNTRAINED"]
 
 BUILT_IN = PxAP.name  # the recipe name of the always-on metric
 # Its results columns (fields of LocalizationResult), in report order.

@@ -55,3 +55,8 @@ class PxAP(Metric):
 
 # Top-1 accuracy on test: not a localization metric, a results column all the same.
 ACCURACY = Column("cl_acc", "accuracy", tolerance=1.0)
+# The reference values of a results row, the report's reference rows (in no average, no ranking):
+# PxAP of the all-foreground map and of the run's untrained (epoch-0) model.
+REFERENCE_COLUMNS = (Column("baseline_pxap", "reference: all-foreground map"),
+                     Column("untrained_pxap", "reference: untrained model (epoch 0)"))
+BASELINE, UNTRAINED = REFERENCE_COLUMNS

@@ -118,8 +118,8 @@ def _context(sources: Sources) -> list[Block]:
     for run_id, methods in sorted(shared.rows()):
         items.append(f"{', '.join(methods)} share one trained classifier (run `{run_id}`): "
                      "each is evaluated and selected on its own")
-    if "baseline_pxap" in results.columns:
-        baseline = results.group_by("dataset").agg(pl.col("baseline_pxap").mean()).sort("dataset")
+    if metric_plugins.BASELINE.name in results.columns:
+        baseline = results.group_by("dataset").agg(pl.col(metric_plugins.BASELINE.name).mean()).sort("dataset")
         for dataset, value in baseline.rows():
             if value is not None:
                 items.append(f"**trivial baseline** (all-foreground map) PxAP on `{dataset}` test: "

@@ -34,7 +34,7 @@ BEYOND = "Beyond the survey"
 AVERAGE = "WSOL average"
 EXTENSION = "†"  # marks a selection rule the survey does not apply to a method
 # the reference rows of the PxAP tables: results.parquet column -> row label (in no average, never bold)
-REFERENCES = {"baseline_pxap": "reference: all-foreground map", "untrained_pxap": "reference: untrained model (epoch 0)"}
+REFERENCES = {c.name: c.title for c in registry.REFERENCE_COLUMNS}
 REFERENCE_NOTE = ("Reference rows, in no average and no ranking: the all-foreground map (its PxAP is the fraction "
                   "of ROI pixels) and the untrained model (each WSOL method's maps from the run's epoch-0 checkpoint, "
                   "the seeded, unfitted backbone + head; mean over the table's WSOL methods; –: not scored, for "
