@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from wsolctl.plugins import TRACKER_API_VERSION as API_VERSION, RegisteredName
+from wsolctl.plugins import TRACKER_API_VERSION as API_VERSION, NoParams, Plugin
 
 __all__ = ["API_VERSION", "TrackedRun", "Tracker", "NoParams"]
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -34,13 +30,11 @@ class TrackedRun:
     epochs: list[dict[str, Any]]  # epochs.json: one row per (epoch, method), validation values included
 
 
-class Tracker:
+class Tracker(Plugin):
     """Logs a study to an experiment tracker. ``log_run`` may be called again for a run already
     logged (a resumed study): the tracker then logs nothing new."""
 
     api_version: ClassVar[int] = API_VERSION
-    name: ClassVar[str] = RegisteredName()  # type: ignore[assignment]  # the entry point's name (wsolctl.plugins.name_of)
-    Params: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(self, params: BaseModel, out: Path, study: str):
         self.params, self.out, self.study = params, Path(out), study
