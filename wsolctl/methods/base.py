@@ -102,6 +102,7 @@ class Method(Plugin):
     api_version: ClassVar[int] = API_VERSION
     kind: ClassVar[Kind] = "bottom-up"  # the report's method groups, in this order: KINDS
     in_survey: ClassVar[bool] = False  # one of the survey's methods: set on the class itself, never inherited
+    for_histology: ClassVar[bool] = False  # designed for histology images (the survey's Sec. 4.1 compares these)
     needs_masks: ClassVar[bool] = False
     map_kind: ClassVar[Literal["cam", "probability"]] = "cam"  # how cams() maps are scored and drawn
     prerequisite_rule: ClassVar[str] = "b-loc"  # which selected checkpoint of the prerequisite

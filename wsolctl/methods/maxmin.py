@@ -104,6 +104,7 @@ def _wildcat_head(in_channels: int, num_classes: int, modalities: int):
 class MAXMIN(Method):
     survey_rank = 14
     in_survey = True
+    for_histology = True
     kind = "bottom-up"
     Params = MaxMinParams
 

@@ -150,6 +150,7 @@ def sample_seeds(cams, n_fg: int, n_bg: int, fg_region="otsu", bg_region: float 
 class NEGEV(Method):
     survey_rank = 15
     in_survey = True
+    for_histology = True
     kind = "bottom-up"
     Params = NegevParams
     map_kind = "probability"

@@ -90,6 +90,11 @@ def in_survey(method: str) -> bool:
     return plugin is not None and bool(vars(plugin).get("in_survey", False))
 
 
+def for_histology(method: str) -> bool:
+    """Whether the method declares it was designed for histology images (``Method.for_histology``)."""
+    return bool(getattr(_plugin("methods", base_name(method)), "for_histology", False))
+
+
 def split_survey(methods) -> tuple[list[str], list[str]]:
     """(the survey's methods, the others), each in the order given."""
     methods = list(methods)
