@@ -127,7 +127,7 @@ def _within_noise_of_leader(loc: pl.DataFrame, method: str, comparisons: Optiona
 def survey_findings(frame: pl.DataFrame, comparisons: Optional[pl.DataFrame] = None) -> list[str]:
     """Each of the survey's findings (Sec. 4, in its words) with whether it shows up in these results,
     and the numbers that decide it; the criteria are in each line. ``frame`` carries ``kind``."""
-    out = [f"**The survey's findings, checked** (test, B-LOC unless named; criteria in each line):", ""]
+    out = ["**The survey's findings, checked** (test, B-LOC unless named; criteria in each line):", ""]
     summary = {}
     for dataset in sorted(frame["dataset"].unique().to_list()):
         rows = frame.filter(pl.col("dataset") == dataset)
