@@ -114,9 +114,12 @@ def _context(sources: Sources) -> list[Block]:
         prefix = f"`{directory}`: " if len(sources.dirs) > 1 else ""
         items += [prefix + line for line in _recipe_lines(directory)] or ([f"{prefix}results only"] if prefix else [])
     results = sources.results
-    shared = results.group_by("run_id").agg(pl.col("method").unique().sort()).filter(pl.col("method").list.len() > 1)
-    for run_id, methods in sorted(shared.rows()):
-        items.append(f"{', '.join(methods)} share one trained classifier (run `{run_id}`): "
+    shared = (results.group_by("run_id").agg(pl.col("dataset").first(), pl.col("method").unique().sort())
+              .filter(pl.col("method").list.len() > 1).sort("dataset", "run_id"))
+    several = results["dataset"].n_unique() > 1
+    for run_id, dataset, methods in shared.rows():
+        where = f"on `{dataset}`, " if several else ""
+        items.append(f"{where}{', '.join(methods)} share one trained classifier (run `{run_id}`): "
                      "each is evaluated and selected on its own")
     if metric_plugins.BASELINE.name in results.columns:
         baseline = results.group_by("dataset").agg(pl.col(metric_plugins.BASELINE.name).mean()).sort("dataset")
