@@ -102,7 +102,7 @@ def test_the_committed_study_meets_the_targets():
 
 def test_survey_findings_say_which_show_up():
     def row(dataset, method, rule, pxap, acc, fn, fp, tau=0.2):
-        return {**_row(dataset, method, rule, pxap, acc, tp=100 - fn, fp=fp, tau=tau)}
+        return _row(dataset, method, rule, pxap, acc, tp=100 - fn, fp=fp, tau=tau)
 
     rows = []
     for dataset, shift in (("synthetic-glas", 0.0), ("synthetic-camelyon", -20.0)):
