@@ -196,3 +196,26 @@ def test_report_is_what_the_committed_results_give(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the report quotes its source folders relative to the repository root
     fresh = to_markdown(build_report(load_sources(make.sources()), tmp_path))
     assert (ROOT / make.HERE / "report.md").read_text() == fresh
+
+
+def test_collect_leaves_out_checkpoints_logs_and_runs_of_an_earlier_recipe(tmp_path, monkeypatch):
+    source = tmp_path / "out"
+    for run in ("current", "stale"):
+        (source / "runs" / run / "ckpt").mkdir(parents=True)
+        (source / "runs" / run / "spec.json").write_text("{}")
+        (source / "runs" / run / "state.pt").write_bytes(b"x")
+    (source / "wsolctl.log").write_text("log")
+    pl.DataFrame({"run_id": ["current"]}).write_parquet(source / "runs.parquet")
+    pl.DataFrame({"x": [1]}).write_parquet(source / "results.parquet")
+    monkeypatch.setattr(make, "ROOT", tmp_path / "repo")
+    make.collect(source, "study")
+    target = tmp_path / "repo" / make.HERE / "results" / "study"
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "results.parquet", "runs", "runs.parquet", "runs/current", "runs/current/spec.json"]
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed example results")
+@pytest.mark.parametrize("source", make.sources(), ids=lambda s: s.name)
+def test_the_committed_folders_hold_only_the_studys_runs(source):
+    planned = set(pl.read_parquet(ROOT / source / "runs.parquet")["run_id"])
+    assert {p.name for p in (ROOT / source / "runs").iterdir()} == planned

@@ -51,7 +51,16 @@ def collect(source: Path, name: str) -> None:
         raise SystemExit(f"{source}: not a finished study (no results.parquet); run `wsolctl run` on its recipe")
     target = ROOT / HERE / "results" / name
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
+    # runs of an earlier version of the recipe stay in the output directory (a rerun resumes, never
+    # deletes); only this study's runs (runs.parquet) are committed, as a fresh regeneration has
+    planned = set(pl.read_parquet(source / "runs.parquet")["run_id"])
+    left_out = shutil.ignore_patterns(*LEFT_OUT)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        stale = {n for n in names if n not in planned} if Path(directory) == source / "runs" else set()
+        return set(left_out(directory, names)) | stale
+
+    shutil.copytree(source, target, ignore=ignore)
 
 
 def sources() -> list[Path]:
