@@ -12,9 +12,10 @@ from wsolctl.metrics import LocalizationMeter
 from wsolctl.metrics.boxes import MaxBoxAccV2Meter, box_iou, contour_boxes, mask_boxes
 from wsolctl.metrics.faithfulness import FaithfulnessMeter, blurred
 from wsolctl.metrics.pointing import PointingGameMeter
+from wsolctl.metrics.roi_images import RoiImagesMeter
 from wsolctl.recipe.evaluation import Evaluation
 
-ALL = ["pxap", "maxboxacc-v2", "dice", "pointing-game", "deletion", "insertion"]
+ALL = ["pxap", "maxboxacc-v2", "dice", "pointing-game", "roi-images", "deletion", "insertion"]
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -126,6 +127,49 @@ def test_pointing_game_of_a_constant_map_is_the_mean_roi_fraction():
     meter = PointingGameMeter()
     meter.update(torch.full((2, 4, 4), 0.3), masks)
     assert meter.compute()["pointing_game"] == pytest.approx(100 * (0.25 + 0.5) / 2)
+
+
+# ----------------------------------------------------------------------------- images with / without a ROI
+def test_roi_images_split_the_pooled_pxap_hand_computed():
+    # image 0 (ROI): its map ranks the 2 foreground pixels first; image 1 (no ROI): a hot map
+    maps = torch.tensor([[[1.0, 0.8], [0.2, 0.0]], [[1.0, 1.0], [0.6, 0.4]]])
+    masks = torch.tensor([[[True, True], [False, False]], [[False, False], [False, False]]])
+    meter = RoiImagesMeter(10)
+    meter.update(maps, masks)
+    found = meter.compute()
+    assert found["pxap_roi_images"] == pytest.approx(100.0)  # perfect within the image with a ROI
+    # FP* = mean over τ = 0.1 … 1.0 of the fraction of ROI-free pixels ≥ τ: (4·4 + 3·2 + 2·2 + 2·2) / 4 / 10
+    assert found["fp_roi_free_images"] == pytest.approx(100 * (16 + 6 + 4 + 4) / 40)
+    pooled = LocalizationMeter(10)
+    pooled.update(maps, masks)
+    assert pooled.compute().pxap < 100  # the ROI-free image's hot pixels rank above the foreground
+
+
+def test_roi_images_equal_the_meters_of_each_group_alone():
+    rng = np.random.default_rng(0)
+    maps = torch.tensor(rng.random((6, 8, 8)), dtype=torch.float32)
+    masks = torch.tensor(rng.random((6, 8, 8)) < 0.3)
+    masks[[1, 4]] = False  # two images without a ROI
+    meter = RoiImagesMeter(100)
+    for lo in range(0, 6, 4):
+        meter.update(maps[lo:lo + 4], masks[lo:lo + 4])
+    with_roi, roi_free = LocalizationMeter(100), LocalizationMeter(100)
+    with_roi.update(maps[[0, 2, 3, 5]], masks[[0, 2, 3, 5]])
+    roi_free.update(maps[[1, 4]], masks[[1, 4]])
+    found = meter.compute()
+    assert found["pxap_roi_images"] == pytest.approx(with_roi.compute().pxap, rel=1e-12)
+    assert found["fp_roi_free_images"] == pytest.approx(roi_free.compute().fp, rel=1e-12)
+    per_image = meter.per_image()
+    assert per_image.shape == (6, 3, 102) and not per_image[[1, 4], :2].any() and not per_image[[0, 2, 3, 5], 2].any()
+
+
+def test_roi_images_without_one_group_are_nan():
+    meter = RoiImagesMeter(10)
+    meter.update(torch.rand(2, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool))
+    assert np.isnan(meter.compute()["fp_roi_free_images"])
+    meter = RoiImagesMeter(10)
+    meter.update(torch.rand(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool))
+    assert np.isnan(meter.compute()["pxap_roi_images"])
 
 
 # ----------------------------------------------------------------------------- deletion / insertion
@@ -301,13 +345,14 @@ def test_a_recipe_asking_for_every_metric_gets_each_in_range(tmp_path, tiny_reci
     assert sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")) == trained
     results = pl.read_parquet(out / "results.parquet")
     columns = ["pxap", "dice_fg", "iou_fg", "maxboxacc_v2", "maxboxacc_v2_iou30", "maxboxacc_v2_iou50",
-               "maxboxacc_v2_iou70", "pointing_game", "deletion_auc", "insertion_auc"]
+               "maxboxacc_v2_iou70", "pointing_game", "pxap_roi_images", "deletion_auc", "insertion_auc"]
     assert len(results) == 2  # cam × (B-LOC, B-CL)
     for column in columns:
         values = results[column].to_numpy()
         assert np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 100)), column
     report = (out / "report.md").read_text()
     for title in ("Foreground Dice at τ*", "Foreground IoU at τ*", "MaxBoxAccV2, B-LOC", "Pointing game, B-LOC",
+                  "PxAP on the images with a region of interest, B-LOC",
                   "Deletion AUC, B-LOC", "Insertion AUC, B-LOC"):
         assert title in report
 

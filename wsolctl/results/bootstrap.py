@@ -15,6 +15,7 @@ With several folds or seeds, a comparison resamples the runs first, then the ima
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -41,7 +42,7 @@ def bootstrap(labels: np.ndarray, statistic: Statistic, samples: int, confidence
               batch: int = 200) -> Replicates:
     """Resample the images (classes ``labels``, (N,)) within class; ``statistic`` maps image counts
     (M, N) to K values each, (K, M). Deterministic for a given ``seed``."""
-    from scipy.stats import bootstrap as scipy_bootstrap
+    from scipy.stats import DegenerateDataWarning, bootstrap as scipy_bootstrap
 
     labels = np.asarray(labels)
     n = len(labels)
@@ -58,8 +59,10 @@ def bootstrap(labels: np.ndarray, statistic: Statistic, samples: int, confidence
         return values.reshape(values.shape[0], *lead)
 
     estimate = statistic(np.ones((1, n)))[:, 0]
-    result = scipy_bootstrap(by_class, on_indices, vectorized=True, n_resamples=samples, batch=batch,
-                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # a value NaN on some resamples gets a NaN interval, as it should
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = scipy_bootstrap(by_class, on_indices, vectorized=True, n_resamples=samples, batch=batch,
+                                 confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     distribution = np.asarray(result.bootstrap_distribution).reshape(len(estimate), samples)
     interval = result.confidence_interval
     return Replicates(estimate, np.reshape(interval.low, -1), np.reshape(interval.high, -1), distribution)
