@@ -4,8 +4,7 @@ Built in and always on: PxAP and the survey's TP*/FN*/FP*/TN*, with τ* and the 
 like any metric by :class:`~wsolctl.metrics.pxap.PxAP` (scored by :class:`LocalizationMeter`); a recipe
 may list it as ``pxap``. Every other metric is a plugin of the ``wsolctl.metrics`` entry-point group (:mod:`wsolctl.metrics.base`),
 the built-ins (``dice``, ``maxboxacc-v2``, ``pointing-game``, ``roi-images``, ``deletion``, ``insertion``,
-``road``) registered
-in wsolctl's ``pyproject.toml`` like third parties. Torch-free at import: the meters load on use.
+``road``) registered in wsolctl's ``pyproject.toml`` like third parties. Torch-free at import: the meters load on use.
 """
 from __future__ import annotations
 

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 from wsolctl.metrics.base import Column, MeterContext, Metric, ReportTable
 
+WITH_ROI = Column("pxap_roi_images", "PxAP, images with a ROI", tolerance=0.5)
+ROI_FREE = Column("fp_roi_free_images", "FP*, ROI-free images", lower_is_better=True, tolerance=1.0)
+
 
 class RoiImages(Metric):
     """PxAP over the images with a region of interest; FP* over the images without one."""
 
     description = "PxAP over the images whose mask has foreground; FP* (mean map value) over those whose mask is empty"
-    columns = (Column("pxap_roi_images", "PxAP, images with a ROI", tolerance=0.5),
-               Column("fp_roi_free_images", "FP*, ROI-free images", lower_is_better=True, tolerance=1.0))
-    tables = (ReportTable("pxap_roi_images", "PxAP on the images with a region of interest",
+    columns = (WITH_ROI, ROI_FREE)
+    tables = (ReportTable(WITH_ROI.name, "PxAP on the images with a region of interest",
                           "PxAP over the pixels of the test images whose mask has foreground only (%)"),
-              ReportTable("fp_roi_free_images", "FP* on the images without a region of interest",
+              ReportTable(ROI_FREE.name, "FP* on the images without a region of interest",
                           "FP* over the pixels of the test images whose mask is empty: their mean map value (%)"))
     survey_rank = 20
     resampling = "sums"
@@ -49,7 +51,9 @@ class RoiImages(Metric):
 
 class RoiImagesMeter:
     """Per-image histograms (:class:`~wsolctl.metrics.pixel.LocalizationMeter`) split by whether the
-    image's mask has foreground."""
+    image's mask has foreground. Its own meter, not the shared one's histograms: those are kept per
+    image only when intervals are asked for, and the split needs them always (one more binning pass
+    per test image, on an opt-in metric)."""
 
     def __init__(self, n_thresholds: int):
         from wsolctl.metrics.pixel import LocalizationMeter
@@ -84,4 +88,4 @@ def _columns(split):
     n_thresholds = split.shape[-1] - 2
     with_roi = localization_columns(split[:, :2], n_thresholds)
     roi_free = localization_columns(np.stack([split[:, 2], np.zeros_like(split[:, 2])], axis=1), n_thresholds)
-    return {"pxap_roi_images": with_roi["pxap"], "fp_roi_free_images": roi_free["fp"]}
+    return {WITH_ROI.name: with_roi["pxap"], ROI_FREE.name: roi_free["fp"]}
